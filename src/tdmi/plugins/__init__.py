@@ -1,0 +1,1 @@
+"""The fused temporal-difference CUDA plugin: kernel sources, PTX build, TensorRT registration."""
