@@ -1,0 +1,206 @@
+"""Typed, JSON-serialisable model configuration and the named presets.
+
+Every choice the paper leaves open is a field here, so a user holding official weights can match
+them, and so every exported artifact can say exactly which network it contains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tdmi.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class HRNetConfig:
+    """HRNet pose backbone (canonical deep-high-resolution-net layout)."""
+
+    width: int = 48  # channels of the highest-resolution branch (W); branch i has W * 2**i
+    stem_channels: int = 64
+    layer1_planes: int = 64  # bottleneck planes; layer1 outputs 4x this (256)
+    layer1_blocks: int = 4
+    stage_modules: tuple[int, int, int] = (1, 4, 3)  # HighResolutionModules in stages 2, 3, 4
+    stage_blocks: int = 4  # BasicBlocks per branch in every module
+    final_conv_kernel: int = 1
+    bn_momentum: float = 0.1
+
+    @property
+    def branch_channels(self) -> tuple[int, int, int, int]:
+        w = self.width
+        return (w, 2 * w, 4 * w, 8 * w)
+
+    @property
+    def layer1_channels(self) -> int:
+        return self.layer1_planes * 4
+
+
+@dataclass(frozen=True)
+class TDMIConfig:
+    """The whole TDMI network, pre/post-processing constants included."""
+
+    name: str = "custom"
+    backbone: HRNetConfig = field(default_factory=HRNetConfig)
+    num_frames: int = 3  # T = 2*delta + 1, key frame in the middle
+    num_joints: int = 17
+    input_size: tuple[int, int] = (384, 288)  # (H, W)
+    sigma: float = 2.0  # Gaussian target sigma at heatmap resolution
+    # Temporal difference encoder
+    stage_channels: tuple[int, int, int, int] | None = None  # C_j of F[j]; None -> from the backbone
+    tde_blocks: tuple[int, int, int, int] = (3, 3, 2, 2)  # residual blocks N_j per stage
+    motion_channels: int | None = None  # C_m; None -> backbone width
+    dcn_kernel: int = 3
+    dcn_offset_groups: int = 1
+    cascade_kernel: int = 3
+    # Representation disentanglement
+    gate_reduction: int = 4  # MLP hidden = C_m // gate_reduction
+    # Heatmap head
+    head_channels: int | None = None  # None -> backbone width
+    head_blocks: int = 2
+    # Training
+    mi_hidden: int = 64  # vCLUB variational network hidden size
+    mi_weight: float = 1e-3
+    bbox_padding: float = 1.25
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def key_frame(self) -> int:
+        return self.num_frames // 2
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return (self.input_size[0] // 4, self.input_size[1] // 4)
+
+    @property
+    def resolved_stage_channels(self) -> tuple[int, int, int, int]:
+        if self.stage_channels is not None:
+            return self.stage_channels
+        b = self.backbone
+        return (b.layer1_channels, b.width, b.width, b.width)
+
+    @property
+    def resolved_motion_channels(self) -> int:
+        return self.motion_channels or self.backbone.width
+
+    @property
+    def resolved_head_channels(self) -> int:
+        return self.head_channels or self.backbone.width
+
+    @property
+    def aspect_ratio(self) -> float:
+        return self.input_size[1] / self.input_size[0]
+
+    def validate(self) -> None:
+        h, w = self.input_size
+        if self.num_frames < 2:
+            raise ConfigError(f"num_frames must be >= 2 (temporal differences need two frames), got {self.num_frames}")
+        if h % 32 or w % 32:
+            raise ConfigError(f"input_size {self.input_size} must be multiples of 32 (HRNet downsamples by 32)")
+        expected = (self.backbone.layer1_channels, self.backbone.width, self.backbone.width, self.backbone.width)
+        if self.stage_channels is not None and tuple(self.stage_channels) != expected:
+            raise ConfigError(
+                f"stage_channels {tuple(self.stage_channels)} contradict the backbone, which gives {expected}"
+            )
+        if len(self.tde_blocks) != 4 or min(self.tde_blocks) < 1:
+            raise ConfigError(f"tde_blocks needs 4 entries >= 1, got {self.tde_blocks}")
+        if self.resolved_motion_channels // self.gate_reduction < 1:
+            raise ConfigError("gate_reduction is larger than the motion channels")
+        if self.dcn_kernel % 2 != 1 or self.cascade_kernel % 2 != 1:
+            raise ConfigError("dcn_kernel and cascade_kernel must be odd")
+
+    # -- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TDMIConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config field(s): {', '.join(unknown)}")
+        kwargs = dict(data)
+        bb = kwargs.get("backbone", {})
+        if isinstance(bb, dict):
+            bb_known = {f.name for f in dataclasses.fields(HRNetConfig)}
+            bad = sorted(set(bb) - bb_known)
+            if bad:
+                raise ConfigError(f"unknown backbone config field(s): {', '.join(bad)}")
+            bb = dict(bb)
+            if "stage_modules" in bb:
+                bb["stage_modules"] = tuple(bb["stage_modules"])
+            kwargs["backbone"] = HRNetConfig(**bb)
+        for key in ("input_size", "stage_channels", "tde_blocks"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"invalid model config: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> TDMIConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"model config is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> TDMIConfig:
+        return dataclasses.replace(self, **changes)
+
+
+W48 = HRNetConfig(width=48)
+W32 = HRNetConfig(width=32)
+# Tiny: same topology (all four stages, every branch), few channels and blocks: CPU tests.
+TINY = HRNetConfig(width=8, stem_channels=16, layer1_planes=8, layer1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1)
+
+PRESETS: dict[str, TDMIConfig] = {
+    "tdmi-w48-384x288": TDMIConfig(name="tdmi-w48-384x288", backbone=W48, num_frames=3, input_size=(384, 288)),
+    "tdmi-w48-384x288-t5": TDMIConfig(name="tdmi-w48-384x288-t5", backbone=W48, num_frames=5, input_size=(384, 288)),
+    "tdmi-w32-256x192": TDMIConfig(name="tdmi-w32-256x192", backbone=W32, num_frames=3, input_size=(256, 192)),
+    "tdmi-tiny": TDMIConfig(
+        name="tdmi-tiny",
+        backbone=TINY,
+        num_frames=3,
+        input_size=(128, 96),
+        tde_blocks=(1, 1, 1, 1),
+        head_blocks=1,
+        gate_reduction=2,
+        mi_hidden=16,
+    ),
+}
+
+DEFAULT_PRESET = "tdmi-w48-384x288"
+
+
+def get_preset(name: str) -> TDMIConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def resolve_config(config: TDMIConfig | str) -> TDMIConfig:
+    """Accept a config object, a preset name, or a path to a JSON config file."""
+    if isinstance(config, TDMIConfig):
+        return config
+    if config in PRESETS:
+        return PRESETS[config]
+    if str(config).endswith(".json"):
+        from pathlib import Path
+
+        p = Path(config)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        return TDMIConfig.from_json(p.read_text())
+    return get_preset(str(config))
