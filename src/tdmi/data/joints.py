@@ -29,7 +29,9 @@ FLIP_PAIRS: tuple[tuple[int, int], ...] = ((3, 4), (5, 6), (7, 8), (9, 10), (11,
 NUM_JOINTS = len(POSETRACK_JOINTS)
 
 
-def flip_permutation(num_joints: int = NUM_JOINTS, pairs: tuple[tuple[int, int], ...] = FLIP_PAIRS) -> list[int]:
+def flip_permutation(
+    num_joints: int = NUM_JOINTS, pairs: tuple[tuple[int, int], ...] = FLIP_PAIRS
+) -> list[int]:
     """Index map that swaps left and right joints (used on flipped heatmaps and keypoints)."""
     perm = list(range(num_joints))
     for a, b in pairs:

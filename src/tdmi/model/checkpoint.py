@@ -25,7 +25,9 @@ FORMAT_VERSION = 1
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None
+) -> Path:
     """Write weights + config (+ optional extra fields such as epoch) atomically."""
     from tdmi import __version__
 
@@ -56,12 +58,17 @@ def _read(path: str | os.PathLike[str]) -> Any:
         return torch.load(p, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if zipfile.is_zipfile(p) or "zip" in msg.lower() or isinstance(e, EOFError) or "central directory" in msg:
+        if (
+            zipfile.is_zipfile(p)
+            or "zip" in msg.lower()
+            or isinstance(e, EOFError)
+            or "central directory" in msg
+        ):
             raise CheckpointError(
                 f"checkpoint {p} is truncated or corrupt ({msg}); download or save it again"
             ) from None
         raise CheckpointError(f"{p} is not a PyTorch checkpoint ({msg})") from None
-    except (pickle.UnpicklingError, ValueError, UnicodeDecodeError) as e:
+    except (pickle.UnpicklingError, ValueError, UnicodeDecodeError, IndexError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{p} is not a PyTorch checkpoint ({first[:160]})") from None
 
@@ -86,7 +93,11 @@ def _summarise(model: nn.Module, sd: Mapping[str, Tensor], what: str, limit: int
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if not (missing or unexpected or mismatched):
         return None
 
@@ -94,7 +105,11 @@ def _summarise(model: nn.Module, sd: Mapping[str, Tensor], what: str, limit: int
         more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
         return f"{len(items)} {name}: {', '.join(items[:limit])}{more}"
 
-    parts = [fmt(n, i) for n, i in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if i]
+    parts = [
+        fmt(n, i)
+        for n, i in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+        if i
+    ]
     return f"{what} does not fit the architecture: " + "; ".join(parts)
 
 
@@ -149,13 +164,14 @@ def load_checkpoint(
         if a != b:
             diff = sorted(k for k in a if a[k] != b.get(k))
             raise CheckpointError(
-                f"config {config.name!r} contradicts the config stored in {path} (differs in: {', '.join(diff)}); "
-                "drop --config to use the checkpoint's own"
+                f"config {config.name!r} contradicts the config stored in {path} "
+                f"(differs in: {', '.join(diff)}); drop --config to use the checkpoint's own"
             )
     cfg = config or embedded
     if cfg is None:
         raise CheckpointError(
-            f"{path} has no embedded TDMI config (a bare state dict?): pass the config/preset it was trained with"
+            f"{path} has no embedded TDMI config (a bare state dict?): "
+            "pass the config/preset it was trained with"
         )
     model = TDMI(cfg)
     sd = extract_state_dict(obj, f"checkpoint {path}")

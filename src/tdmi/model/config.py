@@ -98,10 +98,19 @@ class TDMIConfig:
     def validate(self) -> None:
         h, w = self.input_size
         if self.num_frames < 2:
-            raise ConfigError(f"num_frames must be >= 2 (temporal differences need two frames), got {self.num_frames}")
+            raise ConfigError(
+                f"num_frames must be >= 2 (temporal differences need two frames), got {self.num_frames}"
+            )
         if h % 32 or w % 32:
-            raise ConfigError(f"input_size {self.input_size} must be multiples of 32 (HRNet downsamples by 32)")
-        expected = (self.backbone.layer1_channels, self.backbone.width, self.backbone.width, self.backbone.width)
+            raise ConfigError(
+                f"input_size {self.input_size} must be multiples of 32 (HRNet downsamples by 32)"
+            )
+        expected = (
+            self.backbone.layer1_channels,
+            self.backbone.width,
+            self.backbone.width,
+            self.backbone.width,
+        )
         if self.stage_channels is not None and tuple(self.stage_channels) != expected:
             raise ConfigError(
                 f"stage_channels {tuple(self.stage_channels)} contradict the backbone, which gives {expected}"
@@ -162,12 +171,20 @@ class TDMIConfig:
 W48 = HRNetConfig(width=48)
 W32 = HRNetConfig(width=32)
 # Tiny: same topology (all four stages, every branch), few channels and blocks: CPU tests.
-TINY = HRNetConfig(width=8, stem_channels=16, layer1_planes=8, layer1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1)
+TINY = HRNetConfig(
+    width=8, stem_channels=16, layer1_planes=8, layer1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1
+)
 
 PRESETS: dict[str, TDMIConfig] = {
-    "tdmi-w48-384x288": TDMIConfig(name="tdmi-w48-384x288", backbone=W48, num_frames=3, input_size=(384, 288)),
-    "tdmi-w48-384x288-t5": TDMIConfig(name="tdmi-w48-384x288-t5", backbone=W48, num_frames=5, input_size=(384, 288)),
-    "tdmi-w32-256x192": TDMIConfig(name="tdmi-w32-256x192", backbone=W32, num_frames=3, input_size=(256, 192)),
+    "tdmi-w48-384x288": TDMIConfig(
+        name="tdmi-w48-384x288", backbone=W48, num_frames=3, input_size=(384, 288)
+    ),
+    "tdmi-w48-384x288-t5": TDMIConfig(
+        name="tdmi-w48-384x288-t5", backbone=W48, num_frames=5, input_size=(384, 288)
+    ),
+    "tdmi-w32-256x192": TDMIConfig(
+        name="tdmi-w32-256x192", backbone=W32, num_frames=3, input_size=(256, 192)
+    ),
     "tdmi-tiny": TDMIConfig(
         name="tdmi-tiny",
         backbone=TINY,

@@ -20,7 +20,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, momentum: float = 0.1
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        momentum: float = 0.1,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -41,7 +46,12 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, momentum: float = 0.1
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        momentum: float = 0.1,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
@@ -92,7 +102,10 @@ class HighResolutionModule(nn.Module):
         self.multi_scale_output = multi_scale_output
         self.momentum = momentum
         self.branches = nn.ModuleList(
-            [make_blocks(BasicBlock, self.num_inchannels[i], num_channels[i], num_blocks, momentum) for i in range(num_branches)]
+            [
+                make_blocks(BasicBlock, self.num_inchannels[i], num_channels[i], num_blocks, momentum)
+                for i in range(num_branches)
+            ]
         )
         self.num_inchannels = [c * BasicBlock.expansion for c in num_channels]
         self.fuse_layers = self._make_fuse_layers()
@@ -122,7 +135,10 @@ class HighResolutionModule(nn.Module):
                     for k in range(i - j):
                         if k == i - j - 1:
                             convs.append(
-                                nn.Sequential(nn.Conv2d(ch[j], ch[i], 3, 2, 1, bias=False), nn.BatchNorm2d(ch[i], momentum=m))
+                                nn.Sequential(
+                                    nn.Conv2d(ch[j], ch[i], 3, 2, 1, bias=False),
+                                    nn.BatchNorm2d(ch[i], momentum=m),
+                                )
                             )
                         else:
                             convs.append(
@@ -202,17 +218,26 @@ class HRNet(nn.Module):
         self.transition2 = _make_transition(pre, chans[:3], m)
         self.stage3, pre = self._make_stage(3, cfg.stage_modules[1], chans[:3], chans[:3])
         self.transition3 = _make_transition(pre, chans[:4], m)
-        self.stage4, pre = self._make_stage(4, cfg.stage_modules[2], chans[:4], chans[:4], multi_scale_output=False)
+        self.stage4, pre = self._make_stage(
+            4, cfg.stage_modules[2], chans[:4], chans[:4], multi_scale_output=False
+        )
         k = cfg.final_conv_kernel
         self.final_layer = nn.Conv2d(pre[0], num_joints, kernel_size=k, stride=1, padding=1 if k == 3 else 0)
 
     def _make_stage(
-        self, branches: int, modules: int, inchannels: list[int], channels: list[int], multi_scale_output: bool = True
+        self,
+        branches: int,
+        modules: int,
+        inchannels: list[int],
+        channels: list[int],
+        multi_scale_output: bool = True,
     ) -> tuple[nn.Sequential, list[int]]:
         mods = []
         for i in range(modules):
             mso = multi_scale_output or i != modules - 1
-            mod = HighResolutionModule(branches, self.config.stage_blocks, inchannels, channels, mso, self.config.bn_momentum)
+            mod = HighResolutionModule(
+                branches, self.config.stage_blocks, inchannels, channels, mso, self.config.bn_momentum
+            )
             mods.append(mod)
             inchannels = mod.num_inchannels
         return nn.Sequential(*mods), inchannels
@@ -250,5 +275,11 @@ def hrnet_state_dict_shapes(model: nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
-__all__ = ["HRNet", "BasicBlock", "Bottleneck", "HighResolutionModule", "make_blocks", "hrnet_state_dict_shapes"]
-
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "HRNet",
+    "HighResolutionModule",
+    "hrnet_state_dict_shapes",
+    "make_blocks",
+]

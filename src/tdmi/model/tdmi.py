@@ -58,14 +58,18 @@ class ModulatedDeformConv(nn.Module):
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
 class TDEStage(nn.Module):
     """One stage j of the encoder: differences -> N_j residual blocks (D[j]) -> DCN."""
 
-    def __init__(self, in_channels: int, num_frames: int, motion_channels: int, blocks: int, cfg: TDMIConfig) -> None:
+    def __init__(
+        self, in_channels: int, num_frames: int, motion_channels: int, blocks: int, cfg: TDMIConfig
+    ) -> None:
         super().__init__()
         self.diff = TemporalDifference(num_frames)
         self.blocks = make_blocks(BasicBlock, (num_frames - 1) * in_channels, motion_channels, blocks)
@@ -102,7 +106,9 @@ class ChannelGate(nn.Module):
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         w = torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))
@@ -127,10 +133,14 @@ class RepresentationDisentanglement(nn.Module):
 class HeatmapHead(nn.Module):
     """Aggregate M_u with the key frame's final feature, refine, predict J heatmaps."""
 
-    def __init__(self, motion_channels: int, feature_channels: int, head_channels: int, blocks: int, joints: int) -> None:
+    def __init__(
+        self, motion_channels: int, feature_channels: int, head_channels: int, blocks: int, joints: int
+    ) -> None:
         super().__init__()
         self.aggregate = conv_bn_relu(motion_channels + feature_channels, head_channels, 3)
-        self.blocks = make_blocks(BasicBlock, head_channels, head_channels, blocks) if blocks else nn.Identity()
+        self.blocks = (
+            make_blocks(BasicBlock, head_channels, head_channels, blocks) if blocks else nn.Identity()
+        )
         self.final_layer = nn.Conv2d(head_channels, joints, kernel_size=1)
 
     def forward(self, useful: Tensor, key_feature: Tensor) -> Tensor:
@@ -158,7 +168,9 @@ class TDMI(nn.Module):
         self.backbone = HRNet(num_joints=config.num_joints, config=config.backbone)
         self.tde = TemporalDifferenceEncoder(config)
         self.rdm = RepresentationDisentanglement(cm, config.gate_reduction)
-        self.head = HeatmapHead(cm, config.backbone.width, config.resolved_head_channels, config.head_blocks, config.num_joints)
+        self.head = HeatmapHead(
+            cm, config.backbone.width, config.resolved_head_channels, config.head_blocks, config.num_joints
+        )
 
     @classmethod
     def from_preset(cls, name: str, **overrides: object) -> TDMI:
