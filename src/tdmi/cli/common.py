@@ -6,7 +6,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-import click
 import typer
 from rich.console import Console
 
@@ -16,6 +15,19 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
 
 VERBOSE_FLAGS = ("--verbose", "-v")
+
+# typer >= 0.24 vendors click and raises its own classes; older typer raises click's.
+_EXIT: tuple[type[BaseException], ...] = (typer.Exit,)
+_ABORT: tuple[type[BaseException], ...] = (typer.Abort,)
+_USAGE: tuple[type[BaseException], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
+try:  # pragma: no cover - depends on the installed typer
+    import click
+
+    _EXIT += (click.exceptions.Exit,)
+    _ABORT += (click.exceptions.Abort,)
+    _USAGE += (click.ClickException,)
+except ImportError:
+    pass
 
 
 def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str | None = None) -> int:
@@ -27,14 +39,18 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
     verbose = any(a in VERBOSE_FLAGS for a in args)
     try:
         app(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.exceptions.Abort:
+    except _EXIT as e:
+        return int(getattr(e, "exit_code", 0))
+    except _ABORT:
         err_console.print("aborted")
         return 130
-    except click.ClickException as e:  # usage errors: typer/click already phrases them well
-        e.show(file=sys.stderr)
-        return int(e.exit_code) or 2
+    except _USAGE as e:  # usage errors: typer/click already phrases them well
+        show = getattr(e, "show", None)
+        if callable(show):
+            show(file=sys.stderr)
+        else:
+            err_console.print(str(e))
+        return int(getattr(e, "exit_code", 2)) or 2
     except TdmiError as e:
         if verbose:
             traceback.print_exc()

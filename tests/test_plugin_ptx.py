@@ -1,0 +1,171 @@
+"""The shipped PTX: entry points, provenance, freshness, arch selection, and rebuilding with nvcc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tdmi.errors import BackendUnavailableError
+from tdmi.plugins import build
+from tdmi.plugins.availability import nvcc_available
+from tdmi.plugins.launch_params import KERNEL_NAMES, KERNEL_PARAM_TYPES
+
+NVCC = nvcc_available()
+needs_nvcc = pytest.mark.skipif(not NVCC, reason=NVCC.reason)
+EXPECTED_ENTRIES = {name: list(KERNEL_PARAM_TYPES) for name in KERNEL_NAMES.values()}
+
+
+def test_ptx_shipped_for_every_supported_generation() -> None:
+    assert build.shipped_archs() == list(build.DEFAULT_ARCHS)
+    assert {75, 80, 86, 89, 90} <= set(build.shipped_archs())
+    assert {100, 120} & set(build.shipped_archs()), "Blackwell PTX missing"
+
+
+@pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
+def test_shipped_ptx_entry_points_and_target(arch: int) -> None:
+    text = build.read_ptx(build.ptx_path(arch))
+    assert build.parse_ptx_entries(text) == EXPECTED_ENTRIES
+    assert build.ptx_target(text) == f"sm_{arch}"
+
+
+@pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
+def test_shipped_ptx_was_built_from_current_source(arch: int) -> None:
+    # Drift guard that needs no nvcc: editing csrc/temporal_diff.cu without rebuilding fails here.
+    header = build.ptx_header(build.read_ptx(build.ptx_path(arch)))
+    assert header["source-sha256"] == build.source_sha256(), (
+        "csrc/temporal_diff.cu changed: run `python -m tdmi.plugins.build` and commit src/tdmi/plugins/ptx/"
+    )
+    assert header["arch"] == f"compute_{arch}"
+    assert header["flags"] == " ".join(build.NVCC_FLAGS)
+
+
+def test_parse_ptx_entries_handles_pointer_and_alignment_qualifiers() -> None:
+    ptx = """
+    .visible .entry k1(
+        .param .u64 .ptr .global .align 16 k1_param_0,
+        .param .u32 k1_param_1,
+        .param .f32 k1_param_2
+    )
+    { ret; }
+    .visible .entry k2()
+    { ret; }
+    """
+    assert build.parse_ptx_entries(ptx) == {"k1": ["u64", "u32", "f32"], "k2": []}
+
+
+@pytest.mark.parametrize(
+    ("cc", "arch"),
+    [
+        ((7, 5), 75),
+        ((8, 0), 80),
+        ((8, 6), 86),
+        ((8, 7), 86),
+        ((8, 9), 89),
+        ((9, 0), 90),
+        ((10, 0), 100),
+        ((10, 3), 100),
+        ((11, 0), 100),
+        ((12, 0), 120),
+        ((12, 1), 120),
+    ],
+)
+def test_select_arch_picks_highest_not_above_device(cc: tuple[int, int], arch: int) -> None:
+    assert build.select_arch(cc) == arch
+    assert build.select_ptx(cc) == build.ptx_path(arch)
+
+
+def test_select_arch_rejects_too_old_gpu_and_missing_ptx(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailableError, match="older than"):
+        build.select_arch((7, 0))
+    with pytest.raises(BackendUnavailableError, match="no TemporalDiff PTX"):
+        build.ptx_path(directory=tmp_path)
+    with pytest.raises(BackendUnavailableError, match="compute_61"):
+        build.ptx_path(61)
+    assert build.ptx_path() == build.ptx_path(min(build.DEFAULT_ARCHS))
+
+
+def test_build_without_nvcc_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(build, "find_nvcc", lambda: None)
+    with pytest.raises(BackendUnavailableError, match="nvcc not found"):
+        build.build_ptx(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.nvcc
+@needs_nvcc
+def test_rebuild_has_expected_entries_for_every_arch(tmp_path: Path) -> None:
+    written = build.build_ptx(tmp_path, archs=list(build.DEFAULT_ARCHS))
+    assert sorted(written) == list(build.DEFAULT_ARCHS)
+    for arch, path in written.items():
+        assert path.parent == tmp_path
+        text = path.read_text()
+        assert build.parse_ptx_entries(text) == EXPECTED_ENTRIES, arch
+        assert build.ptx_target(text) == f"sm_{arch}"
+        assert build.ptx_header(text)["source-sha256"] == build.source_sha256()
+
+
+@pytest.mark.nvcc
+@needs_nvcc
+def test_rebuild_reproduces_committed_ptx(tmp_path: Path) -> None:
+    shipped_version = build.ptx_header(build.read_ptx(build.ptx_path()))["nvcc"]
+    local_version = build.nvcc_version()
+    if shipped_version != local_version:
+        pytest.skip(f"shipped PTX from '{shipped_version}', local nvcc '{local_version}': codegen may differ")
+    written = build.build_ptx(tmp_path)
+    assert sorted(written) == build.shipped_archs()
+    for arch, path in written.items():
+        rebuilt = build.strip_comments(path.read_text())
+        shipped = build.strip_comments(build.read_ptx(build.ptx_path(arch)))
+        assert rebuilt == shipped, f"compute_{arch}: run `python -m tdmi.plugins.build` and commit the PTX"
+
+
+@pytest.mark.nvcc
+@needs_nvcc
+def test_explicit_unsupported_arch_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="cannot target"):
+        build.build_ptx(tmp_path, archs=[52])
+
+
+def entry_bodies(ptx: str) -> dict[str, str]:
+    """Text of each ``.entry`` up to the next one."""
+    parts = ptx.split(".entry ")[1:]
+    return {part.split("(", 1)[0].strip(): part for part in parts}
+
+
+@pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
+def test_shipped_ptx_has_16_byte_vector_path(arch: int) -> None:
+    # The fast path must really move 16 bytes per access: float4 for FP32, 4 x half2 (as u32) for FP16,
+    # and FP16 must subtract in half2 pairs.
+    bodies = entry_bodies(build.read_ptx(build.ptx_path(arch)))
+    f32, f16 = bodies["temporal_diff_f32"], bodies["temporal_diff_f16"]
+    assert "ld.global.nc.v4.f32" in f32 and "st.global.wb.v4.f32" in f32
+    assert "ld.global.nc.v4.u32" in f16 and "st.global.wb.v4.u32" in f16
+    assert "sub.f16x2" in f16 or "sub.rn.f16x2" in f16
+
+
+@pytest.mark.nvcc
+@needs_nvcc
+@pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
+def test_shipped_ptx_assembles_for_its_gpu_generation(arch: int) -> None:
+    # ptxas is what the driver's JIT runs on the user's GPU: assembling here proves the PTX is valid
+    # SASS for that generation, without spills and within the occupancy budget of 256-thread blocks.
+    report = build.assemble_ptx(build.ptx_path(arch), arch)
+    assert set(report) == set(KERNEL_NAMES.values())
+    for name, res in report.items():
+        assert res.spill_stores == 0 and res.spill_loads == 0 and res.stack_bytes == 0, (arch, name, res)
+        assert res.registers <= 64, (arch, name, res)
+
+
+@pytest.mark.nvcc
+@needs_nvcc
+def test_freshness_check_flags_edited_ptx(tmp_path: Path) -> None:
+    for arch in build.shipped_archs():
+        (tmp_path / build.ptx_filename(arch)).write_text(build.read_ptx(build.ptx_path(arch)))
+    if build.ptx_header(build.read_ptx(build.ptx_path()))["nvcc"] != build.nvcc_version():
+        pytest.skip("shipped PTX comes from another nvcc release")
+    assert build.stale_ptx(tmp_path) == []
+    victim = tmp_path / build.ptx_filename(90)
+    victim.write_text(victim.read_text().replace("sub.f16x2", "add.f16x2", 1))
+    problems = build.stale_ptx(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("compute_90: rebuild differs")
