@@ -15,6 +15,10 @@ app = typer.Typer()
 def go(fail: str = "none", verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     if fail == "library":
         raise DataError("folder /x has no annotations: pass the PoseTrack root")
+    if fail == "brackets":
+        raise DataError("install it: pip install 'tdmi-deploy[trt]'")
+    if fail == "exit":
+        raise typer.Exit(4)
     if fail == "bug":
         raise ZeroDivisionError("division by zero")
     print("done")
@@ -47,3 +51,12 @@ def test_unexpected_error_is_still_readable(capsys: pytest.CaptureFixture[str]) 
 def test_usage_error_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_app(app, ["--no-such-flag"]) == 2
     assert "no-such-flag" in capsys.readouterr().err
+
+
+def test_brackets_in_messages_survive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(app, ["--fail", "brackets"]) == 1
+    assert "pip install 'tdmi-deploy[trt]'" in capsys.readouterr().err
+
+
+def test_typer_exit_code_is_kept() -> None:
+    assert run_app(app, ["--fail", "exit"]) == 4

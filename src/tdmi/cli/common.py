@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tdmi.errors import TdmiError
 
@@ -38,7 +39,8 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in args)
     try:
-        app(args=args, prog_name=prog_name, standalone_mode=False)
+        # Without standalone mode, typer returns (rather than raises) the code of ``typer.Exit``.
+        rc = app(args=args, prog_name=prog_name, standalone_mode=False)
     except _EXIT as e:
         return int(getattr(e, "exit_code", 0))
     except _ABORT:
@@ -54,7 +56,7 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
     except TdmiError as e:
         if verbose:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {e}", markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -63,11 +65,12 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
         if verbose:
             traceback.print_exc()
         err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {e} (re-run with --verbose for the traceback)",
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
+            "(re-run with --verbose for the traceback)",
             markup=True,
         )
         return 2
-    return 0
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
 def main_for(app: typer.Typer, prog_name: str) -> None:
