@@ -1,10 +1,274 @@
-"""Placeholder until its issue lands: says what is missing and exits non-zero."""
+"""``tdmi-export``: PyTorch TDMI -> checked ONNX (FP32/FP16/INT8), inspection, fusion, calibration sets."""
 
 from __future__ import annotations
 
-import sys
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tdmi.cli.common import console, err_console, main_for
+from tdmi.errors import ExportError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Export TDMI to ONNX (FP32/FP16/INT8), inspect files, fuse TemporalDiff, build calibration sets.",
+)
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
+
+
+def _parse_batch(text: str) -> int | str:
+    if text == "dynamic":
+        return "dynamic"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ExportError(f"--batch must be a positive integer or 'dynamic', got {text!r}")
+
+
+def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+
+
+def _print_error_row(table: Table, label: str, err: Any) -> None:
+    table.add_row(
+        label,
+        f"{err.max_abs:.3g}",
+        f"{err.max_rel:.3g}",
+        f"{100 * err.keypoint_agreement_exact:.1f}%",
+        f"{100 * err.keypoint_agreement:.1f}%",
+        f"{err.max_keypoint_dist:.1f}",
+    )
+
+
+def _error_table(title: str) -> Table:
+    table = Table(title=title)
+    for col in (
+        "variant",
+        "max abs",
+        "max rel",
+        "kpt agree (exact)",
+        "kpt agree (tie-aware)",
+        "max kpt dist px",
+    ):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    return table
+
+
+@app.command("onnx")
+def onnx_cmd(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The .onnx file to write (one self-contained file).")
+    ],
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Preset name or config JSON (default: the checkpoint's own)."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
+    ] = None,
+    batch: Annotated[str, typer.Option("--batch", help="Fixed batch size N, or 'dynamic'.")] = "1",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 19 for DeformConv).")] = 19,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Compare ONNX Runtime with PyTorch.")
+    ] = True,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 (TensorRT) or int8.")] = "fp32",
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Runtime the FP16/INT8 graph is for: tensorrt or onnxruntime."),
+    ] = None,
+    calib: Annotated[
+        Path | None,
+        typer.Option("--calib", help="PoseTrack folder or calibration .npz (omit: smoke-test clips)."),
+    ] = None,
+    calib_method: Annotated[
+        str, typer.Option("--calib-method", help="INT8 calibration: entropy or max.")
+    ] = "entropy",
+    calib_clips: Annotated[
+        int, typer.Option("--calib-clips", help="Clips to draw from a PoseTrack folder.")
+    ] = 32,
+    verbose: Verbose = False,
+) -> None:
+    """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
+    from tdmi.export import export_onnx
+    from tdmi.export.calibration import load_calibration
+    from tdmi.export.onnx_export import check_writable
+    from tdmi.export.precision import convert_fp16, quantize_int8
+
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    if target not in (None, "tensorrt", "onnxruntime"):
+        raise ExportError(f"--target must be tensorrt or onnxruntime, got {target!r}")
+    if precision == "fp32" and target is not None:
+        raise ExportError(
+            "--target applies to --precision fp16/int8 only (the FP32 graph suits every runtime)"
+        )
+    if precision == "fp16" and target == "onnxruntime":
+        raise ExportError(
+            "FP16 is built for TensorRT (ONNX Runtime CPU has no fast FP16 kernels): use int8 for ORT"
+        )
+    if calib_method not in ("entropy", "max"):
+        raise ExportError(f"--calib-method must be entropy or max, got {calib_method!r}")
+    batch_spec = _parse_batch(batch)
+    check_writable(output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if precision == "fp32":
+            result = export_onnx(
+                config,
+                output,
+                checkpoint=checkpoint,
+                batch=batch_spec,
+                opset=opset,
+                verify=verify,
+                simplify=simplify,  # type: ignore[arg-type]
+            )
+            final = None
+        else:
+            with tempfile.TemporaryDirectory(prefix="tdmi-export-") as tmp:
+                fp32 = Path(tmp) / "fp32.onnx"
+                result = export_onnx(
+                    config,
+                    fp32,
+                    checkpoint=checkpoint,
+                    batch=batch_spec,
+                    opset=opset,
+                    verify=verify,
+                    simplify=simplify,  # type: ignore[arg-type]
+                )
+                cs = load_calibration(result.config, calib, calib_clips)
+                if precision == "fp16":
+                    final = convert_fp16(fp32, output, cs)
+                else:
+                    final = quantize_int8(fp32, output, cs, target=target or "tensorrt", method=calib_method)  # type: ignore[arg-type]
+    _show_warnings(caught)
+    console.print(
+        f"wrote [bold]{output}[/] ({result.config.name}, batch {result.batch}, opset {result.opset})"
+    )
+    console.print(f"FP32 export: {result.seconds:.1f} s, weights: {result.weights}")
+    if result.verification is not None:
+        table = _error_table(f"ONNX Runtime CPU vs PyTorch ({result.verification.summary().split(':')[0]})")
+        _print_error_row(table, "fp32", result.verification.error)
+        console.print(table)
+    else:
+        console.print("[yellow]not verified against PyTorch (--no-verify)[/]")
+    if final is not None:
+        table = _error_table(f"{final.precision}-{final.target} vs FP32, ONNX Runtime CPU")
+        _print_error_row(table, f"{final.precision}-{final.target}", final.error)
+        console.print(table)
+        label = "nodes kept FP32" if final.precision == "fp16" else "compute nodes left unquantized"
+        names = ", ".join(final.kept_fp32_nodes[:12]) + (" ..." if len(final.kept_fp32_nodes) > 12 else "")
+        console.print(f"{label}: {len(final.kept_fp32_nodes)}" + (f" ({names})" if names else ""))
+        cal = final.calibration
+        smoke = " [bold yellow](SMOKE TEST ONLY)[/]" if cal.get("smoke_only") else ""
+        console.print(f"calibration: {cal.get('num_clips')} clips from {cal.get('source')}{smoke}")
+
+
+@app.command("inspect")
+def inspect_cmd(
+    path: Annotated[Path, typer.Argument(help="An ONNX file written by tdmi-export.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Print the metadata an exported file carries (config, joints, normalisation, variant, I/O)."""
+    from tdmi.export import inspect
+
+    info = inspect(path)
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    table = Table(title=str(path), show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    cfg = info["config"]
+    rows = [
+        (
+            "variant",
+            f"{info['variant']} (precision {info['precision']}, target {info['target']}, "
+            f"fused {info['fused']})",
+        ),
+        (
+            "model",
+            f"{cfg['name']}: T={cfg['num_frames']}, input {cfg['input_size']}, W{cfg['backbone']['width']}",
+        ),
+        ("batch", str(info["batch"])),
+        ("inputs", "; ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in info["inputs"])),
+        ("outputs", "; ".join(f"{o['name']} {o['dtype']} {o['shape']}" for o in info["outputs"])),
+        ("normalisation", json.dumps(info["normalization"], sort_keys=True)),
+        ("joints", ", ".join(info["joints"])),
+        ("toolkit", info["toolkit_version"]),
+        ("opsets", json.dumps(info["opsets"])),
+        ("nodes", f"{info['num_nodes']} ({', '.join(f'{k} {v}' for k, v in info['op_counts'].items())})"),
+        ("extra", json.dumps(info["extra"], sort_keys=True)),
+        ("config", json.dumps(cfg, sort_keys=True)),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
+@app.command("fuse")
+def fuse_cmd(
+    src: Annotated[Path, typer.Argument(help="An unfused ONNX file written by tdmi-export (any precision).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The fused .onnx file to write.")],
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Run both graphs on ORT CPU and compare.")
+    ] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Replace the 4 temporal-difference blocks by tdmi::TemporalDiff nodes (for the TensorRT plugin)."""
+    from tdmi.export.fuse import fuse_file
+
+    check_out = fuse_file(src, output, check=check)
+    console.print(
+        f"wrote [bold]{output}[/]: {check_out['fused']} TemporalDiff nodes ({check_out['variant']})"
+    )
+    if check_out.get("error") is not None:
+        err = check_out["error"]
+        console.print(
+            f"fused vs unfused on ONNX Runtime CPU: max abs {err.max_abs:.3g}, max rel {err.max_rel:.3g}"
+        )
+
+
+@app.command("calib")
+def calib_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .npz file to write.")],
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Preset name or config JSON.")
+    ] = "tdmi-w48-384x288",
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="PoseTrack-layout folder (omit: built-in clips, smoke tests only)."),
+    ] = None,
+    num_clips: Annotated[int, typer.Option("--num-clips", help="How many clips.")] = 32,
+    boxes: Annotated[str, typer.Option("--boxes", help="'gt' or a detections JSON (COCO results).")] = "gt",
+    split: Annotated[str, typer.Option("--split", help="Annotation split to read.")] = "val",
+    verbose: Verbose = False,
+) -> None:
+    """Save a calibration set (.npz) to reuse with --calib."""
+    from tdmi.export.calibration import build_calibration_set
+    from tdmi.export.onnx_export import check_writable
+
+    check_writable(output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cs = build_calibration_set(
+            config, data, num_clips, boxes if boxes == "gt" else Path(boxes), split=split
+        )
+    _show_warnings(caught)
+    cs.save(output)
+    smoke = " [bold yellow](SMOKE TEST ONLY)[/]" if cs.smoke_only else ""
+    console.print(
+        f"wrote [bold]{output}[/]: {cs.num_clips} clips {tuple(cs.clips.shape[1:])} from {cs.source}{smoke}"
+    )
 
 
 def main() -> None:
-    print("tdmi-export: not implemented yet in this build", file=sys.stderr)
-    sys.exit(3)
+    main_for(app, "tdmi-export")

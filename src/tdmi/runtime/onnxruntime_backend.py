@@ -43,7 +43,13 @@ def _providers(ort: Any, device: str | None, fused: bool) -> tuple[list[Any], st
 class OnnxRuntimePredictor(Predictor):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | None = None,
+        threads: int | None = None,
+        allow_spinning: bool | None = None,
+    ) -> None:
         from tdmi.export.ort_ops import require_onnxruntime, temporal_diff_nodes, with_cpu_temporal_diff
 
         ort = require_onnxruntime()
@@ -57,6 +63,9 @@ class OnnxRuntimePredictor(Predictor):
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
+        if allow_spinning is not None:
+            # Spinning workers keep cores busy after each run: off when timing side by side with torch.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         try:
             self.session = ort.InferenceSession(runnable.SerializeToString(), so, providers=providers)
         except Exception as e:  # ORT's exception types are not importable in a stable way

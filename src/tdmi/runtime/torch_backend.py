@@ -35,8 +35,17 @@ class TorchPredictor(Predictor):
     def _forward(self, x: Any) -> Any:
         import torch
 
-        with torch.inference_mode():
-            return self.model(x)
+        if not str(self.device).startswith("cuda"):
+            with torch.inference_mode():
+                return self.model(x)
+        # The reference is strict FP32: TF32 convolutions would loosen every comparison against it.
+        flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.inference_mode():
+                return self.model(x)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
     def _run_numpy(self, x: np.ndarray) -> np.ndarray:
         import torch

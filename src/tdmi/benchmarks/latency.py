@@ -1,0 +1,286 @@
+"""Latency of several backends measured side by side, and how far their heatmaps are from the reference.
+
+Backends are timed interleaved (round-robin per iteration, starting point rotated) so that a noisy
+machine slows all of them alike and the speed-up ratios stay meaningful even when absolute times
+drift. Tests check the logic here with hand-made numbers, never timings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tdmi.data.transforms import Refine, heatmaps_to_keypoints
+from tdmi.errors import DataError
+
+AGREEMENT_TOL_PX = 0.1
+
+
+class PredictorLike(Protocol):
+    """The part of ``tdmi.runtime.Predictor`` the benchmark uses."""
+
+    def predict(self, clips: Any) -> Any: ...
+
+
+@dataclass(eq=False)
+class Runner:
+    """One benchmark row kind: a predictor plus what to call it in the table."""
+
+    name: str
+    backend: str
+    precision: str
+    device: str
+    predictor: PredictorLike
+    label: str = ""  # e.g. "accuracy check (TensorRT-targeted graph)"
+    check_only: bool = False  # not timed unless asked: run once per batch for its accuracy
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        out = to_numpy(self.predictor.predict(clips))
+        self.synchronize()
+        return out
+
+    def synchronize(self) -> None:
+        """Wait for the device: a GPU call returns before its work ends, timing it would lie."""
+        sync = getattr(self.predictor, "synchronize", None)
+        if callable(sync):
+            sync()
+        elif self.device.startswith("cuda") and self.backend == "torch":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def close(self) -> None:
+        close = getattr(self.predictor, "close", None)
+        if callable(close):
+            close()
+
+
+def to_numpy(out: Any) -> np.ndarray:
+    """Heatmaps as float32 numpy, whatever the backend returned (numpy, torch on any device)."""
+    if hasattr(out, "detach"):
+        out = out.detach().float().cpu().numpy()
+    arr = np.asarray(out)
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+# ------------------------------------------------------------------------------------------- numbers
+
+
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between order statistics.
+
+    Same definition as ``numpy.percentile``'s default; written out so the report's numbers have
+    one documented meaning: rank ``(n - 1) * q / 100`` in the sorted values.
+    """
+    if not 0.0 <= q <= 100.0:
+        raise DataError(f"percentile q must be within 0..100, got {q}")
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise DataError("percentile of no values")
+    rank = (len(xs) - 1) * q / 100.0
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (rank - lo)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call latency in milliseconds and the throughput it implies."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float  # clips per second = batch / mean latency
+    iters: int
+
+
+def latency_stats(times_s: Sequence[float], batch: int) -> LatencyStats:
+    if not times_s:
+        raise DataError("no timed runs")
+    if batch < 1:
+        raise DataError(f"batch must be positive, got {batch}")
+    ms = [t * 1000.0 for t in times_s]
+    mean = sum(ms) / len(ms)
+    return LatencyStats(
+        p50_ms=percentile(ms, 50),
+        p90_ms=percentile(ms, 90),
+        p99_ms=percentile(ms, 99),
+        mean_ms=mean,
+        throughput=batch / (mean / 1000.0) if mean > 0 else float("inf"),
+        iters=len(ms),
+    )
+
+
+def nonfinite_count(heatmaps: np.ndarray) -> int:
+    return int(np.size(heatmaps) - np.count_nonzero(np.isfinite(heatmaps)))
+
+
+def heatmap_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """(max abs, max rel) error of ``output`` against ``reference``.
+
+    "rel" is relative to the reference's peak magnitude (max |ref|), not per element: heatmaps are
+    mostly near zero, where a per-element ratio is noise. NaN/Inf anywhere gives NaN/Inf here.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(output, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise DataError(f"heatmap shapes differ: reference {ref.shape}, output {out.shape}")
+    diff = np.abs(out - ref)
+    if not np.isfinite(diff).all():
+        bad = diff[~np.isfinite(diff)]
+        worst = float("nan") if np.isnan(bad).any() else float("inf")
+        return worst, worst
+    max_abs = float(diff.max()) if diff.size else 0.0
+    peak = float(np.abs(ref).max()) if ref.size else 0.0
+    max_rel = max_abs / peak if peak > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return max_abs, max_rel
+
+
+def heatmap_coords(heatmaps: np.ndarray, refine: Refine = "quarter") -> np.ndarray:
+    """Argmax + refined keypoint positions [N, J, 2] in heatmap pixels.
+
+    Uses the toolkit's decoder with the identity crop (centre (w/2, h/2), scale (w, h)/200), so the
+    result is exactly what ``heatmaps_to_keypoints`` would decode, before the map to image pixels.
+    """
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    if hm.ndim != 4:
+        raise DataError(f"heatmaps must be [N, J, h, w], got shape {hm.shape}")
+    n, _, h, w = hm.shape
+    # NaN would make the argmax meaningless; -inf keeps it at a finite joint when there is one.
+    hm = np.where(np.isfinite(hm), hm, -np.inf).astype(np.float32)
+    centers = np.tile(np.array([[w / 2.0, h / 2.0]], dtype=np.float32), (n, 1))
+    scales = np.tile(np.array([[w / 200.0, h / 200.0]], dtype=np.float32), (n, 1))
+    coords, _ = heatmaps_to_keypoints(hm, centers, scales, refine=refine)
+    return coords.astype(np.float64)
+
+
+def coords_agreement(
+    reference: np.ndarray, coords: np.ndarray, tol: float = AGREEMENT_TOL_PX
+) -> tuple[float, float]:
+    """(fraction of joints within ``tol`` pixels of the reference's, max deviation in pixels)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(coords, dtype=np.float64)
+    if ref.shape != out.shape or ref.shape[-1] != 2:
+        raise DataError(f"keypoint shapes differ or are not [..., 2]: {ref.shape} vs {out.shape}")
+    dist = np.linalg.norm(out - ref, axis=-1)
+    if dist.size == 0:
+        raise DataError("no keypoints to compare")
+    finite = np.isfinite(dist)
+    # A joint exactly ``tol`` away counts as agreeing even when float rounding puts it a hair beyond.
+    agree = float(np.count_nonzero(finite & (dist <= tol + 1e-9)) / dist.size)
+    max_dev = float(dist.max()) if finite.all() else float("inf")
+    return agree, max_dev
+
+
+def keypoint_agreement(
+    reference: np.ndarray, output: np.ndarray, tol: float = AGREEMENT_TOL_PX
+) -> tuple[float, float]:
+    """Agreement of decoded keypoints between two heatmap batches (see :func:`coords_agreement`).
+
+    A joint of a heatmap with NaN/Inf counts as disagreeing and makes the max deviation infinite.
+    """
+    ref = np.asarray(reference)
+    out = np.asarray(output)
+    if ref.shape != out.shape:
+        raise DataError(f"heatmap shapes differ: reference {ref.shape}, output {out.shape}")
+    coords = heatmap_coords(out)
+    bad = ~np.isfinite(out).all(axis=(2, 3))  # [N, J]
+    coords[bad] = np.nan
+    return coords_agreement(heatmap_coords(ref), coords, tol)
+
+
+# ------------------------------------------------------------------------------------------ timing
+
+
+@dataclass(eq=False)
+class Measurement:
+    """One runner at one batch size: its timed calls and its first output."""
+
+    runner: Runner
+    batch: int
+    times_s: list[float] = field(default_factory=list)
+    output: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def stats(self) -> LatencyStats | None:
+        return latency_stats(self.times_s, self.batch) if self.times_s and self.error is None else None
+
+
+Advance = Callable[[str], None]
+
+
+def _call(m: Measurement, clips: np.ndarray, timed: bool) -> None:
+    if m.error is not None:
+        return
+    try:
+        t0 = time.perf_counter()
+        out = m.runner.run(clips)
+        dt = time.perf_counter() - t0
+    except Exception as e:  # one broken backend must not stop the others; its row says why
+        first = (str(e).splitlines() or [""])[0][:200]
+        m.error = f"{type(e).__name__}: {first}" if not isinstance(e, DataError) else first
+        return
+    if m.output is None:
+        expected = (clips.shape[0],)
+        if out.ndim != 4 or out.shape[:1] != expected:
+            m.error = f"output shape {tuple(out.shape)} is not [{clips.shape[0]}, J, h, w]"
+            return
+        m.output = out
+    if timed:
+        m.times_s.append(dt)
+
+
+def measure(
+    runners: Sequence[Runner],
+    inputs: dict[int, np.ndarray],
+    iters: int,
+    warmup: int,
+    time_checks: bool = False,
+    advance: Advance | None = None,
+) -> list[Measurement]:
+    """Warm up, then time every runner ``iters`` times per batch, interleaved round-robin.
+
+    ``inputs`` maps batch size -> clips [B, T, 3, H, W]. Check-only runners are called once per
+    batch (their output is compared, their time is not) unless ``time_checks``.
+    ``advance(name)`` is called after every call, for a progress bar.
+    """
+    if iters < 1:
+        raise DataError(f"--iters must be at least 1, got {iters}")
+    if warmup < 0:
+        raise DataError(f"--warmup must be 0 or more, got {warmup}")
+    step = advance or (lambda _name: None)
+    results: list[Measurement] = []
+    for batch, clips in inputs.items():
+        ms = [Measurement(r, batch) for r in runners]
+        timed = [m for m in ms if time_checks or not m.runner.check_only]
+        for m in ms:
+            if m.runner.check_only and not time_checks:
+                _call(m, clips, timed=False)
+                step(m.runner.name)
+        for _ in range(warmup):
+            for m in timed:
+                _call(m, clips, timed=False)
+                step(m.runner.name)
+        for i in range(iters):
+            k = i % len(timed) if timed else 0
+            for m in timed[k:] + timed[:k]:
+                _call(m, clips, timed=True)
+                step(m.runner.name)
+        results.extend(ms)
+    return results
+
+
+def calls_per_batch(runners: Sequence[Runner], iters: int, warmup: int, time_checks: bool) -> int:
+    """How many ``advance`` steps :func:`measure` makes per batch size (for the progress total)."""
+    timed = sum(1 for r in runners if time_checks or not r.check_only)
+    return (len(runners) - timed) + timed * (iters + warmup)

@@ -1,0 +1,862 @@
+"""What can be benchmarked here: the backend variants, the machine, and the cache of exported artifacts.
+
+Exporting and quantising a W48 model takes minutes on a CPU, so every artifact the benchmark needs
+(weights, FP32 ONNX, the precision variants) is built once and kept in a cache folder keyed by
+everything that changes its bytes: the model config, the weights, the toolkit version and the
+export settings. A stale artifact can therefore never be benchmarked against a newer reference.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from tdmi.errors import ConfigError, EngineError, ExportError, TdmiError
+from tdmi.model.config import TDMIConfig
+from tdmi.utils import sha256_file, write_text_atomic
+
+CHECK_LABEL = "accuracy check (TensorRT-targeted graph)"
+if TYPE_CHECKING:
+    from tdmi.benchmarks.report import BenchReport
+    from tdmi.data.posetrack import MissingFrames
+
+RANDOM_SEED = 0
+OPSET = 19
+CACHE_ENV = "TDMI_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One row kind of the benchmark: which runtime runs which artifact, and why it is there."""
+
+    name: str
+    backend: str  # "torch" | "onnxruntime" | "tensorrt"
+    precision: str  # "fp32" | "fp16" | "int8"
+    device: str  # "cpu" | "cuda"
+    artifact: str | None  # cache artifact kind, None for the PyTorch rows and engines
+    check_only: bool  # a graph meant for another runtime, run here only to check its accuracy
+    description: str
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    v.name: v
+    for v in (
+        VariantSpec("torch", "torch", "fp32", "cpu", None, False, "PyTorch reference on the CPU"),
+        VariantSpec("torch-cuda", "torch", "fp32", "cuda", None, False, "PyTorch reference on the GPU"),
+        VariantSpec("ort-fp32", "onnxruntime", "fp32", "cpu", "fp32", False, "ONNX Runtime CPU, FP32"),
+        VariantSpec(
+            "ort-int8",
+            "onnxruntime",
+            "int8",
+            "cpu",
+            "int8-onnxruntime",
+            False,
+            "ONNX Runtime CPU, INT8 QDQ quantised for ONNX Runtime",
+        ),
+        VariantSpec(
+            "ort-fp16-trtgraph",
+            "onnxruntime",
+            "fp16",
+            "cpu",
+            "fp16-tensorrt",
+            True,
+            "the TensorRT-targeted FP16 graph, run on ONNX Runtime CPU to check its accuracy",
+        ),
+        VariantSpec(
+            "ort-int8-trtgraph",
+            "onnxruntime",
+            "int8",
+            "cpu",
+            "int8-tensorrt",
+            True,
+            "the TensorRT-targeted INT8 Q/DQ graph, run on ONNX Runtime CPU to check its accuracy",
+        ),
+        VariantSpec(
+            "trt", "tensorrt", "engine", "cuda", None, False, "TensorRT engines (--engine or cached)"
+        ),
+    )
+}
+ALIASES: dict[str, str] = {
+    "pytorch": "torch",
+    "torch-cpu": "torch",
+    "cuda": "torch-cuda",
+    "onnxruntime": "ort-fp32",
+    "ort": "ort-fp32",
+    "tensorrt": "trt",
+}
+DEFAULT_VARIANTS: tuple[str, ...] = ("torch", "torch-cuda", "ort-fp32", "ort-int8", "trt")
+ALL_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
+VARIANT_SETS: dict[str, tuple[str, ...]] = {"default": DEFAULT_VARIANTS, "all": ALL_VARIANTS}
+
+
+def parse_backends(values: Sequence[str]) -> list[str]:
+    """Canonical variant names from ``--backend`` values (comma lists allowed, aliases resolved)."""
+    out: list[str] = []
+    for value in values:
+        for raw in value.split(","):
+            name = raw.strip().lower()
+            if not name:
+                continue
+            name = ALIASES.get(name, name)
+            if name not in VARIANTS:
+                known = ", ".join([*VARIANTS, *ALIASES])
+                raise ConfigError(f"unknown backend {raw.strip()!r}; choose from: {known}")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ConfigError("no backend given: pass e.g. --backend torch,ort-fp32")
+    return out
+
+
+def variant_set(name: str) -> list[str]:
+    try:
+        return list(VARIANT_SETS[name])
+    except KeyError:
+        raise ConfigError(f"unknown --variants {name!r}; choose from: {', '.join(VARIANT_SETS)}") from None
+
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,4"`` -> ``[1, 4]``: positive, without duplicates, in the given order."""
+    out: list[int] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        try:
+            b = int(piece)
+        except ValueError:
+            raise ConfigError(f"--batch must be a comma-separated list of integers, got {text!r}") from None
+        if b < 1:
+            raise ConfigError(f"batch sizes must be positive, got {b}")
+        if b not in out:
+            out.append(b)
+    if not out:
+        raise ConfigError(f"--batch must list at least one batch size, got {text!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ machine
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """HEAD of the source checkout this package runs from, if it is one (read-only git call)."""
+    src = Path(__file__).resolve().parents[3]
+    if not (src / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(0))
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from: results without the machine they were measured on mean nothing."""
+    from tdmi import __version__
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    versions = {
+        "python": platform.python_version(),
+        "tdmi-deploy": __version__,
+        "torch": _version("torch"),
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "numpy": _version("numpy"),
+        "nvidia-modelopt": _version("nvidia-modelopt"),
+        "tensorrt": _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13"),
+    }
+    return {
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count() or 0,
+        "cpu_cores_usable": usable,
+        "gpu": gpu_name(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+    }
+
+
+# -------------------------------------------------------------------------------------- availability
+
+
+def backend_unavailable_reason(spec: VariantSpec) -> str | None:
+    """Why this machine cannot run ``spec`` (None when it can)."""
+    from tdmi.plugins.availability import tensorrt_available, torch_cuda_available
+
+    if spec.device == "cuda" and spec.backend == "torch":
+        avail = torch_cuda_available()
+        return None if avail else avail.reason
+    if spec.backend == "onnxruntime":
+        try:
+            from tdmi.export.ort_ops import require_onnxruntime
+
+            require_onnxruntime()
+        except TdmiError as e:
+            return str(e)
+        return None
+    if spec.backend == "tensorrt":
+        avail = tensorrt_available()
+        if not avail:
+            return avail.reason
+        gpu = torch_cuda_available()
+        return None if gpu else gpu.reason
+    return None
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "tdmi"
+
+
+@dataclass
+class ArtifactCache:
+    """The cache folder for one (config, weights, toolkit) combination.
+
+    ``weights`` is always a toolkit checkpoint (config embedded): the reference model and every
+    exported file are made from it, so they hold the same numbers by construction.
+    """
+
+    root: Path
+    config: TDMIConfig
+    checkpoint: Path | None
+    key: str
+    folder: Path
+    built: list[str] = field(default_factory=list)  # artifacts made in this run (for the report)
+    progress: bool = True
+
+    @classmethod
+    def open(
+        cls, root: str | Path, config: TDMIConfig, checkpoint: str | Path | None = None
+    ) -> ArtifactCache:
+        from tdmi import __version__
+
+        root = Path(root).expanduser()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create the cache folder {root} ({e.strerror}): pass another --cache-dir"
+            ) from None
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        if ckpt is not None and not ckpt.is_file():
+            raise ConfigError(f"checkpoint {ckpt} not found")
+        if ckpt is not None:
+            weights = f"sha256:{sha256_file(ckpt)}"
+        else:
+            weights = f"random:seed{RANDOM_SEED}:torch{_version('torch')}"
+        ident = {
+            "config": config.to_dict(),
+            "weights": weights,
+            "toolkit": __version__,
+            "opset": OPSET,
+            "onnx": _version("onnx"),
+            "modelopt": _version("nvidia-modelopt"),
+        }
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        folder = root / f"{config.name}-{key}"
+        folder.mkdir(exist_ok=True)
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            write_text_atomic(manifest, json.dumps({"key": key, **ident}, indent=2, sort_keys=True) + "\n")
+        return cls(root=root, config=config, checkpoint=ckpt, key=key, folder=folder)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.checkpoint is None
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / "weights.pt"
+
+    def artifact_path(
+        self, kind: str, calib_clips: int, calib_data: Path | None = None, method: str = "max"
+    ) -> Path:
+        if kind == "fp32":
+            return self.folder / "model-fp32.onnx"
+        source = "builtin"
+        if calib_data is not None:
+            source = hashlib.sha256(str(Path(calib_data).resolve()).encode()).hexdigest()[:10]
+        how = f"-{method}" if kind.startswith("int8") else ""
+        return self.folder / f"model-{kind}-calib{calib_clips}-{source}{how}.onnx"
+
+    def engines(self) -> list[Path]:
+        return sorted(self.folder.glob("*.engine"))
+
+    def weights(self) -> Path:
+        """The toolkit checkpoint of the weights under test, written on first use."""
+        path = self.weights_path
+        if path.is_file():
+            return path
+        import torch
+
+        from tdmi.model import TDMI, load_checkpoint, save_checkpoint
+
+        if self.checkpoint is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                model = TDMI(self.config).eval()
+        else:
+            model = load_checkpoint(self.checkpoint, self.config)
+        save_checkpoint(model, path, extra={"source": str(self.checkpoint) if self.checkpoint else "random"})
+        self.built.append(path.name)
+        return path
+
+    def fp32_onnx(self) -> Path:
+        path = self.artifact_path("fp32", 0)
+        if _usable_onnx(path):
+            return path
+        from tdmi.export import export_onnx
+        from tdmi.model import load_checkpoint
+
+        model = load_checkpoint(self.weights(), self.config)
+        _call(
+            export_onnx,
+            self.config,
+            path,
+            model=model,
+            batch="dynamic",
+            opset=OPSET,
+            verify=True,
+            simplify=True,
+            progress=self.progress,
+        )
+        self.built.append(path.name)
+        return path
+
+    def variant(
+        self,
+        kind: str,
+        calib_clips: int,
+        calibration: Callable[[], Any],
+        calib_data: Path | None = None,
+        method: str = "max",
+    ) -> Path:
+        """A precision variant of the FP32 graph; ``calibration()`` is only called when one is built."""
+        path = self.artifact_path(kind, calib_clips, calib_data, method)
+        if _usable_onnx(path):
+            return path
+        from tdmi.export import convert_fp16, quantize_int8
+
+        src = self.fp32_onnx()
+        if kind == "fp16-tensorrt":
+            result = _call(convert_fp16, src, path, calibration(), progress=self.progress)
+        elif kind in ("int8-onnxruntime", "int8-tensorrt"):
+            target = kind.split("-", 1)[1]
+            result = _call(
+                quantize_int8,
+                src,
+                path,
+                calibration(),
+                target=target,
+                method=method,
+                progress=self.progress,
+            )
+        else:
+            raise ExportError(f"unknown artifact kind {kind!r}")
+        out = Path(getattr(result, "path", path))
+        if out != path:
+            raise ExportError(f"the {kind} conversion wrote {out} instead of {path}")
+        self.built.append(path.name)
+        return path
+
+
+def _call(fn: Callable[..., Any], *args: Any, progress: bool, **kwargs: Any) -> Any:
+    """Call an export function, passing ``progress`` only where it takes one (not part of its contract)."""
+    import inspect
+
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs["progress"] = progress
+    return fn(*args, **kwargs)
+
+
+def _usable_onnx(path: Path) -> bool:
+    """A cached file is reused only if it is a non-empty ONNX model (an interrupted write never is)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:  # a damaged cache file is rebuilt, whatever protobuf says about it
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------ engines
+
+
+def check_engine(engine: str | Path, config: TDMIConfig) -> Any:
+    """Load an engine's sidecar and make sure it holds this config (before TensorRT sees the file)."""
+    from tdmi.export.sidecar import load_sidecar
+
+    path = Path(engine)
+    if not path.is_file():
+        raise EngineError(f"engine {path} not found")
+    sidecar = load_sidecar(path)
+    try:
+        theirs = TDMIConfig.from_dict(dict(sidecar.model_config)).to_dict()
+    except ConfigError as e:
+        raise EngineError(
+            f"engine {path}: its sidecar holds an invalid model config ({e}); rebuild it"
+        ) from None
+    ours = config.to_dict()
+    theirs.pop("name", None)
+    ours.pop("name", None)
+    if theirs != ours:
+        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise EngineError(
+            f"engine {path} was built for config {sidecar.model_config.get('name', '?')!r}, not "
+            f"{config.name!r} (differs in: {', '.join(diff)}): pass the matching --config or rebuild it"
+        )
+    return sidecar
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+
+@dataclass
+class BenchOptions:
+    """Everything ``tdmi-bench`` can be asked; the defaults are the default job."""
+
+    config: str | None = None  # preset / config JSON; None: the checkpoint's own, else the default preset
+    checkpoint: Path | None = None
+    backends: list[str] | None = None  # explicit variant names; None: the ``variants`` set
+    variants: str = "default"
+    engines: list[Path] = field(default_factory=list)
+    batches: list[int] = field(default_factory=lambda: [1])
+    iters: int = 10
+    warmup: int = 2
+    time_checks: bool = False
+    cache_dir: Path | None = None
+    calib_clips: int = 4  # ORT calibration holds every activation of every clip (~2.3 GB each at W48)
+    calib_method: str = "max"  # INT8 calibration: "max" (fast, light) or "entropy"
+    calib_data: Path | None = None  # PoseTrack folder for calibration; None: built-in synthetic clips
+    threads: int | None = None
+    cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph per batch size
+    # PoseTrack accuracy harness (runs when ``data`` is set)
+    data: Path | None = None
+    split: str = "val"
+    boxes: str = "gt"
+    det_thr: float = 0.3
+    missing_frames: str = "error"
+    max_samples: int | None = None
+    eval_batch: int = 8
+    pred_dir: Path | None = None
+    progress: bool = True
+
+
+def resolve_bench_config(config: str | None, checkpoint: Path | None) -> TDMIConfig:
+    from tdmi.model.checkpoint import read_checkpoint_config
+    from tdmi.model.config import DEFAULT_PRESET, resolve_config
+
+    if config is not None:
+        return resolve_config(config)
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ConfigError(f"checkpoint {checkpoint} not found")
+        embedded = read_checkpoint_config(checkpoint)
+        if embedded is not None:
+            return embedded
+    return resolve_config(DEFAULT_PRESET)
+
+
+class _NoProgress:
+    """Stands in for a rich Progress when bars are off (tests, --no-progress)."""
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tdmi.cli.common import err_console
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def benchmark_inputs(config: TDMIConfig, batches: Sequence[int]) -> dict[int, Any]:
+    """Batch size -> clips: the built-in sample clip first, then other built-in clips to fill the batch."""
+    import numpy as np
+
+    from tdmi.data.sample import sample_clip, sample_clips
+
+    clip, _ = sample_clip(config.input_size, config.num_frames)
+    out: dict[int, Any] = {}
+    for b in batches:
+        if b == 1:
+            out[b] = clip
+        else:
+            more, _ = sample_clips(b - 1, config.input_size, config.num_frames, seed=0)
+            out[b] = np.ascontiguousarray(np.concatenate([clip, more], axis=0))
+    return out
+
+
+@dataclass
+class _Setup:
+    runners: list[Any]
+    skipped: list[Any]
+    notes: list[str]
+
+
+def _load_runners(
+    opts: BenchOptions, cfg: TDMIConfig, cache: ArtifactCache, selected: list[str], reference: str
+) -> _Setup:
+    """Build (or find in the cache) every artifact and open one predictor per selected variant."""
+    from tdmi.benchmarks.latency import Runner
+
+    setup = _Setup([], [], [])
+    calib: list[Any] = []
+
+    def calibration() -> Any:
+        if not calib:
+            from tdmi.export import build_calibration_set
+
+            if opts.calib_data is None:
+                with warnings.catch_warnings():  # said once, in the report's notes, instead
+                    warnings.simplefilter("ignore", UserWarning)
+                    calib.append(build_calibration_set(cfg, data=None, num_clips=opts.calib_clips))
+            else:
+                calib.append(build_calibration_set(cfg, data=opts.calib_data, num_clips=opts.calib_clips))
+        return calib[0]
+
+    try:
+        for name in selected:
+            if name == "trt":
+                _load_engines(opts, cfg, cache, setup)
+                continue
+            opened = _open_variant(VARIANTS[name], opts, cache, calibration, name == reference)
+            (setup.runners if isinstance(opened, Runner) else setup.skipped).append(opened)
+    except BaseException:  # a later failure must not leave the opened sessions behind
+        for r in setup.runners:
+            r.close()
+        raise
+    if any(r.name in VARIANTS and VARIANTS[r.name].artifact not in (None, "fp32") for r in setup.runners):
+        source = (
+            "the built-in synthetic sample clips (smoke-test calibration; --calib-data for a real one)"
+            if opts.calib_data is None
+            else str(opts.calib_data)
+        )
+        setup.notes.append(
+            f"the FP16 / INT8 graphs are calibrated on {opts.calib_clips} clips from {source}; "
+            f"INT8 ranges by {opts.calib_method}"
+        )
+    return setup
+
+
+def _ort_options(threads: int | None) -> dict[str, Any]:
+    """Session options for the ONNX Runtime rows.
+
+    Interleaved timing needs ORT's worker threads to sleep after a run: spinning ones steal the
+    cores from the backend timed next (measured: PyTorch calls right after ORT ones slowed many
+    times over on a 2-core machine). Passed only where the runtime predictor accepts it.
+    """
+    import inspect
+
+    from tdmi.runtime.onnxruntime_backend import OnnxRuntimePredictor
+
+    options: dict[str, Any] = {"threads": threads} if threads else {}
+    if "allow_spinning" in inspect.signature(OnnxRuntimePredictor.__init__).parameters:
+        options["allow_spinning"] = False
+    return options
+
+
+def _open_variant(
+    spec: VariantSpec, opts: BenchOptions, cache: ArtifactCache, calibration: Callable[[], Any], is_ref: bool
+) -> Any:
+    """A ``Runner`` for one variant, or its skipped row saying why it cannot run here.
+
+    The reference is never skipped: without it no row can be compared, so its absence is an error.
+    """
+    from tdmi import runtime
+    from tdmi.benchmarks.latency import Runner
+    from tdmi.benchmarks.report import skipped_row
+    from tdmi.errors import BackendUnavailableError
+
+    label = CHECK_LABEL if spec.check_only else ""
+
+    def skipped(note: str) -> Any:
+        return skipped_row(spec.name, spec.backend, spec.precision, spec.device, note, label)
+
+    reason = backend_unavailable_reason(spec)
+    if reason is not None:
+        if is_ref:
+            raise BackendUnavailableError(f"the reference backend {spec.name} cannot run here: {reason}")
+        return skipped(reason)
+    ort_options = _ort_options(opts.threads)
+    try:
+        if spec.backend == "torch":
+            predictor = runtime.load(cache.weights(), backend="torch", device=spec.device)
+        elif spec.artifact == "fp32":
+            predictor = runtime.load(cache.fp32_onnx(), backend="onnxruntime", device="cpu", **ort_options)
+        else:
+            assert spec.artifact is not None
+            try:
+                path = cache.variant(
+                    spec.artifact, opts.calib_clips, calibration, opts.calib_data, opts.calib_method
+                )
+            except (ImportError, ExportError) as e:
+                # A precision variant that cannot be made here is a row with the reason, not a crash.
+                return skipped("not built: " + (str(e).splitlines() or [type(e).__name__])[0][:200])
+            predictor = runtime.load(path, backend="onnxruntime", device="cpu", **ort_options)
+    except BackendUnavailableError as e:
+        if is_ref:
+            raise
+        return skipped(str(e))
+    return Runner(
+        spec.name,
+        spec.backend,
+        spec.precision,
+        spec.device,
+        predictor,
+        label=label,
+        check_only=spec.check_only,
+    )
+
+
+def _load_engines(opts: BenchOptions, cfg: TDMIConfig, cache: ArtifactCache, setup: _Setup) -> None:
+    """TensorRT rows: engines given with ``--engine`` (bad ones are errors) and any in the cache folder."""
+    from tdmi import runtime
+    from tdmi.benchmarks.latency import Runner
+    from tdmi.benchmarks.report import skipped_row
+    from tdmi.errors import BackendUnavailableError
+
+    explicit = [Path(e).resolve() for e in opts.engines]
+    found = [e.resolve() for e in cache.engines() if e.resolve() not in explicit]
+    reason = backend_unavailable_reason(VARIANTS["trt"])
+    if not explicit and not found:
+        why = reason or "no engine given (--engine) or cached; build one with tdmi-build-engine"
+        setup.skipped.append(skipped_row("trt", "tensorrt", "—", "cuda", why))
+        return
+    ours: dict[str, str] | None = None
+    used: set[str] = set()
+    for path in [*explicit, *found]:
+        try:
+            sidecar = check_engine(path, cfg)
+        except EngineError as e:
+            if path in explicit:
+                raise
+            setup.skipped.append(skipped_row(f"trt:{path.name}", "tensorrt", "?", "cuda", str(e)))
+            continue
+        name = f"trt-{sidecar.precision}"
+        if name in used:
+            name = f"trt-{sidecar.precision}:{path.stem}"
+        used.add(name)
+        if reason is not None:
+            setup.skipped.append(skipped_row(name, "tensorrt", sidecar.precision, "cuda", reason))
+            continue
+        try:
+            predictor = runtime.load(path, backend="tensorrt", device="cuda", cuda_graph=opts.cuda_graph)
+        except (BackendUnavailableError, EngineError) as e:
+            if path in explicit and isinstance(e, EngineError):
+                raise
+            setup.skipped.append(skipped_row(name, "tensorrt", sidecar.precision, "cuda", str(e)))
+            continue
+        notes = [f"engine {path.name}", *getattr(predictor, "warnings", [])]
+        if ours is None:
+            ours = {sha256_file(p): p.name for p in cache.folder.glob("*.onnx")}
+        if sidecar.source_onnx_sha256 not in ours:
+            notes.append("built from an ONNX file other than this cache's exports: its weights may differ")
+        setup.runners.append(Runner(name, "tensorrt", sidecar.precision, "cuda", predictor, notes=notes))
+
+
+def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
+    """The whole job: artifacts, predictors, interleaved latency, agreement, optional PoseTrack mAP."""
+    from tdmi.benchmarks.accuracy import load_posetrack, run_posetrack
+    from tdmi.benchmarks.latency import calls_per_batch, measure
+    from tdmi.benchmarks.report import BenchReport, accuracy_rows, latency_rows, skipped_accuracy_row
+
+    cfg = resolve_bench_config(opts.config, opts.checkpoint)
+    if opts.missing_frames not in ("error", "nearest"):
+        raise ConfigError(f"--missing-frames must be 'error' or 'nearest', got {opts.missing_frames!r}")
+    if opts.iters < 1 or opts.warmup < 0:
+        raise ConfigError(f"--iters must be >= 1 and --warmup >= 0, got {opts.iters} and {opts.warmup}")
+    if opts.calib_method not in ("max", "entropy"):
+        raise ConfigError(f"--calib-method must be 'max' or 'entropy', got {opts.calib_method!r}")
+    if opts.calib_clips < 1:
+        raise ConfigError(f"--calib-clips must be positive, got {opts.calib_clips}")
+    selected = list(opts.backends) if opts.backends else variant_set(opts.variants)
+    if opts.engines and "trt" not in selected:
+        selected.append("trt")
+    for engine in opts.engines:  # bad input fails before minutes of exporting
+        check_engine(engine, cfg)
+    data = None
+    if opts.data is not None:
+        if opts.pred_dir is None:
+            raise ConfigError("the accuracy harness needs a folder for its predictions (pred_dir)")
+        data = load_posetrack(
+            opts.data,
+            opts.split,
+            opts.boxes,
+            opts.det_thr,
+            cast("MissingFrames", opts.missing_frames),
+            opts.max_samples,
+        )
+    cuda_ok = backend_unavailable_reason(VARIANTS["torch-cuda"]) is None
+    reference = "torch-cuda" if cuda_ok and "torch-cuda" in selected else "torch"
+    notes: list[str] = []
+    if reference not in selected:
+        notes.append(f"added {reference}: every row is compared with the PyTorch reference")
+    selected = [reference, *[s for s in selected if s != reference]]
+
+    cache = ArtifactCache.open(opts.cache_dir or default_cache_dir(), cfg, opts.checkpoint)
+    cache.progress = opts.progress
+    if console is not None and cache.random_weights:
+        console.print(
+            "[bold yellow]RANDOM WEIGHTS[/]: no --checkpoint given, the model is randomly initialised "
+            f"(seed {RANDOM_SEED}); latency is real, heatmaps only compare backends with each other.",
+            highlight=False,
+        )
+    setup = _load_runners(opts, cfg, cache, selected, reference)
+    try:
+        inputs = benchmark_inputs(cfg, opts.batches)
+        with _progress(opts.progress) as bar:
+            total = len(inputs) * calls_per_batch(setup.runners, opts.iters, opts.warmup, opts.time_checks)
+            task = bar.add_task("timing", total=total)
+            measurements = measure(
+                setup.runners,
+                inputs,
+                opts.iters,
+                opts.warmup,
+                opts.time_checks,
+                advance=lambda name: bar.update(task, advance=1, description=f"timing {name}"),
+            )
+            results = None
+            if data is not None:
+                assert opts.pred_dir is not None
+                clips_task = bar.add_task("PoseTrack clips", total=len(data.samples) * len(setup.runners))
+                results = run_posetrack(
+                    setup.runners,
+                    data,
+                    cfg,
+                    opts.pred_dir,
+                    reference,
+                    opts.eval_batch,
+                    advance=lambda name, n: bar.update(
+                        clips_task, advance=n, description=f"PoseTrack {name}"
+                    ),
+                )
+    finally:
+        for r in setup.runners:
+            r.close()
+    rows = latency_rows(measurements, reference) + setup.skipped
+    if cache.checkpoint is None:
+        weights = f"random (seed {RANDOM_SEED}, untrained)"
+    else:
+        weights = f"{cache.checkpoint} (sha256 {sha256_file(cache.checkpoint)[:12]})"
+    if cache.built:
+        notes.append(f"built into the cache this run: {', '.join(cache.built)}")
+    notes.extend(setup.notes)
+    backends = {r.backend for r in setup.runners}
+    if {"torch", "onnxruntime"} <= backends and "allow_spinning" not in _ort_options(None):
+        notes.append(
+            "ONNX Runtime's worker threads spin after each run (this runtime cannot turn that off): on a "
+            "machine with few cores the row timed right after an ORT row is slowed by it"
+        )
+    return BenchReport(
+        machine=machine_info(),
+        config=cfg.to_dict(),
+        weights=weights,
+        random_weights=cache.random_weights,
+        reference=reference,
+        settings={
+            "input": "built-in sample clip (tdmi.data.sample)",
+            "batches": list(opts.batches),
+            "iters": opts.iters,
+            "warmup": opts.warmup,
+            "variants": opts.variants if not opts.backends else None,
+            "backends": selected,
+            "time_checks": opts.time_checks,
+            "calib_clips": opts.calib_clips,
+            "calib_method": opts.calib_method,
+            "calib_data": str(opts.calib_data) if opts.calib_data else "built-in sample clips",
+            "threads": opts.threads,
+            "ort_spinning_off": "allow_spinning" in _ort_options(None),
+            "cuda_graph": opts.cuda_graph,
+            "cache": str(cache.folder),
+        },
+        latency=rows,
+        accuracy=(
+            accuracy_rows(results, reference) + [skipped_accuracy_row(r) for r in setup.skipped]
+            if results is not None
+            else None
+        ),
+        dataset=data.describe() if data is not None else None,
+        notes=notes,
+    )

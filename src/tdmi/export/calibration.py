@@ -1,0 +1,172 @@
+"""Calibration clips for FP16 overflow checks and INT8 ranges, saved as ``.npz``.
+
+Ranges decided on the wrong data are silently wrong, so a set always says where it came from and
+whether it is only good for smoke tests (the built-in procedurally generated clips).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tdmi.errors import DataError
+from tdmi.model.config import TDMIConfig, resolve_config
+from tdmi.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+SMOKE_WARNING = (
+    "calibrating on the built-in sample clips: this calibration is for SMOKE TESTS ONLY "
+    "(synthetic images); pass --calib with a PoseTrack folder for a deployable FP16/INT8 model"
+)
+
+
+@dataclass
+class CalibrationSet:
+    """Preprocessed clips [N, T, 3, H, W] float32, ready to feed the ``frames`` input."""
+
+    clips: np.ndarray
+    source: str
+    smoke_only: bool
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.clips)
+        if c.ndim != 5 or c.shape[2] != 3 or c.shape[0] < 1:
+            raise DataError(f"calibration clips must be [N, T, 3, H, W] with N >= 1, got shape {c.shape}")
+        if not np.isfinite(c).all():
+            raise DataError("calibration clips contain NaN or infinite values")
+        self.clips = np.ascontiguousarray(c, dtype=np.float32)
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.clips.shape[0])
+
+    def check_fits(self, config: TDMIConfig) -> None:
+        want = (config.num_frames, 3, *config.input_size)
+        if tuple(self.clips.shape[1:]) != want:
+            raise DataError(
+                f"calibration clips are {tuple(self.clips.shape[1:])} per clip, {config.name} takes {want}: "
+                "build the set for this config (tdmi-export calib --config ...)"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "num_clips": self.num_clips, "smoke_only": self.smoke_only}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        target = Path(path)
+        meta = json.dumps({"source": self.source, "smoke_only": self.smoke_only})
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            np.savez(f, frames=self.clips, meta=np.array(meta))
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CalibrationSet:
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"calibration file {p} not found")
+        try:
+            with np.load(p, allow_pickle=False) as data:
+                if "frames" not in data.files:
+                    raise DataError(
+                        f"{p} has no 'frames' array: not a tdmi calibration set (tdmi-export calib)"
+                    )
+                clips = data["frames"]
+                meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+        except DataError:
+            raise
+        except Exception as e:  # zipfile / pickle / value errors from a damaged or foreign file
+            raise DataError(f"{p} is not a readable .npz calibration set ({type(e).__name__}: {e})") from None
+        return cls(
+            clips=clips,
+            source=str(meta.get("source", str(p))),
+            smoke_only=bool(meta.get("smoke_only", False)),
+        )
+
+
+def _posetrack_clips(
+    config: TDMIConfig, root: Path, num_clips: int, boxes: Literal["gt"] | Path, split: str, seed: int
+) -> np.ndarray:
+    import cv2
+
+    from tdmi.data.posetrack import iter_samples, load_detections, load_split
+    from tdmi.data.transforms import crop_clip
+
+    data = load_split(root, split)
+    box_source: Any = "gt" if boxes == "gt" else load_detections(Path(boxes))
+    samples = list(iter_samples(data, box_source))
+    if not samples:
+        raise DataError(f"no person boxes found in {root} ({split} split): check the annotations")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(samples))
+    clips: list[np.ndarray] = []
+    for i in order:
+        if len(clips) == num_clips:
+            break
+        s = samples[int(i)]
+        paths = s.clip_paths(config.num_frames, missing="nearest")
+        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+        if any(f is None for f in frames):
+            log.warning("skipping a clip of %s: a frame cannot be read", s.video.name)
+            continue
+        clip, _ = crop_clip(frames, s.bbox_xywh, config.input_size, padding=config.bbox_padding)
+        clips.append(clip)
+    if not clips:
+        raise DataError(f"no readable clips in {root}: check that the frames exist under the image root")
+    if len(clips) < num_clips:
+        log.warning("only %d of the %d requested calibration clips are available", len(clips), num_clips)
+    return np.stack(clips)
+
+
+def build_calibration_set(
+    config: TDMIConfig | str,
+    data: Path | str | None = None,
+    num_clips: int = 32,
+    boxes: Literal["gt"] | Path | str = "gt",
+    *,
+    split: str = "val",
+    seed: int = 0,
+) -> CalibrationSet:
+    """Clips from a PoseTrack-layout folder (GT boxes or a detections JSON), or the built-in samples."""
+    cfg = resolve_config(config)
+    if num_clips < 1:
+        raise DataError(f"num_clips must be at least 1, got {num_clips}")
+    if data is None:
+        from tdmi.data.sample import sample_clips
+
+        warnings.warn(SMOKE_WARNING, stacklevel=2)
+        clips, _ = sample_clips(num_clips, cfg.input_size, cfg.num_frames, seed=seed)
+        return CalibrationSet(clips=clips, source="built-in sample clips", smoke_only=True)
+    root = Path(data)
+    if not root.exists():
+        raise DataError(
+            f"calibration data {root} not found: give a PoseTrack folder or omit it for smoke tests"
+        )
+    box_arg: Literal["gt"] | Path = "gt" if str(boxes) == "gt" else Path(boxes)
+    clips = _posetrack_clips(cfg, root, num_clips, box_arg, split, seed)
+    what = "GT boxes" if box_arg == "gt" else f"detections {box_arg}"
+    return CalibrationSet(clips=clips, source=f"PoseTrack {root} ({split}, {what})", smoke_only=False)
+
+
+def load_calibration(
+    config: TDMIConfig, calib: CalibrationSet | Path | str | None, num_clips: int = 32
+) -> CalibrationSet:
+    """``--calib`` as given: a set, an ``.npz``, a PoseTrack folder, or nothing (smoke test)."""
+    if isinstance(calib, CalibrationSet):
+        cs = calib
+    elif calib is None:
+        cs = build_calibration_set(config, None, num_clips)
+    elif Path(calib).is_dir():
+        cs = build_calibration_set(config, Path(calib), num_clips)
+    else:
+        cs = CalibrationSet.load(calib)
+    cs.check_fits(config)
+    if cs.smoke_only and not (calib is None or isinstance(calib, CalibrationSet)):
+        warnings.warn(f"{calib}: {SMOKE_WARNING}", stacklevel=2)
+    return cs

@@ -1,0 +1,523 @@
+"""FP16 and INT8 variants of an exported FP32 graph, each built for the runtime that will run it.
+
+* ``fp16-tensorrt``: ModelOpt AutoCast with the real calibration clips deciding which nodes would
+  overflow in FP16 (they stay FP32); inputs/outputs stay FP32. ONNX Runtime CPU runs it (to check
+  the conversion) but has no FP16 convolution kernels worth timing.
+* ``int8-tensorrt``: ModelOpt ONNX PTQ, explicit Q/DQ (entropy or max calibration). Built for
+  TensorRT; on ORT CPU it runs slower than FP32, which is fine for checking accuracy.
+* ``int8-onnxruntime``: ``onnxruntime.quantization.quantize_static``, QDQ, per-channel INT8 weights,
+  UINT8 activations (what ORT fuses into QLinearConv): the fast CPU variant.
+
+All work on the *unfused* graph; ``fuse_temporal_diff`` comes after. The temporal differences are
+never quantized: a difference of two quantized features loses most of its few significant bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import math
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+from tdmi.errors import BackendUnavailableError, ExportError
+from tdmi.export.calibration import CalibrationSet
+from tdmi.export.metadata import load_onnx_checked, read_metadata, update_metadata
+from tdmi.export.onnx_export import HeatmapError, check_writable, compare_heatmaps, example_clips, steps
+from tdmi.export.ort_ops import make_session, require_onnxruntime, run_onnx, static_batch
+from tdmi.model.config import TDMIConfig
+from tdmi.utils import atomic_path
+
+Target = Literal["tensorrt", "onnxruntime"]
+CalibMethod = Literal["entropy", "max"]
+FP16_MAX_CALIB_CLIPS = 8  # AutoCast keeps every intermediate tensor of every clip in memory...
+ACTIVATION_BUDGET = 3 << 30  # ...so it gets as many clips as fit here (W48 384x288: ~2 GiB per clip)
+EVAL_CLIPS = 4
+DATA_MAX = 512.0  # AutoCast's default: activations beyond this stay FP32 (headroom below FP16's 65504)
+ORT_CALIB_STRIDE = 4  # most batches whose activations ORT's calibrator holds at once
+
+
+@dataclass
+class PrecisionResult:
+    path: Path
+    precision: str
+    target: str
+    kept_fp32_nodes: list[str]  # FP16: nodes AutoCast left FP32; INT8: compute nodes left unquantized
+    error: HeatmapError  # against the FP32 graph, both on ORT CPU
+    seconds: float
+    calibration: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["error"] = self.error.to_dict()
+        return d
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _load_fp32(src: Path | str | onnx.ModelProto) -> tuple[onnx.ModelProto, TDMIConfig]:
+    model = src if isinstance(src, onnx.ModelProto) else load_onnx_checked(Path(src))
+    meta = read_metadata(model)
+    if meta["fused"]:
+        raise ExportError(
+            "this graph is already fused: convert the unfused FP32 export, then run `tdmi-export fuse`"
+        )
+    if meta["precision"] != "fp32":
+        raise ExportError(f"this graph is already {meta['variant']}: start from the FP32 export")
+    return model, meta["config"]
+
+
+def _diff_node_names(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if "/diff/" in n.name and n.name.startswith("tde/")]
+
+
+def _eval_clips(config: TDMIConfig, model: onnx.ModelProto) -> np.ndarray:
+    b = static_batch(model) or 1
+    n = b * -(-EVAL_CLIPS // b)
+    return example_clips(config, n)
+
+
+def _calib_clips(calib: CalibrationSet, model: onnx.ModelProto, limit: int | None = None) -> np.ndarray:
+    b = static_batch(model) or 1
+    n = calib.num_clips if limit is None else min(limit, calib.num_clips)
+    n -= n % b
+    if n < 1:
+        raise ExportError(
+            f"the graph takes batches of {b} clips but the calibration set has only {calib.num_clips}"
+        )
+    return calib.clips[:n]
+
+
+def _dim_at_batch_1(dim: onnx.TensorShapeProto.Dimension) -> int:
+    """A dimension with the batch set to 1; the exporter writes symbolic ones like ``3*batch``."""
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    m = re.fullmatch(r"(?:floor\()?\s*(?:([0-9.]+)\s*\*\s*)?batch\s*\)?", dim.dim_param)
+    return max(1, math.floor(float(m.group(1) or 1))) if m else 1
+
+
+def activation_bytes_per_clip(model: onnx.ModelProto) -> int:
+    """Bytes of all live intermediate tensors for one clip (shapes from the exporter, else inferred)."""
+    produced = {o for n in model.graph.node for o in n.output}
+    infos = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    infos.update({vi.name: vi for vi in model.graph.value_info})  # the exporter's shapes are exact
+    batch = static_batch(model) or 1
+    total = 0
+    for name in produced:
+        vi = infos.get(name)
+        if vi is None or not vi.type.tensor_type.HasField("shape") or not vi.type.tensor_type.elem_type:
+            continue
+        t = vi.type.tensor_type
+        size = int(np.prod([_dim_at_batch_1(d) for d in t.shape.dim], dtype=np.int64))
+        total += size * onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+    return max(1, total // batch)
+
+
+def clips_within_budget(model: onnx.ModelProto, wanted: int, budget: int = ACTIVATION_BUDGET) -> int:
+    return max(1, min(wanted, budget // activation_bytes_per_clip(model)))
+
+
+def tensor_absmax(model: onnx.ModelProto, clips: np.ndarray) -> dict[str, float]:
+    """Largest |value| of every float tensor over all ``clips``, one batch at a time (bounded memory)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    names = [
+        vi.name
+        for vi in inferred.graph.value_info
+        if vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    ]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(vi for vi in inferred.graph.value_info if vi.name in set(names) - existing)
+    sess = make_session(probe)
+    out_names = [o.name for o in sess.get_outputs()]
+    batch = static_batch(model) or 1
+    peak: dict[str, float] = dict.fromkeys(out_names, 0.0)
+    for i in range(0, clips.shape[0] - clips.shape[0] % batch, batch):
+        for name, arr in zip(out_names, sess.run(None, {"frames": clips[i : i + batch]}), strict=True):
+            if arr.size:
+                m = float(np.abs(arr).max()) if np.isfinite(arr).all() else float("inf")
+                peak[name] = max(peak[name], m)
+    return peak
+
+
+def overflow_nodes(model: onnx.ModelProto, absmax: dict[str, float], data_max: float) -> list[str]:
+    """Nodes with an activation input or output beyond ``data_max`` (AutoCast's I/O range rule)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if any(absmax.get(t, 0.0) > data_max for t in [*n.input, *n.output] if t and t not in inits)
+    ]
+
+
+@contextlib.contextmanager
+def _quiet_tools() -> Iterator[None]:
+    """ModelOpt and ORT log every step and draw tqdm bars; our own summary is what users need.
+
+    Real failures still surface: they raise, and we turn them into one-line errors.
+    """
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm comes with ModelOpt; without it there is nothing to silence
+        tqdm = None
+    original = vars(tqdm).get("__init__") if tqdm is not None else None  # the raw descriptor
+    if tqdm is not None:
+        tqdm.__init__ = functools.partialmethod(tqdm.__init__, disable=True)  # type: ignore[method-assign]
+    logging.disable(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+        if tqdm is not None:
+            if original is None:
+                del tqdm.__init__
+            else:
+                tqdm.__init__ = original  # type: ignore[method-assign]
+
+
+def _float_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types: dict[str, int] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        types[vi.name] = vi.type.tensor_type.elem_type
+    for init in inferred.graph.initializer:
+        types[init.name] = init.data_type
+    for n in inferred.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            types[n.output[0]] = n.attribute[0].t.data_type
+    return types
+
+
+def kept_fp32_nodes(model: onnx.ModelProto) -> list[str]:
+    """Compute nodes whose floating-point outputs stayed FP32 (casts and shape plumbing excluded)."""
+    types = _float_types(model)
+    skip = {"Cast", "Constant", "Shape", "QuantizeLinear", "DequantizeLinear"}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type not in skip and any(types.get(o) == onnx.TensorProto.FLOAT for o in n.output)
+    ]
+
+
+def unquantized_nodes(model: onnx.ModelProto) -> list[str]:
+    """Weighted compute nodes (Conv, Gemm, DeformConv, MatMul) whose weights are not Q/DQ (stay float)."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    heavy = {"Conv", "ConvTranspose", "Gemm", "MatMul", "DeformConv"}
+    return [n.name for n in model.graph.node if n.op_type in heavy and n.input[1] not in dq_outputs]
+
+
+def deformconv_type_conflicts(model: onnx.ModelProto) -> list[str]:
+    """DeformConv nodes whose float inputs mix FP16 and FP32 (TensorRT rejects those)."""
+    types = _float_types(model)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    bad = []
+    for n in model.graph.node:
+        if n.op_type == "DeformConv":
+            kinds = {types.get(i) for i in n.input if i and types.get(i) in floats}
+            if len(kinds) > 1:
+                bad.append(n.name)
+    return bad
+
+
+def _finish(
+    converted: onnx.ModelProto,
+    src_model: onnx.ModelProto,
+    output: Path,
+    *,
+    precision: str,
+    target: str,
+    extra: dict[str, Any],
+    config: TDMIConfig,
+) -> HeatmapError:
+    """Stamp metadata, check against FP32 on ORT CPU, write atomically (nothing on failure)."""
+    del converted.metadata_props[:]
+    converted.metadata_props.extend(src_model.metadata_props)
+    update_metadata(converted, precision=precision, target=target, extra=extra)
+    clips = _eval_clips(config, src_model)
+    reference = run_onnx(src_model, clips)
+    with atomic_path(output) as tmp:
+        onnx.save_model(converted, str(tmp), save_as_external_data=False)
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise ExportError(
+                f"the {precision} graph fails the ONNX checker: {str(e).splitlines()[0]}"
+            ) from None
+        error = compare_heatmaps(reference, run_onnx(tmp, clips))
+        if not error.finite:
+            raise ExportError(
+                f"the {precision} graph produces NaN/inf heatmaps on real clips: nothing written"
+            )
+    return error
+
+
+# ------------------------------------------------------------------------------------------- public
+
+
+def convert_fp16(
+    src: Path | str | onnx.ModelProto,
+    output: Path | str,
+    calib: CalibrationSet,
+    *,
+    data_max: float = DATA_MAX,
+    max_calib_clips: int = FP16_MAX_CALIB_CLIPS,
+    progress: bool = True,
+) -> PrecisionResult:
+    """FP16 for TensorRT via ModelOpt AutoCast, overflow decided on ``calib``'s real clips."""
+    t0 = time.perf_counter()
+    output = Path(output)
+    check_writable(output)
+    require_onnxruntime()
+    model, cfg = _load_fp32(src)
+    calib.check_fits(cfg)
+    try:
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"ModelOpt AutoCast is unavailable ({e}): pip install nvidia-modelopt"
+        ) from None
+    clips = _calib_clips(calib, model, clips_within_budget(model, max_calib_clips))
+    excluded: list[str] = []
+    with steps(progress, total=4) as step, tempfile.TemporaryDirectory(prefix="tdmi-fp16-") as tmpdir:
+        # AutoCast sees the clips that fit in memory; every clip of the set is screened here, one
+        # batch at a time, and whatever would overflow on any of them is kept FP32 as well.
+        step(f"screening {calib.num_clips} calibration clips for FP16 overflow")
+        all_clips = _calib_clips(calib, model)
+        overflow = overflow_nodes(model, tensor_absmax(model, all_clips), data_max)
+        excluded.extend(overflow)
+        src_path, data_path = Path(tmpdir, "fp32.onnx"), Path(tmpdir, "calib.npz")
+        onnx.save_model(model, str(src_path), save_as_external_data=False)
+        np.savez(data_path, frames=clips)
+        converted: onnx.ModelProto | None = None
+        for _attempt in range(2):
+            step("AutoCast FP16 (running calibration clips)")
+            try:
+                with _quiet_tools():
+                    converted = convert_to_mixed_precision(
+                        onnx_path=str(src_path),
+                        low_precision_type="fp16",
+                        nodes_to_exclude=[f"^{re.escape(n)}$" for n in excluded] or None,
+                        keep_io_types=True,
+                        calibration_data=str(data_path),
+                        data_max=data_max,
+                        providers=["cpu"],
+                    )
+            except Exception as e:  # AutoCast raises assertion/value errors from deep inside
+                raise ExportError(f"AutoCast FP16 conversion failed: {type(e).__name__}: {e}") from e
+            conflicts = deformconv_type_conflicts(converted)
+            if not conflicts:
+                break
+            excluded.extend(conflicts)  # one type for all DeformConv inputs: keep such nodes FP32
+        else:
+            raise ExportError(f"DeformConv nodes still mix FP16 and FP32 inputs: {conflicts}")
+        assert converted is not None
+        kept = kept_fp32_nodes(converted)
+        step("checking against FP32 on ONNX Runtime CPU")
+        extra = {
+            "calibration": calib.describe() | {"clips_used": int(clips.shape[0])},
+            "kept_fp32_nodes": kept,
+            "autocast": {
+                "data_max": data_max,
+                "keep_io_types": True,
+                "overflow_screened_fp32": overflow,
+                "forced_fp32": excluded,
+                "clips_screened": int(all_clips.shape[0]),
+            },
+        }
+        error = _finish(
+            converted, model, output, precision="fp16", target="tensorrt", extra=extra, config=cfg
+        )
+    return PrecisionResult(
+        path=output,
+        precision="fp16",
+        target="tensorrt",
+        kept_fp32_nodes=kept,
+        error=error,
+        seconds=time.perf_counter() - t0,
+        calibration=calib.describe(),
+    )
+
+
+@contextlib.contextmanager
+def _restore_ort_quantization() -> Iterator[None]:
+    """ModelOpt monkey-patches ORT's calibrators process-wide and never undoes it; undo it ourselves.
+
+    Without this, an ``int8-onnxruntime`` run after an ``int8-tensorrt`` one in the same process
+    calibrates with ModelOpt's patched collectors and fails.
+    """
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+
+    classes = [
+        obj
+        for mod in (calibrate, base_quantizer, qdq_quantizer)
+        for obj in vars(mod).values()
+        if isinstance(obj, type) and obj.__module__ == mod.__name__
+    ]
+    saved_classes = {cls: dict(vars(cls)) for cls in classes}
+    saved_modules = {mod: dict(vars(mod)) for mod in (calibrate, base_quantizer, qdq_quantizer)}
+    try:
+        yield
+    finally:
+        for cls, attrs in saved_classes.items():
+            for name in [n for n in vars(cls) if n not in attrs]:
+                delattr(cls, name)
+            for name, value in attrs.items():
+                if vars(cls).get(name) is not value and name not in ("__dict__", "__weakref__"):
+                    setattr(cls, name, value)
+        for mod, attrs in saved_modules.items():
+            for name, value in attrs.items():
+                if getattr(mod, name, None) is not value:
+                    setattr(mod, name, value)
+
+
+def _modelopt_int8(
+    src_path: Path, out_path: Path, clips: np.ndarray, method: CalibMethod, exclude: list[str]
+) -> None:
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"ModelOpt quantization is unavailable ({e}): pip install nvidia-modelopt"
+        ) from None
+    try:
+        with _quiet_tools(), _restore_ort_quantization():
+            quantize(
+                onnx_path=str(src_path),
+                quantize_mode="int8",
+                calibration_data={"frames": clips},
+                calibration_method=method,
+                calibration_eps=["cpu"],
+                nodes_to_exclude=[f"^{re.escape(n)}$" for n in exclude] or None,
+                output_path=str(out_path),
+                high_precision_dtype="fp32",
+                log_level="ERROR",
+            )
+    except Exception as e:  # ModelOpt raises a variety of plain exceptions
+        raise ExportError(f"ModelOpt INT8 quantization failed: {type(e).__name__}: {e}") from e
+
+
+def _ort_int8(
+    src_model: onnx.ModelProto,
+    src_path: Path,
+    out_path: Path,
+    clips: np.ndarray,
+    batch: int,
+    method: CalibMethod,
+    exclude: list[str],
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    batches = [clips[i : i + batch] for i in range(0, clips.shape[0], batch)]
+    # ORT's calibrator keeps every activation of every batch it is fed in one collect call; feed it
+    # strides of a few batches (histograms/ranges are merged across strides) to bound memory.
+    per_batch = activation_bytes_per_clip(src_model) * batch
+    limit = max(1, min(ORT_CALIB_STRIDE, ACTIVATION_BUDGET // per_batch))
+    stride = max(d for d in range(1, limit + 1) if len(batches) % d == 0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(batches[start_index:end_index])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            nxt = next(self._it, None)
+            return None if nxt is None else {"frames": nxt}
+
+    try:
+        with _quiet_tools():
+            quantize_static(
+                str(src_path),
+                str(out_path),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Entropy
+                if method == "entropy"
+                else CalibrationMethod.MinMax,
+                nodes_to_exclude=exclude,
+                extra_options={"CalibStridedMinMax": stride},
+            )
+    except Exception as e:  # onnxruntime.quantization raises plain exceptions
+        raise ExportError(f"ONNX Runtime INT8 quantization failed: {type(e).__name__}: {e}") from e
+
+
+def quantize_int8(
+    src: Path | str | onnx.ModelProto,
+    output: Path | str,
+    calib: CalibrationSet,
+    *,
+    target: Target,
+    method: CalibMethod = "entropy",
+    progress: bool = True,
+) -> PrecisionResult:
+    """INT8 Q/DQ graph for ``target`` (``tensorrt``: ModelOpt; ``onnxruntime``: ORT static QDQ)."""
+    t0 = time.perf_counter()
+    if target not in ("tensorrt", "onnxruntime"):
+        raise ExportError(f"unknown INT8 target {target!r}: use tensorrt or onnxruntime")
+    if method not in ("entropy", "max"):
+        raise ExportError(f"unknown calibration method {method!r}: use entropy or max")
+    output = Path(output)
+    check_writable(output)
+    require_onnxruntime()
+    model, cfg = _load_fp32(src)
+    calib.check_fits(cfg)
+    clips = _calib_clips(calib, model)
+    exclude = _diff_node_names(model)
+    with steps(progress, total=2) as step, tempfile.TemporaryDirectory(prefix="tdmi-int8-") as tmpdir:
+        src_path, out_path = Path(tmpdir, "fp32.onnx"), Path(tmpdir, "int8.onnx")
+        onnx.save_model(model, str(src_path), save_as_external_data=False)
+        step(f"INT8 calibration for {target} ({method}, {clips.shape[0]} clips)")
+        if target == "tensorrt":
+            _modelopt_int8(src_path, out_path, clips, method, exclude)
+        else:
+            _ort_int8(model, src_path, out_path, clips, static_batch(model) or 1, method, exclude)
+        if not out_path.is_file():
+            raise ExportError(f"INT8 quantization for {target} produced no file")
+        quantized = onnx.load(str(out_path))
+        step("checking against FP32 on ONNX Runtime CPU")
+        extra = {
+            "calibration": calib.describe() | {"clips_used": int(clips.shape[0]), "method": method},
+            "quantizer": "modelopt"
+            if target == "tensorrt"
+            else "onnxruntime.quantization (QDQ, per-channel, U8S8)",
+            "not_quantized": exclude,
+        }
+        error = _finish(quantized, model, output, precision="int8", target=target, extra=extra, config=cfg)
+    return PrecisionResult(
+        path=output,
+        precision="int8",
+        target=target,
+        kept_fp32_nodes=unquantized_nodes(quantized),
+        error=error,
+        seconds=time.perf_counter() - t0,
+        calibration=calib.describe(),
+        method=method,
+    )
