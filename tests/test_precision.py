@@ -167,6 +167,18 @@ def test_int8_onnxruntime_graph(variants: dict[str, PrecisionResult]) -> None:
     assert all(f"tde/stage{j}/diff/Sub_0" in names for j in range(1, 5))
 
 
+def test_int8_onnxruntime_keeps_the_sensitive_head_fp32(variants: dict[str, PrecisionResult]) -> None:
+    model = onnx.load(str(variants["int8-onnxruntime"].path))
+    inits = {i.name for i in model.graph.initializer}
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    quantized = {n.name for n in convs if any(i in dq_out for i in n.input if i not in inits)}
+    head = {n.name for n in convs if n.name.startswith(("head/", "rdm/"))}
+    assert head and not head & quantized  # keypoints come out of these: FP32
+    assert any(n.startswith("backbone/") for n in quantized)  # the bulk of the compute is INT8
+    assert set(variants["int8-onnxruntime"].kept_fp32_nodes) >= head
+
+
 def test_variants_then_fuse(variants: dict[str, PrecisionResult]) -> None:
     """Precision first, fusion after: the rewrite still finds all four blocks in FP16 and Q/DQ graphs."""
     for name in ("fp16-tensorrt", "int8-tensorrt"):

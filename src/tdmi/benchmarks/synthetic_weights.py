@@ -1,0 +1,250 @@
+"""Weights with peaked heatmaps, trained briefly on the built-in synthetic stick-figure clips.
+
+**These are NOT pose weights.** No trained TDMI weights are available to this project, and random
+weights give nearly flat heatmaps, whose argmax moves with any rounding noise: FP16/INT8 keypoint
+agreement measured on them means nothing. A model trained for a few hundred steps on the procedurally
+drawn figures of :mod:`tdmi.data.sample` (whose keypoints are known exactly) produces peaked
+heatmaps, so the numerics of the exported variants can be compared meaningfully. It says nothing
+about accuracy on real people.
+
+``python -m tdmi.benchmarks.synthetic_weights --config tdmi-tiny --steps 300 -o /tmp/ckpt.pt``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tdmi.data.sample import SampleClipInfo, sample_clips
+from tdmi.data.transforms import affine_transform_points, gaussian_heatmap, get_max_preds
+from tdmi.model import TDMI, TDMIConfig, make_loss, resolve_config, save_checkpoint, train_step
+
+__all__ = [
+    "NOT_POSE_WEIGHTS",
+    "evaluate_synthetic",
+    "heatmap_targets",
+    "main",
+    "recalibrate_batchnorm",
+    "train_on_synthetic",
+]
+
+NOT_POSE_WEIGHTS = (
+    "NOT pose weights: trained briefly on the toolkit's built-in procedurally drawn stick-figure clips, "
+    "only so heatmaps are peaked when benchmarking FP32/FP16/INT8 numerics"
+)
+
+
+def heatmap_targets(infos: Sequence[SampleClipInfo], config: TDMIConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian targets [N, J, h, w] and weights [N, J, 1]: the known key-frame joints in heatmap pixels."""
+    hm_h, hm_w = config.heatmap_size
+    targets = np.zeros((len(infos), config.num_joints, hm_h, hm_w), dtype=np.float32)
+    weights = np.zeros((len(infos), config.num_joints, 1), dtype=np.float32)
+    for i, info in enumerate(infos):
+        trans = info.crop.transform(output_size=(hm_h, hm_w))
+        xy = affine_transform_points(info.keypoints[:, :2], trans)
+        targets[i], weights[i, :, 0] = gaussian_heatmap(xy, info.keypoints[:, 2], (hm_h, hm_w), config.sigma)
+    return targets, weights
+
+
+def _joints_in_heatmap(infos: Sequence[SampleClipInfo], config: TDMIConfig) -> np.ndarray:
+    hm_h, hm_w = config.heatmap_size
+    trans = [i.crop.transform(output_size=(hm_h, hm_w)) for i in infos]
+    pts = [affine_transform_points(i.keypoints[:, :2], t) for i, t in zip(infos, trans, strict=True)]
+    return np.stack(pts)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, clips: Tensor, batch: int = 4) -> None:
+    """Re-estimate BatchNorm running statistics as a plain average over ``clips`` (train-mode forward).
+
+    A few hundred small-batch steps leave running stats (momentum 0.1) that lag the weights; eval-mode
+    outputs then differ from what training saw. Cheap to fix and makes the exported heatmaps peaked.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    try:
+        for k in range(0, clips.shape[0], batch):
+            model(clips[k : k + batch])
+    finally:
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
+        model.eval()
+
+
+@torch.no_grad()
+def evaluate_synthetic(
+    model: nn.Module,
+    config: TDMIConfig | str,
+    n: int = 16,
+    seed: int = 12345,
+    batch: int = 4,
+    radius: float = 2.0,
+) -> dict[str, float]:
+    """Held-out check that the heatmaps mean something: peak value and argmax-within-``radius`` rate.
+
+    Uses clips from a different seed than training. ``pck`` is the fraction of visible joints whose
+    integer argmax lies within ``radius`` heatmap pixels of the true joint.
+    """
+    cfg = resolve_config(config)
+    clips, infos = sample_clips(n, cfg.input_size, cfg.num_frames, seed=seed)
+    model.eval()
+    outs = [model(torch.from_numpy(clips[k : k + batch])).numpy() for k in range(0, n, batch)]
+    hm = np.concatenate(outs)
+    preds, maxvals = get_max_preds(hm)
+    truth = _joints_in_heatmap(infos, cfg)
+    vis = np.stack([i.keypoints[:, 2] > 0 for i in infos])
+    dist = np.linalg.norm(preds - truth, axis=-1)
+    return {
+        "pck": float((dist[vis] <= radius).mean()),
+        "mean_dist_px": float(dist[vis].mean()),
+        "peak_mean": float(maxvals[..., 0][vis].mean()),
+        "peak_median": float(np.median(maxvals[..., 0][vis])),
+        "clips": float(n),
+    }
+
+
+def train_on_synthetic(
+    config: TDMIConfig | str,
+    steps: int,
+    batch: int = 4,
+    lr: float = 1e-3,
+    seed: int = 0,
+    clips_pool: int = 64,
+    progress: bool = True,
+    bn_recalibration_clips: int = 16,
+    log_every: int = 0,
+) -> tuple[TDMI, list[float]]:
+    """Train a fresh TDMI on the built-in synthetic clips; return it (eval mode) and the heatmap-loss history.
+
+    NOT pose weights (see the module docstring): only a model whose heatmaps are peaked, for
+    benchmarking numerics. Adam over the model and the loss's MI estimator, the full TDMI loss
+    (heatmap MSE + vCLUB) via :func:`tdmi.model.train_step`; batches are drawn from a fixed pool of
+    ``clips_pool`` clips. Afterwards BatchNorm statistics are re-estimated on
+    ``bn_recalibration_clips`` pool clips (0 to skip). ``log_every`` > 0 prints the mean loss of
+    every that many steps to stderr (for long runs whose output is not a terminal).
+    """
+    if steps < 0 or batch < 1 or clips_pool < 1:
+        raise ValueError(f"need steps >= 0, batch >= 1, clips_pool >= 1; got {steps}, {batch}, {clips_pool}")
+    cfg = resolve_config(config)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = TDMI(cfg)
+    loss_fn = make_loss(cfg)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=lr)
+    clips_np, infos = sample_clips(clips_pool, cfg.input_size, cfg.num_frames, seed=seed)
+    targets_np, weights_np = heatmap_targets(infos, cfg)
+    clips, targets, weights = (torch.from_numpy(a) for a in (clips_np, targets_np, weights_np))
+
+    history: list[float] = []
+    bar: Any = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("[bold]train {task.fields[name]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        bar.start()
+        task = bar.add_task("train", total=steps, name=cfg.name, loss="-")
+    try:
+        for _ in range(steps):
+            idx = torch.from_numpy(rng.choice(clips_pool, size=batch, replace=clips_pool < batch))
+            out = train_step(model, loss_fn, optimizer, clips[idx], targets[idx], weights[idx])
+            history.append(out["heatmap"])
+            if log_every > 0 and len(history) % log_every == 0:
+                recent = float(np.mean(history[-log_every:]))
+                print(f"step {len(history)}/{steps} heatmap loss {recent:.3e}", file=sys.stderr, flush=True)
+            if bar is not None:
+                bar.update(task, advance=1, loss=f"{out['heatmap']:.2e}")
+    finally:
+        if bar is not None:
+            bar.stop()
+    if bn_recalibration_clips > 0 and steps > 0:
+        recalibrate_batchnorm(model, clips[: min(bn_recalibration_clips, clips_pool)], batch)
+    return model.eval(), history
+
+
+def _summary(history: Sequence[float], parts: int = 10) -> list[float]:
+    """Mean loss over ``parts`` equal chunks of the history (a loss curve that fits in a log line)."""
+    if not history:
+        return []
+    chunks = np.array_split(np.asarray(history, dtype=np.float64), min(parts, len(history)))
+    return [float(c.mean()) for c in chunks]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tdmi.benchmarks.synthetic_weights",
+        description="Train weights with peaked heatmaps on the built-in synthetic clips (NOT pose weights; "
+        "for benchmarking FP32/FP16/INT8 numerics only).",
+    )
+    p.add_argument("--config", "-c", default="tdmi-tiny", help="preset name or config JSON")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips-pool", type=int, default=64, help="distinct training clips")
+    p.add_argument("--eval-clips", type=int, default=16, help="held-out clips for the check (0: skip)")
+    p.add_argument("--log-every", type=int, default=0, help="print the mean loss every N steps to stderr")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint path (.pt)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    cfg = resolve_config(args.config)
+    t0 = time.perf_counter()
+    model, history = train_on_synthetic(
+        cfg,
+        args.steps,
+        args.batch,
+        args.lr,
+        args.seed,
+        args.clips_pool,
+        progress=not args.no_progress,
+        log_every=args.log_every,
+    )
+    train_s = time.perf_counter() - t0
+    extra: dict[str, Any] = {
+        "trained_on": "built-in synthetic clips",
+        "warning": NOT_POSE_WEIGHTS,
+        "steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": args.seed,
+        "clips_pool": args.clips_pool,
+        "train_seconds": round(train_s, 1),
+        "heatmap_loss_first": history[0] if history else None,
+        "heatmap_loss_last": history[-1] if history else None,
+        "heatmap_loss_curve": _summary(history),
+    }
+    if args.eval_clips > 0:
+        extra["heldout"] = evaluate_synthetic(model, cfg, n=args.eval_clips, batch=args.batch)
+    save_checkpoint(model, args.output, extra=extra)
+    print(f"{cfg.name}: {args.steps} steps x batch {args.batch} in {train_s:.0f} s -> {args.output}")
+    print("  " + NOT_POSE_WEIGHTS)
+    print("  heatmap loss per tenth:", " ".join(f"{v:.3e}" for v in extra["heatmap_loss_curve"]))
+    if "heldout" in extra:
+        print("  held-out:", ", ".join(f"{k} {v:.4g}" for k, v in extra["heldout"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
