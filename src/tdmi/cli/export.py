@@ -118,36 +118,29 @@ def onnx_cmd(
         raise ExportError(f"--calib-method must be entropy or max, got {calib_method!r}")
     batch_spec = _parse_batch(batch)
     check_writable(output)
-    with warnings.catch_warnings(record=True) as caught:
+    final = None
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        tempfile.TemporaryDirectory(prefix="tdmi-export-") as tmp,
+    ):
         warnings.simplefilter("always")
-        if precision == "fp32":
-            result = export_onnx(
-                config,
-                output,
-                checkpoint=checkpoint,
-                batch=batch_spec,
-                opset=opset,
-                verify=verify,
-                simplify=simplify,  # type: ignore[arg-type]
-            )
-            final = None
-        else:
-            with tempfile.TemporaryDirectory(prefix="tdmi-export-") as tmp:
-                fp32 = Path(tmp) / "fp32.onnx"
-                result = export_onnx(
-                    config,
-                    fp32,
-                    checkpoint=checkpoint,
-                    batch=batch_spec,
-                    opset=opset,
-                    verify=verify,
-                    simplify=simplify,  # type: ignore[arg-type]
-                )
-                cs = load_calibration(result.config, calib, calib_clips)
-                if precision == "fp16":
-                    final = convert_fp16(fp32, output, cs)
-                else:
-                    final = quantize_int8(fp32, output, cs, target=target or "tensorrt", method=calib_method)  # type: ignore[arg-type]
+        # The FP32 graph is the product itself, or the source of the FP16/INT8 variant.
+        fp32 = output if precision == "fp32" else Path(tmp) / "fp32.onnx"
+        result = export_onnx(
+            config,
+            fp32,
+            checkpoint=checkpoint,
+            batch=batch_spec,
+            opset=opset,
+            verify=verify,
+            simplify=simplify,  # type: ignore[arg-type]
+        )
+        if precision != "fp32":
+            cs = load_calibration(result.config, calib, calib_clips)
+            if precision == "fp16":
+                final = convert_fp16(fp32, output, cs)
+            else:
+                final = quantize_int8(fp32, output, cs, target=target or "tensorrt", method=calib_method)  # type: ignore[arg-type]
     _show_warnings(caught)
     console.print(
         f"wrote [bold]{output}[/] ({result.config.name}, batch {result.batch}, opset {result.opset})"
