@@ -131,8 +131,8 @@ def test_missing_neighbour_frames_without_nearest(
     ("extra", "code", "message"),
     [
         (["--backend", "torch,tflite"], 2, "unknown backend 'tflite'"),
-        (["--variants", "fastest"], 1, "unknown --variants 'fastest'"),
-        (["--batch", "0"], 1, "batch sizes must be positive"),
+        (["--variants", "fastest"], 2, "unknown --variants 'fastest'"),
+        (["--batch", "0"], 2, "batch sizes must be positive"),
         (["--config", "tdmi-w64"], 1, "unknown preset 'tdmi-w64'"),
     ],
 )

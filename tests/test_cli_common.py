@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import warnings
+from pathlib import Path
+from typing import Annotated
+
 import pytest
 import typer
 
+from tdmi import __version__
 from tdmi.cli.common import run_app
-from tdmi.errors import DataError
+from tdmi.errors import DataError, UsageError
+from tdmi.utils import atomic_path
 
 app = typer.Typer()
 
@@ -21,6 +30,13 @@ def go(fail: str = "none", verbose: bool = typer.Option(False, "--verbose", "-v"
         raise typer.Exit(4)
     if fail == "bug":
         raise ZeroDivisionError("division by zero")
+    if fail == "usage":
+        raise UsageError("--batch must be positive, got 0")
+    if fail == "warn":
+        for _ in range(3):
+            warnings.warn("calibrating on smoke-test clips", UserWarning, stacklevel=1)
+    if fail == "disk":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/tdmi.onnx")
     print("done")
 
 
@@ -43,7 +59,7 @@ def test_verbose_adds_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unexpected_error_is_still_readable(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_app(app, ["--fail", "bug"]) == 2
+    assert run_app(app, ["--fail", "bug"]) == 1  # a tool error, not a usage error
     err = capsys.readouterr().err
     assert "internal error: ZeroDivisionError: division by zero" in err and "Traceback" not in err
 
@@ -60,3 +76,55 @@ def test_brackets_in_messages_survive(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_typer_exit_code_is_kept() -> None:
     assert run_app(app, ["--fail", "exit"]) == 4
+
+
+multi = typer.Typer()
+
+
+@multi.command()
+def one(out: Annotated[Path, typer.Option("-o")]) -> None:
+    """Write ``out`` and get SIGTERM half-way."""
+    with atomic_path(out) as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        tmp.write_text("never")
+
+
+@multi.command()
+def two() -> None:
+    """Second command."""
+
+
+def test_short_help_and_version_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(app, ["-h"]) == 0
+    assert "Usage" in capsys.readouterr().out
+    assert run_app(multi, ["one", "-h"], prog_name="tdmi-x") == 0
+    assert "Write" in capsys.readouterr().out
+    assert run_app(multi, ["--version"], prog_name="tdmi-x") == 0
+    assert capsys.readouterr().out.strip() == f"tdmi-x {__version__}"
+
+
+def test_usage_error_from_the_library_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(app, ["--fail", "usage"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch must be positive" in err and len(err.strip().splitlines()) == 1
+
+
+def test_warnings_are_one_line_each_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(app, ["--fail", "warn"]) == 0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["warning: calibrating on smoke-test clips"]
+
+
+def test_oserror_names_the_path(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(app, ["--fail", "disk"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device: /out/tdmi.onnx" in err and "internal error" not in err
+
+
+def test_sigterm_cleans_up_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a.onnx"
+    assert run_app(multi, ["one", "-o", str(out)]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "interrupted; nothing written"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored

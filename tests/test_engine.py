@@ -163,7 +163,7 @@ def test_plugin_print_ptx_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["plugin", "--print-ptx-path"]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path.suffix == ".ptx" and path.is_file() and ".entry" in path.read_text()
-    assert run(["plugin"]) == 1
+    assert run(["plugin"]) == 2
 
 
 # -- without TensorRT ------------------------------------------------------------------------------
@@ -246,8 +246,8 @@ def test_parser_errors_name_node_and_op(tmp_path: Path) -> None:
 def test_output_name_must_match_the_mode(
     tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run([str(tiny["dynamic"]), "--onnx-only", "-o", str(tmp_path / "x.engine")]) == 1
+    assert run([str(tiny["dynamic"]), "--onnx-only", "-o", str(tmp_path / "x.engine")]) == 2
     assert "x.onnx" in capsys.readouterr().err
-    assert run([str(tiny["dynamic"]), "-o", str(tmp_path / "x.onnx")]) == 1
-    assert run([str(tiny["dynamic"]), "--fp16", "--int8", "--onnx-only", "-o", str(tmp_path / "y.onnx")]) == 1
+    assert run([str(tiny["dynamic"]), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert run([str(tiny["dynamic"]), "--fp16", "--int8", "--onnx-only", "-o", str(tmp_path / "y.onnx")]) == 2
     assert list(tmp_path.iterdir()) == []

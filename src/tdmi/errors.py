@@ -15,6 +15,10 @@ class ConfigError(TdmiError):
     """An invalid or unknown model configuration / preset."""
 
 
+class UsageError(ConfigError):
+    """A command-line option value that cannot work (the CLI exits 2, as for an unknown option)."""
+
+
 class CheckpointError(TdmiError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from tdmi.errors import ConfigError, EngineError, ExportError, TdmiError
+from tdmi.errors import ConfigError, EngineError, ExportError, TdmiError, UsageError
 from tdmi.model.config import TDMIConfig
 from tdmi.utils import sha256_file, write_text_atomic
 
@@ -110,11 +110,11 @@ def parse_backends(values: Sequence[str]) -> list[str]:
             name = ALIASES.get(name, name)
             if name not in VARIANTS:
                 known = ", ".join([*VARIANTS, *ALIASES])
-                raise ConfigError(f"unknown backend {raw.strip()!r}; choose from: {known}")
+                raise UsageError(f"unknown backend {raw.strip()!r}; choose from: {known}")
             if name not in out:
                 out.append(name)
     if not out:
-        raise ConfigError("no backend given: pass e.g. --backend torch,ort-fp32")
+        raise UsageError("no backend given: pass e.g. --backend torch,ort-fp32")
     return out
 
 
@@ -122,7 +122,7 @@ def variant_set(name: str) -> list[str]:
     try:
         return list(VARIANT_SETS[name])
     except KeyError:
-        raise ConfigError(f"unknown --variants {name!r}; choose from: {', '.join(VARIANT_SETS)}") from None
+        raise UsageError(f"unknown --variants {name!r}; choose from: {', '.join(VARIANT_SETS)}") from None
 
 
 def parse_batches(text: str) -> list[int]:
@@ -135,13 +135,13 @@ def parse_batches(text: str) -> list[int]:
         try:
             b = int(piece)
         except ValueError:
-            raise ConfigError(f"--batch must be a comma-separated list of integers, got {text!r}") from None
+            raise UsageError(f"--batch must be a comma-separated list of integers, got {text!r}") from None
         if b < 1:
-            raise ConfigError(f"batch sizes must be positive, got {b}")
+            raise UsageError(f"batch sizes must be positive, got {b}")
         if b not in out:
             out.append(b)
     if not out:
-        raise ConfigError(f"--batch must list at least one batch size, got {text!r}")
+        raise UsageError(f"--batch must list at least one batch size, got {text!r}")
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from tdmi.cli.common import console, run_app
-from tdmi.errors import ConfigError, ExportError
+from tdmi.errors import ExportError, UsageError
 
 PROG = "tdmi-build-engine"
 COMMANDS = ("build", "check", "plugin")
@@ -69,14 +69,14 @@ def build(
     from tdmi.export.engine import EngineBuildOptions, build_engine, write_final_onnx
 
     if fp16 and int8:
-        raise ConfigError("choose one of --fp16 and --int8")
+        raise UsageError("choose one of --fp16 and --int8")
     if calib is not None and not (fp16 or int8):
-        raise ConfigError("--calib only applies to --fp16 or --int8")
+        raise UsageError("--calib only applies to --fp16 or --int8")
     suffix = output.suffix.lower()
     if onnx_only and suffix in (".engine", ".plan"):
-        raise ConfigError(f"--onnx-only writes an ONNX file: use -o {output.with_suffix('.onnx')}")
+        raise UsageError(f"--onnx-only writes an ONNX file: use -o {output.with_suffix('.onnx')}")
     if not onnx_only and suffix == ".onnx":
-        raise ConfigError(
+        raise UsageError(
             f"-o {output} is an ONNX name but this builds an engine: use .engine, or add --onnx-only"
         )
     options = EngineBuildOptions(
@@ -143,7 +143,7 @@ def plugin(
     from tdmi.plugins.availability import compute_capability, cuda_gpu_available
 
     if not print_ptx_path:
-        raise ConfigError("nothing to do: pass --print-ptx-path")
+        raise UsageError("nothing to do: pass --print-ptx-path")
     if arch is None and cuda_gpu_available():
         arch = plugin_build.select_arch(compute_capability())  # what an engine built here embeds
     path = plugin_build.ptx_path(arch)

@@ -1,21 +1,39 @@
-"""Shared CLI plumbing: one readable line per library error, tracebacks only with --verbose."""
+"""Shared CLI plumbing: the conventions every ``tdmi-*`` command gets from ``run_app``.
+
+- ``-h``/``--help`` and ``--version`` on every command and sub-command;
+- exit codes: 0 success, 1 a tool error (bad input, missing file, failed check), 2 a usage error
+  (unknown option, bad option value), 130/143 interrupted by SIGINT/SIGTERM;
+- every error is one line naming the file, field or option (no traceback unless ``--verbose``);
+- Python warnings are one ``warning:`` line each (no source lines), each message once;
+- SIGINT/SIGTERM unwind the stack (so temp files and temp folders are removed by their ``finally``)
+  and print "interrupted; nothing written".
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tdmi.errors import TdmiError
+from tdmi.errors import TdmiError, UsageError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
 
 VERBOSE_FLAGS = ("--verbose", "-v")
+HELP_OPTION_NAMES = ["-h", "--help"]
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 # typer >= 0.24 vendors click and raises its own classes; older typer raises click's.
 _EXIT: tuple[type[BaseException], ...] = (typer.Exit,)
@@ -31,20 +49,104 @@ except ImportError:
     pass
 
 
+class Interrupted(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM.
+
+    A ``BaseException`` that is not ``KeyboardInterrupt``: click turns the latter into an ``Abort``
+    and a blank line, and ``except Exception`` blocks in the library must not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGINT/SIGTERM raise :class:`Interrupted`, so every ``finally`` (temp files) runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Python warnings as ``warning: message`` (no file/line/source echo), each message once."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
+        text = " ".join(str(message).split())
+        if text in seen:
+            return
+        seen.add(text)
+        err_console.print(f"[yellow]warning:[/] {escape(text)}", markup=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show  # type: ignore[assignment]
+        yield
+
+
+def _apply_conventions(app: typer.Typer) -> None:
+    settings = dict(app.info.context_settings or {})
+    settings.setdefault("help_option_names", HELP_OPTION_NAMES)
+    app.info.context_settings = settings
+
+
+def _wants_version(args: Sequence[str]) -> bool:
+    head = list(args[: args.index("--")]) if "--" in args else list(args)
+    return "--version" in head
+
+
+def _oserror_line(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{what}: {' -> '.join(names)}" if names else what
+
+
 def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str | None = None) -> int:
-    """Run ``app`` and turn every failure into an exit code and one message line.
+    """Run ``app`` and turn every outcome into an exit code and at most one message line.
 
     Returns the exit code instead of exiting so tests can call it directly.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in args)
+    name = prog_name or app.info.name or os.path.basename(sys.argv[0] or "tdmi")
+    if _wants_version(args):
+        from tdmi import __version__
+
+        console.print(f"{name} {__version__}", markup=False)
+        return EXIT_OK
+    _apply_conventions(app)
+
+    def fail(message: str, code: int = EXIT_ERROR, label: str = "error") -> int:
+        if verbose:
+            traceback.print_exc()
+        err_console.print(f"[bold red]{label}:[/] {escape(message)}", markup=True)
+        return code
+
     try:
-        # Without standalone mode, typer returns (rather than raises) the code of ``typer.Exit``.
-        rc = app(args=args, prog_name=prog_name, standalone_mode=False)
+        with _signals_unwind(), _one_line_warnings():
+            # Without standalone mode, typer returns (rather than raises) the code of ``typer.Exit``.
+            rc = app(args=args, prog_name=name, standalone_mode=False)
     except _EXIT as e:
         return int(getattr(e, "exit_code", 0))
-    except _ABORT:
-        err_console.print("aborted")
+    except Interrupted as e:
+        err_console.print("interrupted; nothing written")
+        return 128 + e.signum
+    except (*_ABORT, KeyboardInterrupt):
+        err_console.print("interrupted; nothing written")
         return 130
     except _USAGE as e:  # usage errors: typer/click already phrases them well
         show = getattr(e, "show", None)
@@ -52,24 +154,17 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
             show(file=sys.stderr)
         else:
             err_console.print(str(e))
-        return int(getattr(e, "exit_code", 2)) or 2
+        return int(getattr(e, "exit_code", EXIT_USAGE)) or EXIT_USAGE
+    except UsageError as e:
+        return fail(f"{e} (see {name} --help)", EXIT_USAGE, "usage error")
     except TdmiError as e:
-        if verbose:
-            traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
-        return 1
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
+        return fail(str(e))
+    except OSError as e:  # disk full, permissions, ...: name the path the system call was about
+        return fail(_oserror_line(e))
     except Exception as e:  # an unexpected failure: still one line unless asked for more
-        if verbose:
-            traceback.print_exc()
-        err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
-            "(re-run with --verbose for the traceback)",
-            markup=True,
+        return fail(
+            f"{type(e).__name__}: {e} (re-run with --verbose for the traceback)", label="internal error"
         )
-        return 2
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from tdmi.cli.common import console, main_for
-from tdmi.errors import DataError
+from tdmi.errors import DataError, UsageError
 from tdmi.eval import EvalResult, evaluate
 from tdmi.utils import write_text_atomic
 
@@ -67,7 +67,7 @@ def run(
 ) -> None:
     """Print the Head/Shou/Elb/Wri/Hip/Knee/Ankl/Total AP table."""
     if missing not in ("error", "empty"):
-        raise DataError(f"--missing must be 'error' or 'empty', got {missing!r}")
+        raise UsageError(f"--missing must be 'error' or 'empty', got {missing!r}")
     if not gt_dir.exists():
         raise DataError(f"ground-truth folder {gt_dir} does not exist")
     if not pred_dir.is_dir():

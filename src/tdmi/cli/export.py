@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tdmi.cli.common import console, err_console, main_for
-from tdmi.errors import ExportError
+from tdmi.errors import UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -28,7 +28,7 @@ def _parse_batch(text: str) -> int | str:
         return "dynamic"
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise ExportError(f"--batch must be a positive integer or 'dynamic', got {text!r}")
+    raise UsageError(f"--batch must be a positive integer or 'dynamic', got {text!r}")
 
 
 def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -103,19 +103,19 @@ def onnx_cmd(
     from tdmi.export.precision import convert_fp16, quantize_int8
 
     if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+        raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
     if target not in (None, "tensorrt", "onnxruntime"):
-        raise ExportError(f"--target must be tensorrt or onnxruntime, got {target!r}")
+        raise UsageError(f"--target must be tensorrt or onnxruntime, got {target!r}")
     if precision == "fp32" and target is not None:
-        raise ExportError(
+        raise UsageError(
             "--target applies to --precision fp16/int8 only (the FP32 graph suits every runtime)"
         )
     if precision == "fp16" and target == "onnxruntime":
-        raise ExportError(
+        raise UsageError(
             "FP16 is built for TensorRT (ONNX Runtime CPU has no fast FP16 kernels): use int8 for ORT"
         )
     if calib_method not in ("entropy", "max"):
-        raise ExportError(f"--calib-method must be entropy or max, got {calib_method!r}")
+        raise UsageError(f"--calib-method must be entropy or max, got {calib_method!r}")
     batch_spec = _parse_batch(batch)
     check_writable(output)
     final = None
