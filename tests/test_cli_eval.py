@@ -84,9 +84,14 @@ def test_empty_gt_folder_and_bad_json_target(
     assert run_app(app, [str(empty), str(perfect)]) == 1
     assert "holds no .json files" in capsys.readouterr().err
     target = tmp_path / "missing_dir" / "m.json"
-    assert run_app(app, [str(gt_dir), str(perfect), "--json", str(target)]) == 1
-    assert "missing_dir for --json does not exist" in capsys.readouterr().err
-    assert not target.parent.exists()
+    assert run_app(app, [str(gt_dir), str(perfect), "--json", str(target)]) == 0  # parent created
+    assert json.loads(target.read_text())["total"] == 100.0
+    capsys.readouterr()
+    victim = next(perfect.glob("*.json"))
+    before = victim.read_bytes()
+    assert run_app(app, [str(gt_dir), str(perfect), "--json", str(victim)]) == 1
+    assert "would overwrite the input PRED_DIR" in capsys.readouterr().err
+    assert victim.read_bytes() == before
 
 
 def test_usage_errors(gt_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

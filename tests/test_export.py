@@ -283,23 +283,24 @@ def test_cli_onnx_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["--config", "tdmi-nope"], "unknown preset"),
-        (["--config", PRESET, "--opset", "18"], "opset 18 is too low"),
-        (["--config", PRESET, "--batch", "0"], "--batch must be"),
-        (["--config", PRESET, "--precision", "fp8"], "--precision must be"),
+        (["--config", "tdmi-nope"], "unknown preset", 1),
+        (["--config", PRESET, "--opset", "18"], "opset 18 is too low", 1),
+        (["--config", PRESET, "--batch", "0"], "--batch must be", 2),
+        (["--config", PRESET, "--precision", "fp8"], "--precision must be", 2),
         (
             ["--config", PRESET, "--precision", "fp16", "--target", "onnxruntime"],
             "FP16 is built for TensorRT",
+            2,
         ),
     ],
 )
 def test_cli_errors_one_line_nonzero(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str, code: int
 ) -> None:
     out = tmp_path / "m.onnx"
-    assert run_app(app, ["onnx", "--output", str(out), *args]) == 1
+    assert run_app(app, ["onnx", "--output", str(out), *args]) == code
     err = _flat(capsys.readouterr().err)
     assert message in err and "Traceback" not in err
     assert not out.exists()

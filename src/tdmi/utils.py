@@ -1,12 +1,14 @@
-"""Small shared helpers: atomic artifact writes and hashing."""
+"""Small shared helpers: atomic artifact writes, output-path checks, the per-run temp root, hashing."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tdmi.errors import TdmiError
@@ -21,30 +23,149 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+# Our temp names carry the writing process id, so a later run can tell a file orphaned by a killed
+# process (SIGKILL, power loss) from one a live run is still writing.
+_TMP_FILE = re.compile(r"^\..+\.tdmi-(\d+)-[^.]+\.tmp$")
+_RUN_ROOT = re.compile(r"^tdmi-run-(\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove our own temp files/folders in ``folder`` whose writing process is gone; return them."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_FILE.match(entry.name) or _RUN_ROOT.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue  # another run swept it first, or it is not ours to remove
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
 
     Artifacts (ONNX files, engines, reports) must never be left half-written: a crash or a
-    failed check leaves the previous file (or nothing) in place.
+    failed check leaves the previous file (or nothing) in place, and temp files orphaned by a
+    killed run are swept the next time something is written in that folder.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.exists():
-        raise TdmiError(f"output folder {parent} does not exist: create it or choose another --output")
+        raise TdmiError(f"output folder {parent} does not exist: create it or choose another path")
     if not os.access(parent, os.W_OK):
-        raise TdmiError(f"output folder {parent} is not writable: choose another --output")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        raise TdmiError(f"output folder {parent} is not writable: choose another path")
+    sweep_stale_temps(parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.tdmi-{os.getpid()}-", suffix=".tmp", dir=parent
+        )
+    except OSError as e:
+        raise TdmiError(f"cannot write {target}: {e.strerror or e}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        # mkstemp makes the file owner-only; give the artifact the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            # mkstemp makes the file owner-only; give the artifact the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, target)
+        except OSError as e:  # disk full, quota, permissions: say which artifact could not be written
+            if e.errno is None:
+                raise
+            raise TdmiError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def run_temp_root() -> Iterator[Path]:
+    """One temp folder for this whole run: every ``tempfile`` call inside goes there; removed at the end.
+
+    Roots left by killed runs (their process is gone) are swept first.
+    """
+    base = Path(tempfile.gettempdir())
+    sweep_stale_temps(base)
+    root = Path(tempfile.mkdtemp(prefix=f"tdmi-run-{os.getpid()}-", dir=base))
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(root)
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    *,
+    force: bool = False,
+    force_option: str = "--force",
+) -> None:
+    """Check every output location before any work starts, naming the option the user typed.
+
+    ``outputs``/``inputs`` map an option name (``--json``, ``SRC``) to a path (``None``: not given).
+    Refused: an output that is an input (symlinks resolved; allowed in place with ``force``), two
+    outputs that are one file, a folder where a file goes, an unwritable folder. Missing parent
+    folders are created.
+    """
+    outs = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
+    ins = [(opt, Path(p)) for opt, p in (inputs or {}).items() if p is not None]
+    for i, (opt, path) in enumerate(outs):
+        for other_opt, other in outs[:i]:
+            if _same_file(path, other):
+                raise TdmiError(
+                    f"{opt} {path} is the same file as {other_opt} {other}: give each its own path"
+                )
+        for in_opt, src in ins:
+            if src.is_file() and _same_file(path, src) and not force:
+                hint = f", or pass {force_option} to rewrite it in place" if force_option else ""
+                raise TdmiError(
+                    f"{opt} {path} would overwrite the input {in_opt} {src}: choose another path{hint}"
+                )
+        if path.is_dir():
+            raise TdmiError(f"{opt} {path} is a folder: give a file name inside it")
+        parent = path.parent if str(path.parent) else Path(".")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TdmiError(f"cannot create the folder {parent} for {opt} ({e.strerror or e})") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise TdmiError(f"folder {parent} for {opt} is not writable: choose another path")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

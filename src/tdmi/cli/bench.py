@@ -10,6 +10,7 @@ import typer
 
 from tdmi.cli.common import console, main_for
 from tdmi.errors import ConfigError
+from tdmi.utils import check_outputs
 
 app = typer.Typer(
     add_completion=False,
@@ -141,17 +142,29 @@ def bench(
     except ConfigError as e:
         raise typer.BadParameter(str(e), param_hint="'--backend'") from None
     batches = parse_batches(batch)
-    for path in (json_path, markdown, plot):
-        if path is not None and not path.parent.is_dir():
-            raise ConfigError(f"output folder {path.parent} does not exist: create it or choose another path")
     if json_path is not None:
+        md_opt = "--markdown" if markdown else "--json (its .md)"
+        plot_opt = "--plot" if plot else "--json (its .png)"
         markdown = markdown or json_path.with_suffix(".md")
         plot = plot or json_path.with_suffix(".png")
+    else:
+        md_opt, plot_opt = "--markdown", "--plot"
+    inputs: dict[str, Path | None] = {
+        "--checkpoint": checkpoint,
+        "--boxes": None if boxes == "gt" else Path(boxes),
+    }
+    if config and config.endswith(".json"):
+        inputs["--config"] = Path(config)
+    inputs.update({f"--engine {e}": e for e in engine or []})
+    # Before minutes of exporting and timing: every report path is writable and none is an input.
+    check_outputs({"--json": json_path, md_opt: markdown, plot_opt: plot}, inputs)
+    keep_predictions = True
     if data is not None and pred_dir is None:
         if json_path is not None:
             pred_dir = json_path.with_name(json_path.stem + "-predictions")
-        else:
+        else:  # inside this run's temp root, removed when the run ends
             pred_dir = Path(tempfile.mkdtemp(prefix="tdmi-bench-predictions-"))
+            keep_predictions = False
     opts = BenchOptions(
         config=config,
         checkpoint=checkpoint,
@@ -180,8 +193,10 @@ def bench(
     )
     report = run_bench(opts, console=console)
     render_console(report, console)
-    if data is not None:
+    if data is not None and keep_predictions:
         console.print(f"predictions: {pred_dir}", highlight=False, markup=False)
+    elif data is not None:
+        console.print("predictions not kept (pass --pred-dir or --json to keep them)", highlight=False)
     for path in write_report(report, json_path, markdown, plot):
         console.print(f"wrote {path}", highlight=False, markup=False)
 

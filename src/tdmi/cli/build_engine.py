@@ -15,6 +15,7 @@ import typer
 
 from tdmi.cli.common import console, run_app
 from tdmi.errors import ExportError, UsageError
+from tdmi.utils import check_outputs
 
 PROG = "tdmi-build-engine"
 COMMANDS = ("build", "check", "plugin")
@@ -63,6 +64,9 @@ def build(
         bool, typer.Option("--onnx-only", help="Write the final ONNX; no TensorRT.")
     ] = False,
     trt_version: TrtVersion = "11",
+    force: Annotated[
+        bool, typer.Option("--force", help="With --onnx-only: allow -o to be the source ONNX (in place).")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Convert precision, fuse, pre-flight check, and build (or, with --onnx-only, write the final ONNX)."""
@@ -79,6 +83,18 @@ def build(
         raise UsageError(
             f"-o {output} is an ONNX name but this builds an engine: use .engine, or add --onnx-only"
         )
+    outputs = {"--output": output}
+    if not onnx_only:
+        from tdmi.export.sidecar import sidecar_path
+
+        outputs["--output (its sidecar)"] = sidecar_path(output)
+        outputs["--timing-cache"] = timing_cache
+    check_outputs(
+        outputs,
+        {"ONNX_PATH": onnx_path, "--calib": calib},
+        force=force and onnx_only,
+        force_option="--force" if onnx_only else "",
+    )
     options = EngineBuildOptions(
         precision="int8" if int8 else "fp16" if fp16 else "fp32",
         calib=calib,

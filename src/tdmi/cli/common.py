@@ -6,7 +6,10 @@
 - every error is one line naming the file, field or option (no traceback unless ``--verbose``);
 - Python warnings are one ``warning:`` line each (no source lines), each message once;
 - SIGINT/SIGTERM unwind the stack (so temp files and temp folders are removed by their ``finally``)
-  and print "interrupted; nothing written".
+  and print "interrupted; nothing written";
+- one temp root per run (``tdmi.utils.run_temp_root``), removed at the end; roots and artifact temp
+  files orphaned by a killed run are swept by the next one;
+- commands check every output location before any work with ``tdmi.utils.check_outputs``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tdmi.errors import TdmiError, UsageError
+from tdmi.utils import run_temp_root
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
@@ -137,7 +141,7 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
         return code
 
     try:
-        with _signals_unwind(), _one_line_warnings():
+        with _signals_unwind(), _one_line_warnings(), run_temp_root():
             # Without standalone mode, typer returns (rather than raises) the code of ``typer.Exit``.
             rc = app(args=args, prog_name=name, standalone_mode=False)
     except _EXIT as e:

@@ -13,7 +13,7 @@ from rich.table import Table
 from tdmi.cli.common import console, main_for
 from tdmi.errors import DataError, UsageError
 from tdmi.eval import EvalResult, evaluate
-from tdmi.utils import write_text_atomic
+from tdmi.utils import check_outputs, write_text_atomic
 
 app = typer.Typer(
     add_completion=False,
@@ -72,8 +72,9 @@ def run(
         raise DataError(f"ground-truth folder {gt_dir} does not exist")
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder {pred_dir} does not exist (or is not a folder)")
-    if json_out is not None and not json_out.parent.is_dir():
-        raise DataError(f"folder {json_out.parent} for --json does not exist: create it or pick another")
+    # A --json inside the GT or prediction folder must not replace one of the files being scored.
+    name = json_out.name if json_out is not None else ""
+    check_outputs({"--json": json_out}, {"GT_DIR": gt_dir / name, "PRED_DIR": pred_dir / name})
     result = evaluate(gt_dir, pred_dir, missing=missing, progress=True)  # type: ignore[arg-type]
     console.print(_table(result, per_joint))
     c = result.counts

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from tdmi.cli.common import console, err_console, main_for
 from tdmi.errors import UsageError
+from tdmi.utils import check_outputs
 
 app = typer.Typer(
     add_completion=False,
@@ -99,7 +100,6 @@ def onnx_cmd(
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
     from tdmi.export import export_onnx
     from tdmi.export.calibration import load_calibration
-    from tdmi.export.onnx_export import check_writable
     from tdmi.export.precision import convert_fp16, quantize_int8
 
     if precision not in ("fp32", "fp16", "int8"):
@@ -117,7 +117,14 @@ def onnx_cmd(
     if calib_method not in ("entropy", "max"):
         raise UsageError(f"--calib-method must be entropy or max, got {calib_method!r}")
     batch_spec = _parse_batch(batch)
-    check_writable(output)
+    check_outputs(
+        {"--output": output},
+        {
+            "--checkpoint": checkpoint,
+            "--config": config if config and config.endswith(".json") else None,
+            "--calib": calib,
+        },
+    )
     final = None
     with (
         warnings.catch_warnings(record=True) as caught,
@@ -214,11 +221,15 @@ def fuse_cmd(
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Run both graphs on ORT CPU and compare.")
     ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow -o to be SRC itself (rewrite in place).")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Replace the 4 temporal-difference blocks by tdmi::TemporalDiff nodes (for the TensorRT plugin)."""
     from tdmi.export.fuse import fuse_file
 
+    check_outputs({"--output": output}, {"SRC": src}, force=force, force_option="--force")
     check_out = fuse_file(src, output, check=check)
     console.print(
         f"wrote [bold]{output}[/]: {check_out['fused']} TemporalDiff nodes ({check_out['variant']})"
@@ -247,9 +258,14 @@ def calib_cmd(
 ) -> None:
     """Save a calibration set (.npz) to reuse with --calib."""
     from tdmi.export.calibration import build_calibration_set
-    from tdmi.export.onnx_export import check_writable
 
-    check_writable(output)
+    check_outputs(
+        {"--output": output},
+        {
+            "--config": config if config.endswith(".json") else None,
+            "--boxes": None if boxes == "gt" else boxes,
+        },
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cs = build_calibration_set(
