@@ -105,3 +105,20 @@ def test_save_is_atomic_when_the_folder_is_missing(tiny: TDMI, tmp_path: Path) -
     with pytest.raises(TdmiError, match="does not exist"):
         save_checkpoint(tiny, tmp_path / "missing" / "x.pt")
     assert not (tmp_path / "missing").exists()
+
+
+def test_non_finite_weights_are_refused_at_load_and_export(tiny: TDMI, tmp_path: Path) -> None:
+    from tdmi.cli.common import run_app
+    from tdmi.cli.export import app
+
+    broken = TDMI(tiny.config).eval()
+    broken.load_state_dict(tiny.state_dict())
+    with torch.no_grad():
+        next(broken.backbone.parameters()).view(-1)[0] = float("nan")
+    path = save_checkpoint(broken, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=r"NaN/Inf weights in 1 tensor\(s\): backbone\."):
+        load_checkpoint(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run_app(app, ["onnx", "--checkpoint", str(path), "-o", str(out / "m.onnx")]) == 1
+    assert list(out.iterdir()) == []  # no model, no temp file

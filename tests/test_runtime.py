@@ -238,6 +238,34 @@ def test_predict_keypoints_validates_frames_and_boxes(tiny_net: TDMI) -> None:
         runtime.predict_keypoints(p, video.frames, np.zeros((2, 3)))
     kp, sc = runtime.predict_keypoints(p, video.frames, np.zeros((0, 4)))
     assert kp.shape == (0, 17, 2) and sc.shape == (0, 17)
+    with pytest.raises(DataError, match=r"boxes contain NaN or Inf \(box index \[1\]\)"):
+        runtime.predict_keypoints(p, video.frames, np.array([[10, 10, 50, 80], [np.nan, 0, 5, 5]]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_is_refused_by_every_backend(
+    tiny_net: TDMI, tiny_onnx: dict[str, Path], clips: np.ndarray, bad: float
+) -> None:
+    """One NaN pixel used to segfault torchvision's deform_conv2d and give all-NaN ORT heatmaps."""
+    x = clips[:3].copy()
+    x[1, 0, 0, 5, 5] = bad
+    for p in (TorchPredictor(tiny_net, "cpu"), runtime.load(tiny_onnx["dynamic"])):
+        with pytest.raises(DataError, match=r"NaN or Inf values \(clip index 1 of 3\)"):
+            p.predict(x)
+        with pytest.raises(DataError, match="clip index 1 of 3"):
+            p.predict(torch.from_numpy(x))
+
+
+def test_non_finite_output_is_never_silent(tiny_net: TDMI, clips: np.ndarray) -> None:
+    from tdmi.errors import NonFiniteOutputWarning
+
+    broken = TDMI(tiny_net.config).eval()
+    broken.load_state_dict(tiny_net.state_dict())
+    with torch.no_grad():
+        broken.head.final_layer.bias.fill_(float("inf"))  # as an FP16 overflow would
+    with pytest.warns(NonFiniteOutputWarning, match="clip index 0, 1 of 2"):
+        out = TorchPredictor(broken, "cpu").predict(clips[:2])
+    assert not np.isfinite(out).any()
 
 
 # -- TensorRT backend ------------------------------------------------------------------------------

@@ -37,3 +37,7 @@ class BackendUnavailableError(TdmiError):
 
 class EngineError(TdmiError):
     """A TensorRT engine or its sidecar is unusable on this machine."""
+
+
+class NonFiniteOutputWarning(UserWarning):
+    """A backend returned NaN/Inf heatmaps for finite input (FP16 overflow, broken weights)."""

@@ -449,6 +449,9 @@ def export_onnx(
     with steps(progress, total=4 if verify else 3) as step:
         step("loading the model")
         net, cfg, weights = _resolve_model(config, Path(checkpoint) if checkpoint else None, model)
+        from tdmi.model.checkpoint import check_finite_weights
+
+        check_finite_weights(net.state_dict(), f"the model ({weights})")
         step("exporting (torch.onnx dynamo)")
         proto = build_onnx(net, cfg, batch=batch, opset=opset, simplify=simplify)
         write_metadata(

@@ -113,10 +113,26 @@ def _summarise(model: nn.Module, sd: Mapping[str, Tensor], what: str, limit: int
     return f"{what} does not fit the architecture: " + "; ".join(parts)
 
 
+def check_finite_weights(sd: Mapping[str, Tensor], what: str, limit: int = 3) -> None:
+    """NaN/Inf weights make every output NaN (or crash DCN): say so at load, not as a "mismatch" later."""
+    bad = [
+        k
+        for k, v in sd.items()
+        if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        more = f" (+{len(bad) - limit} more)" if len(bad) > limit else ""
+        raise CheckpointError(
+            f"{what} has NaN/Inf weights in {len(bad)} tensor(s): {', '.join(bad[:limit])}{more}; "
+            "the training run diverged or the file is damaged: use an earlier checkpoint"
+        )
+
+
 def load_state_dict_checked(model: nn.Module, sd: Mapping[str, Tensor], what: str) -> None:
     problem = _summarise(model, sd, what)
     if problem:
         raise CheckpointError(problem)
+    check_finite_weights(sd, what)
     model.load_state_dict(sd, strict=True)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from tdmi.errors import ConfigError, DataError, TdmiError
+from tdmi.errors import ConfigError, DataError, NonFiniteOutputWarning, TdmiError
 from tdmi.runtime.chunking import plan_chunks
 
 
@@ -39,6 +40,31 @@ def validate_clips(clips: Any, config: Any) -> None:
     dtype = str(clips.dtype).replace("torch.", "")
     if dtype != "float32":
         raise DataError(f"clips must be float32 (normalised with tdmi.data.transforms), got {dtype}")
+    bad = nonfinite_items(clips)
+    if bad:
+        # NaN reaches DeformConv's sampling offsets: torchvision crashes the process, ORT returns NaN.
+        raise DataError(
+            f"clips contain NaN or Inf values (clip index {_indices(bad)} of {shape[0]}): "
+            "check the decoded frames and the normalisation; nothing was run"
+        )
+
+
+def nonfinite_items(x: Any) -> list[int]:
+    """Indices along axis 0 of the items holding any NaN/Inf (numpy or torch, on any device)."""
+    if x.shape[0] == 0:
+        return []
+    if is_torch_tensor(x):
+        import torch
+
+        ok = torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1).cpu().numpy()
+    else:
+        ok = np.isfinite(np.asarray(x)).reshape(x.shape[0], -1).all(axis=1)
+    return [int(i) for i in np.flatnonzero(~ok)]
+
+
+def _indices(items: list[int], limit: int = 8) -> str:
+    more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+    return ", ".join(map(str, items[:limit])) + more
 
 
 class Predictor(ABC):
@@ -99,6 +125,15 @@ class Predictor(ABC):
             y = self._run_torch(x) if torch_in else self._run_numpy(np.ascontiguousarray(x))
             self._check_output(y, chunk.run_size)
             outs.append(y[: chunk.size])
+            bad = [chunk.start + i for i in nonfinite_items(y[: chunk.size])]
+            if bad:
+                warnings.warn(
+                    f"{self.backend} {self.precision} ({self.source or self.config.name}) returned NaN/Inf "
+                    f"heatmaps for clip index {_indices(bad)} of {n} (finite input): FP16 overflow or broken "
+                    "weights; their keypoints are meaningless",
+                    NonFiniteOutputWarning,
+                    stacklevel=2,
+                )
         if torch_in:
             import torch
 

@@ -43,6 +43,9 @@ def predict_keypoints(
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise DataError(f"boxes must be [N, 4] (x, y, w, h), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        rows = np.flatnonzero(~np.isfinite(arr).all(axis=1)).tolist()
+        raise DataError(f"boxes contain NaN or Inf (box index {rows[:8]}): pass x, y, w, h in pixels")
     if arr.shape[0] == 0:
         return np.zeros((0, cfg.num_joints, 2), np.float32), np.zeros((0, cfg.num_joints), np.float32)
     clips, infos = crop_clips(frames, arr, cfg.input_size, cfg.bbox_padding, bgr=bgr)
