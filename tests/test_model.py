@@ -192,3 +192,30 @@ def test_every_spec_choice_is_a_config_field() -> None:
     assert small.tde.stage1.dcn.weight.shape[0] == 12
     assert len(small.tde.stage1.blocks) == 2
     assert isinstance(small.tde.stage1.blocks[0].downsample, nn.Sequential)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_joints", "seventeen", 'num_joints must be an integer, got "seventeen"'),
+        ("input_size", [128], "input_size must be a list of 2 integers, got [128]"),
+        ("sigma", None, "sigma must be a number, got null"),
+        ("num_frames", True, "num_frames must be an integer, got true"),
+        ("backbone", {"width": "8"}, 'backbone.width must be an integer, got "8"'),
+    ],
+)
+def test_config_json_with_a_wrongly_typed_field_names_file_and_field(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    import json
+
+    from tdmi.errors import ConfigError
+    from tdmi.model.config import resolve_config
+
+    data = get_preset("tdmi-tiny").to_dict()
+    data[field] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        resolve_config(str(path))
+    assert str(info.value) == f"{path}: model config field {message}"

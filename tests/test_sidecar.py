@@ -101,6 +101,7 @@ def test_wrong_schema_and_schema_version(tmp_path: Path) -> None:
         (("profile", "max"), None, "profile.max"),
         (("profile", "min"), 9, "min <= opt <= max"),
         (("model_config", "num_frames"), 1, "invalid model_config"),
+        (("model_config", "num_joints"), "seventeen", "model_config .*field num_joints must be an integer"),
         (("inputs",), [], "lists no inputs"),
         (("schema_version",), True, "wrong type"),
     ],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +139,7 @@ class TDMIConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown model config field(s): {', '.join(unknown)}")
+        check_field_types(cls, data)
         kwargs = dict(data)
         bb = kwargs.get("backbone", {})
         if isinstance(bb, dict):
@@ -144,6 +147,7 @@ class TDMIConfig:
             bad = sorted(set(bb) - bb_known)
             if bad:
                 raise ConfigError(f"unknown backbone config field(s): {', '.join(bad)}")
+            check_field_types(HRNetConfig, bb, prefix="backbone.")
             bb = dict(bb)
             if "stage_modules" in bb:
                 bb["stage_modules"] = tuple(bb["stage_modules"])
@@ -166,6 +170,54 @@ class TDMIConfig:
 
     def replace(self, **changes: Any) -> TDMIConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        item = _type_name(args[0]).split(" ", 1)[-1] + "s"
+        return (
+            f"a list of {item}" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)} {item}"
+        )
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "an object"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(hint, str(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_field_types(cls: type, data: dict[str, Any], prefix: str = "") -> None:
+    """JSON values must have the dataclass field's type: ``"seventeen"`` is not a joint count."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise ConfigError(
+                f"model config field {prefix}{key} must be {_type_name(hint)}, got {json.dumps(value)}"
+            )
 
 
 W48 = HRNetConfig(width=48)
@@ -219,5 +271,8 @@ def resolve_config(config: TDMIConfig | str) -> TDMIConfig:
         p = Path(config)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
-        return TDMIConfig.from_json(p.read_text())
+        try:
+            return TDMIConfig.from_json(p.read_text())
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
     return get_preset(str(config))
