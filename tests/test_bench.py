@@ -28,7 +28,9 @@ def test_default_job_end_to_end(cache_dir: Path, tmp_path: Path, capsys: pytest.
     rc = run_app(app, [*FAST, "--cache-dir", str(cache_dir), "--json", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "RANDOM WEIGHTS" in captured.out
+    assert captured.out.count("RANDOM WEIGHTS") == 1  # the banner once
+    assert "speed-up (IQR)" in captured.out and "machine load while timing" in captured.out
+    assert max(len(line) for line in captured.out.splitlines()) <= 120  # fits a 120-column terminal
     assert "latency and agreement with the reference" in captured.out
     report = json.loads(out.read_text())
     assert report["random_weights"] is True and report["reference"] == "torch"
@@ -42,8 +44,12 @@ def test_default_job_end_to_end(cache_dir: Path, tmp_path: Path, capsys: pytest.
     assert ort["status"] == "ok" and ort["batch"] == 1 and ort["iters"] == 3
     assert ort["p50_ms"] > 0 and ort["p50_ms"] <= ort["p90_ms"] <= ort["p99_ms"]
     assert ort["throughput"] > 0 and ort["speedup"] > 0
+    assert ort["speedup_p25"] <= ort["speedup"] <= ort["speedup_p75"] and ort["speedup_rounds"] == 3
+    threads = report["settings"]["threads"]
+    assert threads >= 1 and f"threads: {threads} intra-op for every CPU backend" in captured.out
+    assert "others" in report["settings"]["load"]
     assert ort["kp_agreement"] >= 0.95, ort
-    assert ort["hm_max_rel"] < 1e-3 and ort["flags"] == ""
+    assert ort["hm_max_rel"] < 1e-3 and "NaN" not in ort["flags"]
     int8 = rows["ort-int8"]
     assert int8["status"] in ("ok", "skipped"), int8
     if int8["status"] == "ok":

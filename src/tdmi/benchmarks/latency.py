@@ -1,13 +1,17 @@
 """Latency of several backends measured side by side, and how far their heatmaps are from the reference.
 
-Backends are timed interleaved (round-robin per iteration, starting point rotated) so that a noisy
-machine slows all of them alike and the speed-up ratios stay meaningful even when absolute times
-drift. Tests check the logic here with hand-made numbers, never timings.
+Speed-ups are made to survive a busy machine: every round runs each backend once, back to back, in a
+shuffled order; a row's speed-up is the median of its per-round ratios to the reference (a round
+slowed by another process slows both sides of its ratio), with the inter-quartile range as its spread.
+A row is flagged noisy when that spread is wide or other processes kept the CPUs busy during the
+timing (``LoadProbe``). Tests check the logic here with hand-made numbers, never timings.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +23,10 @@ from tdmi.data.transforms import Refine, heatmaps_to_keypoints
 from tdmi.errors import DataError
 
 AGREEMENT_TOL_PX = 0.1
+# A speed-up is flagged noisy when its per-round ratios spread (IQR) over more than this fraction of
+# their median, or when other processes used more than this fraction of the CPUs while timing.
+NOISY_SPREAD = 0.25
+NOISY_LOAD = 0.25
 
 
 class PredictorLike(Protocol):
@@ -203,13 +211,14 @@ def keypoint_agreement(
 
 @dataclass(eq=False)
 class Measurement:
-    """One runner at one batch size: its timed calls and its first output."""
+    """One runner at one batch size: its timed calls (by round) and its first output."""
 
     runner: Runner
     batch: int
     times_s: list[float] = field(default_factory=list)
     output: np.ndarray | None = None
     error: str | None = None
+    round_times: dict[int, float] = field(default_factory=dict)
 
     @property
     def stats(self) -> LatencyStats | None:
@@ -219,7 +228,76 @@ class Measurement:
 Advance = Callable[[str], None]
 
 
-def _call(m: Measurement, clips: np.ndarray, timed: bool) -> None:
+@dataclass(frozen=True)
+class RatioStats:
+    """A speed-up as the median of per-round paired ratios, with its inter-quartile range."""
+
+    median: float
+    p25: float
+    p75: float
+    rounds: int
+
+    @property
+    def spread(self) -> float:
+        """IQR width relative to the median (0 = every round agreed)."""
+        return (self.p75 - self.p25) / self.median if self.median > 0 else float("inf")
+
+    @property
+    def noisy(self) -> bool:
+        return self.rounds < 3 or self.spread > NOISY_SPREAD
+
+
+def paired_ratio(reference: Measurement, other: Measurement) -> RatioStats | None:
+    """Median and IQR of ``reference time / other time`` over the rounds both were timed in."""
+    rounds = sorted(set(reference.round_times) & set(other.round_times))
+    ratios = [reference.round_times[r] / other.round_times[r] for r in rounds if other.round_times[r] > 0]
+    if not ratios:
+        return None
+    return RatioStats(percentile(ratios, 50), percentile(ratios, 25), percentile(ratios, 75), len(ratios))
+
+
+def _cpu_busy_s() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / hz, total / hz
+
+
+class LoadProbe:
+    """How busy *other* processes kept the CPUs while this one was timing.
+
+    Machine-wide busy CPU time minus this process's own, over wall time x cores: 0 on a quiet
+    machine, 1 when other processes kept every core busy. ``None`` where /proc/stat is absent.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[tuple[float, float] | None, float, float] | None = None
+        self.others: float | None = None
+        self.loadavg: float | None = None
+
+    def __enter__(self) -> LoadProbe:
+        self._start = (_cpu_busy_s(), time.process_time(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._start is not None
+        (cpu0, proc0, wall0), cpu1 = self._start, _cpu_busy_s()
+        proc, wall = time.process_time() - proc0, time.perf_counter() - wall0
+        if cpu0 is not None and cpu1 is not None and wall > 0:
+            # /proc/stat's first line sums every core of the machine.
+            others = (cpu1[0] - cpu0[0]) - proc
+            self.others = min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
+        if hasattr(os, "getloadavg"):
+            self.loadavg = os.getloadavg()[0]
+
+
+def _call(m: Measurement, clips: np.ndarray, timed: bool, round_index: int = -1) -> None:
     if m.error is not None:
         return
     try:
@@ -238,6 +316,7 @@ def _call(m: Measurement, clips: np.ndarray, timed: bool) -> None:
         m.output = out
     if timed:
         m.times_s.append(dt)
+        m.round_times[round_index] = dt
 
 
 def measure(
@@ -247,13 +326,15 @@ def measure(
     warmup: int,
     time_checks: bool = False,
     advance: Advance | None = None,
+    seed: int = 0,
 ) -> list[Measurement]:
-    """Warm up, then time every runner ``iters`` times per batch, interleaved round-robin.
+    """Warm up, then ``iters`` rounds per batch, each running every runner once in a shuffled order.
 
     ``inputs`` maps batch size -> clips [B, T, 3, H, W]. Check-only runners are called once per
     batch (their output is compared, their time is not) unless ``time_checks``.
     ``advance(name)`` is called after every call, for a progress bar.
     """
+    rng = random.Random(seed)
     if iters < 1:
         raise DataError(f"--iters must be at least 1, got {iters}")
     if warmup < 0:
@@ -272,9 +353,10 @@ def measure(
                 _call(m, clips, timed=False)
                 step(m.runner.name)
         for i in range(iters):
-            k = i % len(timed) if timed else 0
-            for m in timed[k:] + timed[:k]:
-                _call(m, clips, timed=True)
+            order = list(timed)
+            rng.shuffle(order)  # no backend always runs right after another (caches, ORT threads)
+            for m in order:
+                _call(m, clips, timed=True, round_index=i)
                 step(m.runner.name)
         results.extend(ms)
     return results

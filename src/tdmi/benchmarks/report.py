@@ -17,9 +17,16 @@ from typing import Any
 import numpy as np
 
 from tdmi.benchmarks.accuracy import BackendAccuracy
-from tdmi.benchmarks.latency import Measurement, heatmap_error, keypoint_agreement, nonfinite_count
-from tdmi.errors import DataError
-from tdmi.utils import write_bytes_atomic, write_text_atomic
+from tdmi.benchmarks.latency import (
+    NOISY_LOAD,
+    NOISY_SPREAD,
+    Measurement,
+    heatmap_error,
+    keypoint_agreement,
+    nonfinite_count,
+    paired_ratio,
+)
+from tdmi.utils import check_outputs, write_bytes_atomic, write_text_atomic
 
 GROUP_NAMES = ("Head", "Shou", "Elb", "Wri", "Hip", "Knee", "Ankl", "Total")
 NONFINITE_FLAG = "NaN/Inf in output"
@@ -43,7 +50,11 @@ class LatencyRow:
     mean_ms: float | None = None
     throughput: float | None = None
     iters: int = 0
-    speedup: float | None = None
+    speedup: float | None = None  # median of per-round paired ratios to the reference
+    speedup_p25: float | None = None
+    speedup_p75: float | None = None
+    speedup_rounds: int = 0
+    noisy: str = ""  # why the speed-up is not to be trusted ("" = it is)
     hm_max_abs: float | None = None
     hm_max_rel: float | None = None
     kp_agreement: float | None = None
@@ -52,7 +63,8 @@ class LatencyRow:
 
     @property
     def flags(self) -> str:
-        return NONFINITE_FLAG if self.nonfinite else ""
+        flags = [NONFINITE_FLAG if self.nonfinite else "", f"noisy: {self.noisy}" if self.noisy else ""]
+        return "; ".join(f for f in flags if f)
 
 
 @dataclass
@@ -126,8 +138,24 @@ def skipped_row(
     return LatencyRow(name, backend, precision, device, None, "skipped", label=label, note=note)
 
 
-def latency_rows(measurements: Sequence[Measurement], reference: str) -> list[LatencyRow]:
-    """Rows with speed-up and heatmap/keypoint agreement against ``reference`` at the same batch."""
+def _noise(spread: float | None, rounds: int, load: float | None) -> str:
+    why = []
+    if rounds and rounds < 3:
+        why.append(f"only {rounds} paired rounds")
+    elif spread is not None and spread > NOISY_SPREAD:
+        why.append(f"ratio IQR {100 * spread:.0f}% of the median")
+    if load is not None and load > NOISY_LOAD:
+        why.append(f"other processes used {100 * load:.0f}% of the CPUs")
+    return ", ".join(why)
+
+
+def latency_rows(
+    measurements: Sequence[Measurement], reference: str, load: float | None = None
+) -> list[LatencyRow]:
+    """Rows with speed-up and heatmap/keypoint agreement against ``reference`` at the same batch.
+
+    ``load``: the share of the CPUs other processes used while timing (``LoadProbe.others``).
+    """
     refs = {m.batch: m for m in measurements if m.runner.name == reference}
     rows: list[LatencyRow] = []
     for m in measurements:
@@ -159,12 +187,16 @@ def latency_rows(measurements: Sequence[Measurement], reference: str) -> list[La
         ref = refs.get(m.batch)
         if is_ref:
             row.speedup = 1.0 if stats is not None else None
+            if stats is not None:
+                row.noisy = _noise(None, 0, load)
             rows.append(row)
             continue
         if ref is not None and ref.output is not None and m.output is not None and ref.error is None:
-            ref_stats = ref.stats
-            if stats is not None and ref_stats is not None and stats.p50_ms > 0:
-                row.speedup = ref_stats.p50_ms / stats.p50_ms
+            ratio = paired_ratio(ref, m) if stats is not None else None
+            if ratio is not None:
+                row.speedup, row.speedup_p25, row.speedup_p75 = ratio.median, ratio.p25, ratio.p75
+                row.speedup_rounds = ratio.rounds
+                row.noisy = _noise(ratio.spread, ratio.rounds, load)
             if m.output.shape == ref.output.shape:
                 row.hm_max_abs, row.hm_max_rel = heatmap_error(ref.output, m.output)
                 row.kp_agreement, row.kp_max_dev = keypoint_agreement(ref.output, m.output)
@@ -248,13 +280,21 @@ LATENCY_HEADERS = (
     "p90 ms",
     "p99 ms",
     "clips/s",
-    "speed-up",
+    "speed-up (IQR)",
     "hm max abs",
     "hm max rel",
     "kp agree",
     "kp max dev",
     "notes",
 )
+
+
+def speedup_cell(row: LatencyRow) -> str:
+    if row.speedup is None:
+        return "—"
+    if row.speedup_p25 is None or row.speedup_p75 is None:
+        return f"{row.speedup:.2f}x"
+    return f"{row.speedup:.2f}x ({row.speedup_p25:.2f}-{row.speedup_p75:.2f})"
 
 
 def latency_cells(row: LatencyRow) -> list[str]:
@@ -267,7 +307,7 @@ def latency_cells(row: LatencyRow) -> list[str]:
         _num(row.p90_ms, ".1f"),
         _num(row.p99_ms, ".1f"),
         _num(row.throughput, ".2f"),
-        "—" if row.speedup is None else f"{row.speedup:.2f}x",
+        speedup_cell(row),
         _sci(row.hm_max_abs),
         _sci(row.hm_max_rel),
         _pct(row.kp_agreement),
@@ -298,9 +338,21 @@ def header_lines(report: BenchReport) -> list[str]:
         f"date: {m.get('date')}; git commit: {m.get('git_commit') or 'unknown'}; "
         f"artifacts: {report.settings.get('cache', '—')}",
         f"reference: {report.reference}; input: {report.settings.get('input')}; "
-        f"warm-up {report.settings.get('warmup')}, {report.settings.get('iters')} timed iterations per "
-        "backend and batch, interleaved round-robin",
+        f"warm-up {report.settings.get('warmup')}, {report.settings.get('iters')} timed rounds per batch, "
+        "each running every backend once in shuffled order; speed-up = median of per-round ratios (IQR)",
     ]
+    threads = report.settings.get("threads")
+    if threads:
+        lines.append(f"threads: {threads} intra-op for every CPU backend (torch and onnxruntime), --threads")
+    load = report.settings.get("load")
+    if load:
+        others = load.get("others")
+        lines.append(
+            "machine load while timing: other processes "
+            + ("unknown" if others is None else f"{100 * others:.0f}% of the CPUs")
+            + (f", 1-min load average {load['loadavg']:.2f}" if load.get("loadavg") is not None else "")
+            + (" (NOISY)" if others is not None and others > NOISY_LOAD else "")
+        )
     if report.random_weights:
         lines.insert(0, "RANDOM WEIGHTS: no --checkpoint given; accuracy columns compare backends, not poses")
     return lines
@@ -342,39 +394,65 @@ def to_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+CONSOLE_HEADERS = ("backend", "prec", "batch", "p50 ms", "p90 ms", "speed-up (IQR)", "hm rel", "kp agree", "")
+
+
 def render_console(report: BenchReport, console: Any) -> None:
-    """Print the header, the latency table and (with data) the accuracy table with rich."""
+    """Print the header, the latency table and (with data) the accuracy table with rich.
+
+    The console table keeps to the columns that fit an 80-120 column terminal (all columns are in
+    the JSON / Markdown); notes, skip reasons and flags are numbered and printed below it.
+    """
+    from rich import box
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
-    if not console.is_terminal:  # a pipe or log has no width of its own: room for the wide table
-        console = Console(file=console.file, width=max(console.width, 220), highlight=False)
+    if not console.is_terminal:  # a pipe or log has no width of its own
+        console = Console(file=console.file, width=max(console.width, 120), highlight=False)
 
     for i, line in enumerate(header_lines(report)):
         style = "bold yellow" if report.random_weights and i == 0 else "dim"
         console.print(line, style=style, markup=False, highlight=False)
-    table = Table(title="latency and agreement with the reference (sample clip)", show_lines=False)
-    for h in LATENCY_HEADERS:
-        table.add_column(
-            h, justify="left" if h in ("backend", "precision", "notes") else "right", overflow="fold"
-        )
+    footnotes: list[str] = []
+
+    def mark(row: LatencyRow | AccuracyRow) -> str:
+        text = _what(row)
+        if not text:
+            return ""
+        footnotes.append(f"[{len(footnotes) + 1}] {row.name}: {text}")
+        return f"[{len(footnotes)}]"
+
+    table = Table(title="latency and agreement with the reference (sample clip)", box=box.SIMPLE_HEAD)
+    for h in CONSOLE_HEADERS:
+        table.add_column(h, justify="left" if h in ("backend", "prec", "") else "right", no_wrap=True)
     for row in report.latency:
         style = (
             "red" if row.nonfinite or row.status == "failed" else ("dim" if row.status == "skipped" else None)
         )
-        table.add_row(*(escape(c) for c in latency_cells(row)), style=style)
+        cells = latency_cells(row)
+        table.add_row(
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            speedup_cell(row),
+            cells[9],
+            cells[10],
+            mark(row),
+            style=style,
+        )
     console.print(table)
     if report.accuracy is not None:
-        acc = Table(title="PoseTrack mAP per joint group (poseval)")
-        for h in ACCURACY_HEADERS:
-            acc.add_column(
-                h, justify="left" if h in ("backend", "precision", "notes") else "right", overflow="fold"
-            )
+        acc = Table(title="PoseTrack mAP per joint group (poseval)", box=box.SIMPLE_HEAD)
+        for h in (*ACCURACY_HEADERS[:-1], ""):
+            acc.add_column(h, justify="left" if h in ("backend", "precision", "") else "right", no_wrap=True)
         for arow in report.accuracy:
             style = "red" if arow.nonfinite or arow.status == "failed" else None
-            acc.add_row(*(escape(c) for c in accuracy_cells(arow)), style=style)
+            acc.add_row(*accuracy_cells(arow)[:-1], mark(arow), style=style)
         console.print(acc)
+    for line in footnotes:
+        console.print(line, markup=False, highlight=False)
     for n in report.notes:
         console.print(f"note: {n}", markup=False, highlight=False)
 
@@ -457,11 +535,7 @@ def write_report(
 ) -> list[Path]:
     """Write the requested renderings atomically; returns the paths written."""
     written: list[Path] = []
-    for path in (json_path, markdown_path, plot_path):
-        if path is not None and not Path(path).parent.is_dir():
-            raise DataError(
-                f"output folder {Path(path).parent} does not exist: create it or choose another path"
-            )
+    check_outputs({"json": json_path, "markdown": markdown_path, "plot": plot_path})
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n")
         written.append(Path(json_path))

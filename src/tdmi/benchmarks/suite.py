@@ -8,6 +8,7 @@ export settings. A stale artifact can therefore never be benchmarked against a n
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib.metadata
@@ -194,14 +195,19 @@ def gpu_name() -> str | None:
     return str(torch.cuda.get_device_name(0))
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), the default thread count of every backend."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
     """Where the numbers come from: results without the machine they were measured on mean nothing."""
     from tdmi import __version__
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
+    usable = usable_cores()
     versions = {
         "python": platform.python_version(),
         "tdmi-deploy": __version__,
@@ -739,7 +745,7 @@ def _load_engines(opts: BenchOptions, cfg: TDMIConfig, cache: ArtifactCache, set
 def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
     """The whole job: artifacts, predictors, interleaved latency, agreement, optional PoseTrack mAP."""
     from tdmi.benchmarks.accuracy import load_posetrack, run_posetrack
-    from tdmi.benchmarks.latency import calls_per_batch, measure
+    from tdmi.benchmarks.latency import LoadProbe, calls_per_batch, measure
     from tdmi.benchmarks.report import BenchReport, accuracy_rows, latency_rows, skipped_accuracy_row
 
     cfg = resolve_bench_config(opts.config, opts.checkpoint)
@@ -777,26 +783,30 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
 
     cache = ArtifactCache.open(opts.cache_dir or default_cache_dir(), cfg, opts.checkpoint)
     cache.progress = opts.progress
-    if console is not None and cache.random_weights:
-        console.print(
-            "[bold yellow]RANDOM WEIGHTS[/]: no --checkpoint given, the model is randomly initialised "
-            f"(seed {RANDOM_SEED}); latency is real, heatmaps only compare backends with each other.",
-            highlight=False,
-        )
+    # Every CPU backend gets the same intra-op thread count (torch's and ORT's defaults differ).
+    threads = opts.threads or usable_cores()
+    if threads < 1:
+        raise UsageError(f"--threads must be positive, got {threads}")
+    opts = dataclasses.replace(opts, threads=threads)
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     setup = _load_runners(opts, cfg, cache, selected, reference)
     try:
         inputs = benchmark_inputs(cfg, opts.batches)
         with _progress(opts.progress) as bar:
             total = len(inputs) * calls_per_batch(setup.runners, opts.iters, opts.warmup, opts.time_checks)
             task = bar.add_task("timing", total=total)
-            measurements = measure(
-                setup.runners,
-                inputs,
-                opts.iters,
-                opts.warmup,
-                opts.time_checks,
-                advance=lambda name: bar.update(task, advance=1, description=f"timing {name}"),
-            )
+            with LoadProbe() as load:
+                measurements = measure(
+                    setup.runners,
+                    inputs,
+                    opts.iters,
+                    opts.warmup,
+                    opts.time_checks,
+                    advance=lambda name: bar.update(task, advance=1, description=f"timing {name}"),
+                )
             results = None
             if data is not None:
                 assert opts.pred_dir is not None
@@ -813,9 +823,10 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
                     ),
                 )
     finally:
+        torch.set_num_threads(torch_threads)
         for r in setup.runners:
             r.close()
-    rows = latency_rows(measurements, reference) + setup.skipped
+    rows = latency_rows(measurements, reference, load.others) + setup.skipped
     if cache.checkpoint is None:
         weights = f"random (seed {RANDOM_SEED}, untrained)"
     else:
@@ -847,6 +858,7 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
             "calib_method": opts.calib_method,
             "calib_data": str(opts.calib_data) if opts.calib_data else "built-in sample clips",
             "threads": opts.threads,
+            "load": {"others": load.others, "loadavg": load.loadavg},
             "ort_spinning_off": "allow_spinning" in _ort_options(None),
             "cuda_graph": opts.cuda_graph,
             "cache": str(cache.folder),

@@ -88,7 +88,11 @@ def bench(
         ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: ORT's).")
+        int | None,
+        typer.Option(
+            "--threads",
+            help="Intra-op threads of every CPU backend, torch and ORT alike (default: usable cores).",
+        ),
     ] = None,
     cuda_graph: Annotated[
         bool,
