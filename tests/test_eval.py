@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,78 @@ def test_result_serialisation_and_table() -> None:
     table = format_table(res, per_joint=True)
     for name in ("Head", "Shou", "Elb", "Wri", "Hip", "Knee", "Ankl", "Total", "head_top"):
         assert name in table
+
+
+def _corrupt(doc: dict, case: str) -> tuple[dict, str]:
+    """A copy of a PoseTrack18 file broken one way, and the field its error must name."""
+    doc = copy.deepcopy(doc)
+    ann = doc["annotations"][0]
+    if case == "nan-score":
+        ann["scores"][0] = float("nan")
+        return doc, r"annotations\[0\]: 'scores' holds NaN"
+    if case == "inf-score":
+        ann["scores"][3] = float("inf")
+        return doc, r"annotations\[0\]: 'scores' holds NaN or Infinity"
+    if case == "nan-keypoint":
+        ann["keypoints"][0] = float("nan")
+        return doc, r"annotations\[0\]: 'keypoints' holds NaN"
+    if case == "no-annotations":
+        del doc["annotations"]
+        return doc, ": no 'annotations' list"
+    if case == "no-keypoints":
+        del ann["keypoints"]
+        return doc, r"annotations\[0\]: a person without 'keypoints'"
+    if case == "string-image-id":
+        ann["image_id"] = "frame-1"
+        return doc, r"annotations\[0\]: 'image_id' must be an integer, got \"frame-1\""
+    if case == "null-image-id":
+        ann["image_id"] = None
+        return doc, r"annotations\[0\]: 'image_id' must be an integer, got null"
+    raise AssertionError(case)
+
+
+PRED_CASES = ["nan-score", "inf-score", "nan-keypoint", "no-annotations", "string-image-id", "null-image-id"]
+
+
+@pytest.mark.parametrize("case", PRED_CASES)
+def test_broken_prediction_files_are_refused_naming_file_and_field(
+    posetrack18: Path, tmp_path: Path, case: str
+) -> None:
+    """These scored AP 100 (NaN/Inf scores), 0 (no annotations) or gave 'internal error: ValueError'."""
+    gt_dir = posetrack18 / "annotations/val"
+    perfect_predictions(load_split(posetrack18), tmp_path)
+    name = "009473_mpii_test.json"
+    doc, field = _corrupt(json.loads((tmp_path / name).read_text()), case)
+    (tmp_path / name).write_text(json.dumps(doc))
+    with pytest.raises(
+        DataError, match=re.escape(str(tmp_path / name)) + (" " if field[0] != ":" else "") + field
+    ):
+        evaluate(gt_dir, tmp_path)
+
+
+@pytest.mark.parametrize("case", ["nan-keypoint", "no-keypoints", "string-image-id"])
+def test_broken_ground_truth_is_refused_naming_file_and_field(
+    posetrack18: Path, tmp_path: Path, case: str
+) -> None:
+    preds = tmp_path / "pred"
+    preds.mkdir()
+    perfect_predictions(load_split(posetrack18), preds)
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    name = "009473_mpii_test.json"
+    for f in (posetrack18 / "annotations/val").glob("*.json"):
+        (gt / f.name).write_text(f.read_text())
+    doc = json.loads((gt / name).read_text())
+    doc["annotations"][0]["scores"] = []
+    doc, field = _corrupt(doc, case)
+    (gt / name).write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=re.escape(str(gt / name)) + (" " if field[0] != ":" else "") + field):
+        evaluate(gt, preds)
+
+
+def test_ground_truth_without_people_gives_nan_not_zero() -> None:
+    res = evaluate_frames([(frame([]), [person(full_pose(1.0, 1.0), 1.0)])])
+    assert math.isnan(res.total) and all(math.isnan(v) for v in res.groups.values())
+    unlabelled = frame([Person(np.zeros((NUM_JOINTS, 3)), head_box_xywh=HEAD_BOX.copy())], image_id=2)
+    res = evaluate_frames([(unlabelled, [])])
+    assert math.isnan(res.total) and all(math.isnan(v) for v in res.ap.values())

@@ -82,6 +82,10 @@ def run(
         f"{c['videos']} videos, {c['frames']} frames with people, "
         f"{c['gt_persons']} GT people, {c['pred_persons']} predicted people"
     )
+    if c["gt_persons"] == 0:
+        console.print(
+            f"[yellow]the ground truth in {gt_dir} has no labelled people: every AP is undefined (nan)[/]"
+        )
     if c["missing_prediction_files"]:
         console.print(
             f"[yellow]no predictions for {len(c['missing_prediction_files'])} video(s), counted empty[/]"

@@ -200,6 +200,21 @@ def _num(value: Any, what: str, where: str) -> float:
     return float(v)
 
 
+def _int_id(value: Any, what: str, where: str) -> int:
+    """Image ids are JSON integers, as poseval and the toolkit's writer use them."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise DataError(f"{where}: '{what}' must be an integer, got {json.dumps(value)}")
+    return value
+
+
+def _finite(arr: np.ndarray, what: str, where: str) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise DataError(f"{where}: '{what}' holds NaN or Infinity: every value must be a finite number")
+    return arr
+
+
 def detect_format(data: Any) -> str:
     """``posetrack17`` (annolist), ``posetrack21`` (COCO-style with ``person_id``) or ``posetrack18``."""
     if isinstance(data, dict) and "annolist" in data:
@@ -244,9 +259,16 @@ def _frame_index_from_name(file_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _person_from_coco(ann: dict[str, Any], names: tuple[str, ...], where: str) -> Person:
+def _person_from_coco(
+    ann: dict[str, Any], names: tuple[str, ...], where: str, box_only_ok: bool = True
+) -> Person:
     kps = ann.get("keypoints")
     k = len(names)
+    if kps is None and not box_only_ok:
+        raise DataError(
+            f"{where}: a person without 'keypoints' (PoseTrack18 lists {3 * k} numbers, zeros for "
+            "unlabelled joints); it would silently not count"
+        )
     if kps is None:  # PoseTrack21 box-only people: no joint labelled
         kps = [0] * (3 * k)
     if not isinstance(kps, list) or len(kps) != 3 * k:
@@ -255,6 +277,7 @@ def _person_from_coco(ann: dict[str, Any], names: tuple[str, ...], where: str) -
         arr = np.asarray(kps, dtype=np.float64).reshape(k, 3)
     except (TypeError, ValueError):
         raise DataError(f"{where}: 'keypoints' must be numbers") from None
+    _finite(arr, "keypoints", where)
     keypoints = np.zeros((NUM_JOINTS, 3), dtype=np.float64)
     labeled = np.zeros(NUM_JOINTS, dtype=bool)
     raw_scores = ann.get("scores")
@@ -266,6 +289,7 @@ def _person_from_coco(ann: dict[str, Any], names: tuple[str, ...], where: str) -
             raw_arr = np.asarray(raw_scores, dtype=np.float64)
         except (TypeError, ValueError):
             raise DataError(f"{where}: 'scores' must be numbers") from None
+        _finite(raw_arr, "scores", where)
         scores = np.full(NUM_JOINTS, np.nan)
     for src, name in enumerate(names):
         if name not in POSETRACK_JOINTS:
@@ -281,7 +305,9 @@ def _person_from_coco(ann: dict[str, Any], names: tuple[str, ...], where: str) -
         bbox_xywh=_box(ann.get("bbox"), "bbox", where),
         head_box_xywh=_box(ann.get("bbox_head"), "bbox_head", where),
         track_id=_opt_int(ann.get("track_id")),
-        score=None if ann.get("score") is None else float(_num(ann.get("score"), "score", where)),
+        score=None
+        if ann.get("score") is None
+        else float(_finite(np.float64(_num(ann.get("score"), "score", where)), "score", where)),
         labeled=labeled,
         keypoint_scores=scores,
         person_id=_opt_int(ann.get("person_id")),
@@ -310,9 +336,16 @@ def _box(value: Any, what: str, where: str) -> np.ndarray | None:
         raise DataError(f"{where}: '{what}' must be four numbers") from None
 
 
-def _videos_from_coco(data: dict[str, Any], path: Path, fmt: str, single_video: bool) -> list[Video]:
+def _videos_from_coco(
+    data: dict[str, Any], path: Path, fmt: str, single_video: bool, require_annotations: bool = False
+) -> list[Video]:
     names = _keypoint_names(data, str(path))
     images = data.get("images")
+    if require_annotations and "annotations" not in data:
+        raise DataError(
+            f"{path}: no 'annotations' list: a PoseTrack18 file needs one (an empty list when nobody "
+            "is in the images)"
+        )
     anns = data.get("annotations", [])
     if not isinstance(images, list) or not isinstance(anns, list):
         raise DataError(f"{path}: 'images' and 'annotations' must be lists")
@@ -321,12 +354,15 @@ def _videos_from_coco(data: dict[str, Any], path: Path, fmt: str, single_video: 
         where = f"{path} annotations[{i}]"
         if not isinstance(ann, dict) or "image_id" not in ann:
             raise DataError(f"{where}: every annotation needs an 'image_id'")
-        by_image.setdefault(int(ann["image_id"]), []).append(_person_from_coco(ann, names, where))
+        image_id = _int_id(ann["image_id"], "image_id", where)
+        person = _person_from_coco(ann, names, where, box_only_ok=fmt != FORMAT_2018)
+        by_image.setdefault(image_id, []).append(person)
     videos: dict[str, Video] = {}
     for i, im in enumerate(images):
         where = f"{path} images[{i}]"
         if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
             raise DataError(f"{where}: every image needs 'id' and 'file_name'")
+        im = {**im, "id": _int_id(im["id"], "id", where)}
         file_name = str(im["file_name"])
         folder = Path(file_name).parent.name
         key = path.stem if single_video else (folder or str(im.get("vid_id", path.stem)))
@@ -463,8 +499,13 @@ def _person_from_2017(rect: dict[str, Any], where: str) -> Person:
     )
 
 
-def load_annotation_file(path: str | Path) -> list[Video]:
-    """All videos in one annotation file (one for per-video files, several for a merged file)."""
+def load_annotation_file(path: str | Path, *, require_annotations: bool = False) -> list[Video]:
+    """All videos in one annotation file (one for per-video files, several for a merged file).
+
+    Every value is checked as the toolkit's writer writes it (integer ids, finite keypoints and
+    scores, keypoints on every PoseTrack18 person); errors name the file and the field.
+    ``require_annotations``: a 2018/2021 file must have an ``annotations`` list (prediction files).
+    """
     path = Path(path)
     data = _load_json(path)
     try:
@@ -475,7 +516,9 @@ def load_annotation_file(path: str | Path) -> list[Video]:
         return [_video_from_2017(data, path)]
     images = [im for im in data.get("images") or [] if isinstance(im, dict)]
     folders = {Path(str(im.get("file_name", ""))).parent.name for im in images}
-    return _videos_from_coco(data, path, fmt, single_video=len(folders) <= 1)
+    return _videos_from_coco(
+        data, path, fmt, single_video=len(folders) <= 1, require_annotations=require_annotations
+    )
 
 
 def _annotation_files(path: Path, split: str) -> tuple[list[Path], Path | None]:

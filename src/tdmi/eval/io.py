@@ -114,8 +114,8 @@ def write_predictions(
     return path
 
 
-def _frames_of(path: Path) -> list[Frame]:
-    return [f for v in load_annotation_file(path) for f in v.frames]
+def _frames_of(path: Path, prediction: bool = False) -> list[Frame]:
+    return [f for v in load_annotation_file(path, require_annotations=prediction) for f in v.frames]
 
 
 def _pair_frames(gt: list[Frame], pr: list[Frame], pred_path: Path) -> list[tuple[Frame, list[Person]]]:
@@ -180,5 +180,5 @@ def evaluate(
             missing_files.append(gt_path.name)
             pairs.extend((g, []) for g in gt_frames)
             continue
-        pairs.extend(_pair_frames(gt_frames, _frames_of(pred_path), pred_path))
+        pairs.extend(_pair_frames(gt_frames, _frames_of(pred_path, prediction=True), pred_path))
     return evaluate_frames(pairs, {"videos": len(gt_files), "missing_prediction_files": missing_files})

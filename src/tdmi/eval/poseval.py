@@ -16,7 +16,8 @@ of them is reproduced:
   predictions tied to it; every joint of an unkept prediction is a false positive;
 - per joint, all predicted joints of all frames are sorted by score (numpy's default argsort,
   reversed) and AP is the all-point VOC area; a joint without any prediction gets AP 0 and a
-  joint without any GT gets NaN; Total is the mean of the non-NaN per-joint APs.
+  joint without any GT gets NaN; Total is the mean of the non-NaN per-joint APs;
+- ground truth without any labelled joint gives NaN everywhere (poseval would print 0).
 """
 
 from __future__ import annotations
@@ -267,6 +268,9 @@ def _finish(acc: _Accum, extra_counts: dict[str, Any] | None = None) -> EvalResu
     for j in range(NUM_EVAL_JOINTS):
         scores = np.asarray(acc.scores[j], dtype=np.float64)
         labels = np.asarray(acc.labels[j], dtype=np.int8)
+        if acc.n_gt.sum() == 0:  # no labelled joint anywhere: AP is undefined, not 0
+            ap_all[j] = pre_all[j] = rec_all[j] = np.nan
+            continue
         precision, recall = compute_rpc(scores, labels, float(acc.n_gt[j]))
         if len(precision) > 0:
             ap_all[j] = voc_ap(recall, precision) * 100
