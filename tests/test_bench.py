@@ -245,3 +245,40 @@ def test_checkpoint_weights_are_benchmarked(cache_dir: Path, tmp_path: Path) -> 
     assert Path(report["settings"]["cache"]) != random_folder  # keyed by the checkpoint's hash
     ort = next(r for r in report["latency"] if r["name"] == "ort-fp32")
     assert ort["kp_agreement"] >= 0.95 and ort["hm_max_rel"] < 1e-3
+
+
+def test_cache_heals_truncated_weights_like_onnx(tmp_path: Path) -> None:
+    from tdmi.model import get_preset
+
+    cache = ArtifactCache.open(tmp_path, get_preset("tdmi-tiny"))
+    path = cache.weights()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a run killed mid-copy, a full disk
+    again = ArtifactCache.open(tmp_path, get_preset("tdmi-tiny"))
+    assert again.weights() == path and again.built == ["weights.pt"]
+    from tdmi.model import load_checkpoint
+
+    assert load_checkpoint(path).config.name == "tdmi-tiny"
+
+
+def test_concurrent_runs_build_a_cache_entry_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import tdmi.model
+    from tdmi.model import get_preset
+
+    real = tdmi.model.save_checkpoint
+
+    def slow_save(*args: object, **kwargs: object) -> object:
+        time.sleep(0.5)  # both runs are past the "is it cached?" check unless the entry is locked
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tdmi.model, "save_checkpoint", slow_save)
+    caches = [ArtifactCache.open(tmp_path, get_preset("tdmi-tiny")) for _ in range(2)]
+    threads = [threading.Thread(target=c.weights) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(c.built) for c in caches) == [0, 1]

@@ -8,6 +8,7 @@ export settings. A stale artifact can therefore never be benchmarked against a n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -17,7 +18,7 @@ import os
 import platform
 import subprocess
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -345,8 +346,12 @@ class ArtifactCache:
     def weights(self) -> Path:
         """The toolkit checkpoint of the weights under test, written on first use."""
         path = self.weights_path
-        if path.is_file():
-            return path
+        with entry_lock(path):
+            if _usable_checkpoint(path):
+                return path
+            return self._make_weights(path)
+
+    def _make_weights(self, path: Path) -> Path:
         import torch
 
         from tdmi.model import TDMI, load_checkpoint, save_checkpoint
@@ -363,8 +368,12 @@ class ArtifactCache:
 
     def fp32_onnx(self) -> Path:
         path = self.artifact_path("fp32", 0)
-        if _usable_onnx(path):
-            return path
+        with entry_lock(path):
+            if _usable_onnx(path):
+                return path
+            return self._make_fp32_onnx(path)
+
+    def _make_fp32_onnx(self, path: Path) -> Path:
         from tdmi.export import export_onnx
         from tdmi.model import load_checkpoint
 
@@ -393,8 +402,12 @@ class ArtifactCache:
     ) -> Path:
         """A precision variant of the FP32 graph; ``calibration()`` is only called when one is built."""
         path = self.artifact_path(kind, calib_clips, calib_data, method)
-        if _usable_onnx(path):
-            return path
+        with entry_lock(path):
+            if _usable_onnx(path):
+                return path
+            return self._make_variant(kind, path, calibration, method)
+
+    def _make_variant(self, kind: str, path: Path, calibration: Callable[[], Any], method: str) -> Path:
         from tdmi.export import convert_fp16, quantize_int8
 
         src = self.fp32_onnx()
@@ -427,6 +440,30 @@ def _call(fn: Callable[..., Any], *args: Any, progress: bool, **kwargs: Any) -> 
     if "progress" in inspect.signature(fn).parameters:
         kwargs["progress"] = progress
     return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """One builder per cache entry: a concurrent run waits, then finds the artifact made."""
+    from filelock import FileLock
+
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        yield
+
+
+def _usable_checkpoint(path: Path) -> bool:
+    """Like ``_usable_onnx``: a truncated or damaged cached checkpoint is removed and rebuilt."""
+    if not path.is_file():
+        return False
+    from tdmi.errors import CheckpointError
+    from tdmi.model.checkpoint import read_checkpoint_config
+
+    try:
+        read_checkpoint_config(path)
+    except CheckpointError:
+        path.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _usable_onnx(path: Path) -> bool:
