@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tdmi.export import (
     quantize_int8,
     run_onnx,
 )
+from tdmi.export.calibration import CalibrationWarning
 from tdmi.export.onnx_export import example_clips
 from tdmi.export.precision import deformconv_type_conflicts, overflow_nodes, tensor_absmax
 from tdmi.model import TDMI, get_preset
@@ -87,7 +89,10 @@ def test_smoke_calibration_is_loud_and_roundtrips(tmp_path: Path) -> None:
 
 
 def test_posetrack_calibration(posetrack18: Path, tmp_path: Path) -> None:
-    cs = build_calibration_set(PRESET, posetrack18, num_clips=4)
+    with pytest.warns(CalibrationWarning) as caught:
+        cs = build_calibration_set(PRESET, posetrack18, num_clips=4)
+    # Real, properly normalised frames pass the range and statistics checks; only the count is low.
+    assert [str(w.message).split(":")[0] for w in caught] == [f"only 4 calibration clips from {cs.source}"]
     assert not cs.smoke_only and "PoseTrack" in cs.source
     assert cs.clips.shape == (4, 3, 3, 128, 96) and np.isfinite(cs.clips).all()
     assert CalibrationSet.load(cs.save(tmp_path / "pt.npz")).smoke_only is False
@@ -235,3 +240,37 @@ def test_fp16_keeps_overflowing_nodes_fp32(fp32: ExportResult, calib: Calibratio
     meta = inspect(res.path)["extra"]["autocast"]
     assert set(meta["overflow_screened_fp32"]) == expected and meta["clips_screened"] == calib.num_clips
     assert res.error.finite and res.error.max_rel < 0.01
+
+
+def _real_like(n: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised clips and the raw 0..255 RGB pixels they came from."""
+    from tdmi.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(n, 3, 3, 32, 24)).astype(np.uint8)
+    norm = (raw / 255.0 - IMAGENET_MEAN[None, None, :, None, None]) / IMAGENET_STD[None, None, :, None, None]
+    return norm.astype(np.float32), raw
+
+
+def test_calibration_in_the_wrong_range_is_refused_or_flagged(tmp_path: Path) -> None:
+    """Raw 0-255 clips gave an INT8 graph agreeing on 1.5 % of keypoints, without a word."""
+    norm, raw = _real_like()
+    with pytest.raises(DataError, match="are uint8 \\(raw pixels\\?\\)"):
+        CalibrationSet(clips=raw, source="raw.npz", smoke_only=False)
+    npz = tmp_path / "raw.npz"
+    np.savez(npz, frames=raw)
+    with pytest.raises(DataError, match="uint8"):
+        CalibrationSet.load(npz)
+    with pytest.raises(DataError, match="look like raw pixel values"):
+        CalibrationSet(clips=raw.astype(np.float32), source="x", smoke_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CalibrationSet(clips=np.repeat(norm, 6, axis=0), source="ok", smoke_only=False)  # 18 clips: quiet
+    with pytest.warns(CalibrationWarning, match="per-channel statistics unlike normalised frames"):
+        CalibrationSet(clips=(raw / 255.0).astype(np.float32).repeat(6, 0), source="x", smoke_only=False)
+    shifted = norm.copy()
+    shifted[:, :, 0] += 3.0  # mean subtracted twice in one channel, say
+    with pytest.warns(CalibrationWarning, match="outside the normalised range"):
+        CalibrationSet(clips=shifted.repeat(6, 0), source="x", smoke_only=False)
+    with pytest.warns(CalibrationWarning, match="only 3 calibration clips"):
+        CalibrationSet(clips=norm, source="x", smoke_only=False)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tdmi.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tdmi.errors import DataError
 from tdmi.model.config import TDMIConfig, resolve_config
 from tdmi.utils import atomic_path
@@ -26,6 +27,60 @@ SMOKE_WARNING = (
     "calibrating on the built-in sample clips: this calibration is for SMOKE TESTS ONLY "
     "(synthetic images); pass --calib with a PoseTrack folder for a deployable FP16/INT8 model"
 )
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration data that will probably give wrong FP16/INT8 ranges."""
+
+
+NORMALISATION = "(pixel / 255 - mean) / std with the ImageNet mean/std, RGB"
+# Normalised pixels of a real image lie in [(0 - mean) / std, (1 - mean) / std] per channel.
+_LOW = (0.0 - IMAGENET_MEAN) / IMAGENET_STD
+_HIGH = (1.0 - IMAGENET_MEAN) / IMAGENET_STD
+RANGE_SLACK = 0.05  # interpolation / resampling overshoot
+MAX_OUT_OF_RANGE = 0.001  # share of values outside the normalised range that is still plausible
+MIN_CLIPS = 16  # fewer clips give INT8 ranges that depend on the particular clips drawn
+
+
+def check_calibration_clips(clips: np.ndarray, source: str, smoke_only: bool = False) -> list[str]:
+    """Problems of a float calibration set, compared with what the model's normalisation produces.
+
+    Raises for data that cannot be normalised images (raw 0..255 values); returns warnings for the
+    rest: values outside the normalised range, per-channel statistics far from normalised images,
+    too few clips.
+    """
+    lo, hi = float(clips.min()), float(clips.max())
+    if hi > 20.0 or lo < -20.0:
+        raise DataError(
+            f"calibration clips from {source} range {lo:.3g}..{hi:.3g}, but normalised frames lie within "
+            f"{_LOW.min():.2f}..{_HIGH.max():.2f}: these look like raw pixel values; normalise them as "
+            f"{NORMALISATION}"
+        )
+    problems: list[str] = []
+    per_channel = clips.transpose(2, 0, 1, 3, 4).reshape(3, -1)
+    outside = (per_channel < (_LOW - RANGE_SLACK)[:, None]) | (per_channel > (_HIGH + RANGE_SLACK)[:, None])
+    share = float(outside.mean())
+    if share > MAX_OUT_OF_RANGE:
+        problems.append(
+            f"{100 * share:.1f}% of the calibration values from {source} are outside the normalised "
+            f"range {_LOW.min():.2f}..{_HIGH.max():.2f} (clipped away by any real frame): check that "
+            f"they are normalised as {NORMALISATION}"
+        )
+    mean, std = per_channel.mean(axis=1), per_channel.std(axis=1)
+    odd = [c for c in range(3) if abs(mean[c]) > 1.5 or not 0.4 < std[c] < 2.5]
+    if odd:
+        stats = ", ".join(f"channel {c}: mean {mean[c]:.2f} std {std[c]:.2f}" for c in odd)
+        problems.append(
+            f"calibration clips from {source} have per-channel statistics unlike normalised frames "
+            f"({stats}; expected mean within +-1.5, std 0.4..2.5): not normalised as the model "
+            "expects, or blank frames?"
+        )
+    if not smoke_only and clips.shape[0] < MIN_CLIPS:
+        problems.append(
+            f"only {clips.shape[0]} calibration clips from {source}: INT8 ranges from so few depend on "
+            f"the clips drawn; use at least {MIN_CLIPS} (--num-clips / --calib-clips)"
+        )
+    return problems
 
 
 @dataclass
@@ -40,9 +95,16 @@ class CalibrationSet:
         c = np.asarray(self.clips)
         if c.ndim != 5 or c.shape[2] != 3 or c.shape[0] < 1:
             raise DataError(f"calibration clips must be [N, T, 3, H, W] with N >= 1, got shape {c.shape}")
+        if not np.issubdtype(c.dtype, np.floating):
+            raise DataError(
+                f"calibration clips from {self.source} are {c.dtype} (raw pixels?): they must be float32 "
+                f"normalised as the model's input, {NORMALISATION} (tdmi.data.transforms, tdmi-export calib)"
+            )
         if not np.isfinite(c).all():
-            raise DataError("calibration clips contain NaN or infinite values")
+            raise DataError(f"calibration clips from {self.source} contain NaN or infinite values")
         self.clips = np.ascontiguousarray(c, dtype=np.float32)
+        for problem in check_calibration_clips(self.clips, self.source, smoke_only=self.smoke_only):
+            warnings.warn(problem, CalibrationWarning, stacklevel=3)
 
     @property
     def num_clips(self) -> int:
