@@ -782,7 +782,7 @@ def _load_engines(opts: BenchOptions, cfg: TDMIConfig, cache: ArtifactCache, set
 def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
     """The whole job: artifacts, predictors, interleaved latency, agreement, optional PoseTrack mAP."""
     from tdmi.benchmarks.accuracy import load_posetrack, run_posetrack
-    from tdmi.benchmarks.latency import LoadProbe, calls_per_batch, measure
+    from tdmi.benchmarks.latency import NOISY_LOAD, LoadProbe, calls_per_batch, measure
     from tdmi.benchmarks.report import BenchReport, accuracy_rows, latency_rows, skipped_accuracy_row
 
     cfg = resolve_bench_config(opts.config, opts.checkpoint)
@@ -871,6 +871,12 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
     if cache.built:
         notes.append(f"built into the cache this run: {', '.join(cache.built)}")
     notes.extend(setup.notes)
+    if load.others is not None and load.others > NOISY_LOAD and threads > 1:
+        notes.append(
+            f"other processes used {100 * load.others:.0f}% of the CPUs while timing: with {threads} threads "
+            "per backend, torch's thread pool stalls under contention (measured in BENCHMARKS.md: speed-ups "
+            "of 70-240x instead of ~3.3x); --threads 1 keeps the ratios steady on a busy machine"
+        )
     backends = {r.backend for r in setup.runners}
     if {"torch", "onnxruntime"} <= backends and "allow_spinning" not in _ort_options(None):
         notes.append(
