@@ -274,3 +274,30 @@ def test_calibration_in_the_wrong_range_is_refused_or_flagged(tmp_path: Path) ->
         CalibrationSet(clips=shifted.repeat(6, 0), source="x", smoke_only=False)
     with pytest.warns(CalibrationWarning, match="only 3 calibration clips"):
         CalibrationSet(clips=norm, source="x", smoke_only=False)
+
+
+def test_without_modelopt_cpu_int8_works_and_fp16_names_the_extra(
+    fp32: ExportResult, calib: CalibrationSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from tdmi.errors import BackendUnavailableError
+
+    for name in [m for m in sys.modules if m == "modelopt" or m.startswith("modelopt.")] + ["modelopt"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as on an install without the extra
+    res = quantize_int8(fp32.path, tmp_path / "cpu.onnx", calib, target="onnxruntime", progress=False)
+    assert res.path.is_file() and res.target == "onnxruntime"
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'tdmi-deploy\[modelopt\]'"):
+        convert_fp16(fp32.path, tmp_path / "fp16.onnx", calib, progress=False)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'tdmi-deploy\[modelopt\]'"):
+        quantize_int8(fp32.path, tmp_path / "trt.onnx", calib, target="tensorrt", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu.onnx"]
+
+
+def test_modelopt_and_lief_are_an_extra_not_a_requirement() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    names = [d.split(">")[0].split("=")[0].split("[")[0] for d in project["dependencies"]]
+    assert "nvidia-modelopt" not in names and "lief" not in names
+    assert any(d.startswith("nvidia-modelopt") for d in project["optional-dependencies"]["modelopt"])

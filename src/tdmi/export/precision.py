@@ -38,6 +38,10 @@ from tdmi.export.ort_ops import make_session, require_onnxruntime, run_onnx, sta
 from tdmi.model.config import TDMIConfig
 from tdmi.utils import atomic_path
 
+# ModelOpt (and its scipy / PuLP / pydantic / omegaconf / ninja tree) is an optional extra: the
+# default benchmark and CPU INT8 (--target onnxruntime) run without it.
+MODELOPT_HINT = "pip install 'tdmi-deploy[modelopt]' (CPU INT8, --target onnxruntime, works without it)"
+
 Target = Literal["tensorrt", "onnxruntime"]
 CalibMethod = Literal["entropy", "max"]
 FP16_MAX_CALIB_CLIPS = 8  # AutoCast keeps every intermediate tensor of every clip in memory...
@@ -302,7 +306,7 @@ def convert_fp16(
         from modelopt.onnx.autocast import convert_to_mixed_precision
     except ImportError as e:
         raise BackendUnavailableError(
-            f"ModelOpt AutoCast is unavailable ({e}): pip install nvidia-modelopt"
+            f"FP16 conversion uses NVIDIA ModelOpt AutoCast, which is not installed ({e}): {MODELOPT_HINT}"
         ) from None
     clips = _calib_clips(calib, model, clips_within_budget(model, max_calib_clips))
     excluded: list[str] = []
@@ -405,7 +409,7 @@ def _modelopt_int8(
         from modelopt.onnx.quantization import quantize
     except ImportError as e:
         raise BackendUnavailableError(
-            f"ModelOpt quantization is unavailable ({e}): pip install nvidia-modelopt"
+            f"INT8 for TensorRT uses NVIDIA ModelOpt, which is not installed ({e}): {MODELOPT_HINT}"
         ) from None
     try:
         with _quiet_tools(), _restore_ort_quantization():
