@@ -134,10 +134,14 @@ def test_an_already_converted_export_is_used_as_is(tiny: dict[str, Path], tmp_pa
     assert not int8.exists()
 
 
-def test_int8_without_calibration_is_refused(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_int8_without_calibration_is_refused(
+    tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "int8.onnx"
     assert run([str(tiny["dynamic"]), "--onnx-only", "--int8", "-o", str(out)]) == 1
     assert not out.exists()
+    err = " ".join(capsys.readouterr().err.split())
+    assert "tdmi-export calib" in err and "CalibrationSet" not in err  # a command, not a Python API name
 
 
 def test_onnx_only_refuses_a_profile_that_misses_the_static_batch(

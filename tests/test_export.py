@@ -311,3 +311,18 @@ def test_cli_inspect_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     bad.write_bytes(b"not onnx at all")
     assert run_app(app, ["inspect", str(bad)]) == 1
     assert "error:" in _flat(capsys.readouterr().err)
+
+
+def test_int8_without_target_says_which_it_picked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "m.onnx"
+    assert (
+        run_app(app, ["onnx", "-o", str(out), "--config", PRESET, "--precision", "int8", "--opset", "18"])
+        == 1
+    )
+    err = _flat(capsys.readouterr().err)
+    assert "INT8 target: tensorrt (the default; --target onnxruntime for the fast CPU variant)" in err
+    monkeypatch.setenv("COLUMNS", "300")  # the help text on one line
+    assert run_app(app, ["onnx", "--help"]) == 0
+    assert "tensorrt (the default)" in _flat(capsys.readouterr().out)

@@ -83,7 +83,10 @@ def onnx_cmd(
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 (TensorRT) or int8.")] = "fp32",
     target: Annotated[
         str | None,
-        typer.Option("--target", help="Runtime the FP16/INT8 graph is for: tensorrt or onnxruntime."),
+        typer.Option(
+            "--target",
+            help="Runtime the FP16/INT8 graph is for: tensorrt (the default) or onnxruntime (fast CPU INT8).",
+        ),
     ] = None,
     calib: Annotated[
         Path | None,
@@ -117,6 +120,13 @@ def onnx_cmd(
     if calib_method not in ("entropy", "max"):
         raise UsageError(f"--calib-method must be entropy or max, got {calib_method!r}")
     batch_spec = _parse_batch(batch)
+    if precision != "fp32" and target is None:
+        target = "tensorrt"
+        err_console.print(
+            "INT8 target: tensorrt (the default; --target onnxruntime for the fast CPU variant)"
+            if precision == "int8"
+            else "FP16 target: tensorrt (the only FP16 target)"
+        )
     check_outputs(
         {"--output": output},
         {
@@ -147,7 +157,7 @@ def onnx_cmd(
             if precision == "fp16":
                 final = convert_fp16(fp32, output, cs)
             else:
-                final = quantize_int8(fp32, output, cs, target=target or "tensorrt", method=calib_method)  # type: ignore[arg-type]
+                final = quantize_int8(fp32, output, cs, target=target, method=calib_method)  # type: ignore[arg-type]
     _show_warnings(caught)
     console.print(
         f"wrote [bold]{output}[/] ({result.config.name}, batch {result.batch}, opset {result.opset})"

@@ -168,11 +168,16 @@ def _posetrack_clips(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(samples))
     clips: list[np.ndarray] = []
+    substituted = 0
     for i in order:
         if len(clips) == num_clips:
             break
         s = samples[int(i)]
-        paths = s.clip_paths(config.num_frames, missing="nearest")
+        try:
+            paths = s.clip_paths(config.num_frames, missing="error")
+        except DataError:  # a partial download: as --missing-frames nearest, and said below
+            paths = s.clip_paths(config.num_frames, missing="nearest")
+            substituted += 1
         frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
         if any(f is None for f in frames):
             log.warning("skipping a clip of %s: a frame cannot be read", s.video.name)
@@ -183,6 +188,12 @@ def _posetrack_clips(
         raise DataError(f"no readable clips in {root}: check that the frames exist under the image root")
     if len(clips) < num_clips:
         log.warning("only %d of the %d requested calibration clips are available", len(clips), num_clips)
+    if substituted:
+        warnings.warn(
+            f"{substituted} of {len(clips)} calibration clips from {root} use the nearest frame on disk for "
+            "neighbouring frames missing from the folder (a partial download; as --missing-frames nearest)",
+            stacklevel=3,
+        )
     return np.stack(clips)
 
 

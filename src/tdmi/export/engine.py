@@ -64,8 +64,8 @@ class EngineBuildOptions:
             raise ConfigError(f"--workspace must be a positive number of GiB, got {self.workspace_gb}")
         if self.precision == "int8" and self.calib is None:
             raise ConfigError(
-                "INT8 needs calibration data: pass --calib with a PoseTrack folder or a calibration .npz "
-                "(CalibrationSet.save)"
+                "INT8 needs calibration data: pass --calib with a PoseTrack folder, or a .npz made by "
+                "'tdmi-export calib --config NAME --data POSETRACK_ROOT -o calib.npz'"
             )
 
     def to_dict(self) -> dict[str, Any]:
