@@ -42,3 +42,16 @@ def test_sha256(tmp_path: Path) -> None:
     p = tmp_path / "a"
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_disk_full_names_the_artifact_and_leaves_nothing(tmp_path: Path) -> None:
+    import errno
+
+    target = tmp_path / "model.onnx"
+    with (
+        pytest.raises(TdmiError, match=r"cannot write .*model\.onnx: No space left on device"),
+        atomic_path(target) as tmp,
+    ):
+        tmp.write_text("partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() reports it: no file name
+    assert list(tmp_path.iterdir()) == []
