@@ -139,6 +139,8 @@ def test_missing_neighbour_frames_without_nearest(
         (["--backend", "torch,tflite"], 2, "unknown backend 'tflite'"),
         (["--variants", "fastest"], 2, "unknown --variants 'fastest'"),
         (["--batch", "0"], 2, "batch sizes must be positive"),
+        (["--iters", "0"], 2, "--iters must be >= 1"),
+        (["--missing-frames", "skip"], 2, "--missing-frames must be"),
         (["--config", "tdmi-w64"], 1, "unknown preset 'tdmi-w64'"),
     ],
 )

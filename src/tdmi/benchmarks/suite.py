@@ -787,13 +787,13 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
 
     cfg = resolve_bench_config(opts.config, opts.checkpoint)
     if opts.missing_frames not in ("error", "nearest"):
-        raise ConfigError(f"--missing-frames must be 'error' or 'nearest', got {opts.missing_frames!r}")
+        raise UsageError(f"--missing-frames must be 'error' or 'nearest', got {opts.missing_frames!r}")
     if opts.iters < 1 or opts.warmup < 0:
-        raise ConfigError(f"--iters must be >= 1 and --warmup >= 0, got {opts.iters} and {opts.warmup}")
+        raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {opts.iters} and {opts.warmup}")
     if opts.calib_method not in ("max", "entropy"):
-        raise ConfigError(f"--calib-method must be 'max' or 'entropy', got {opts.calib_method!r}")
+        raise UsageError(f"--calib-method must be 'max' or 'entropy', got {opts.calib_method!r}")
     if opts.calib_clips < 1:
-        raise ConfigError(f"--calib-clips must be positive, got {opts.calib_clips}")
+        raise UsageError(f"--calib-clips must be positive, got {opts.calib_clips}")
     selected = list(opts.backends) if opts.backends else variant_set(opts.variants)
     if opts.engines and "trt" not in selected:
         selected.append("trt")
