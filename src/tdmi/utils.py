@@ -30,7 +30,7 @@ _RUN_ROOT = re.compile(r"^tdmi-run-(\d+)-")
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # Windows: os.kill(pid, 0) would send CTRL_C_EVENT
         return True
     try:
         os.kill(pid, 0)
