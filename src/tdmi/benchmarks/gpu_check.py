@@ -559,7 +559,8 @@ def section_kernel_correctness(opts: Options, rec: Recorder) -> None:
                     raise TdmiError(f"PyTorch and numpy disagree in {out['mismatches']} elements")
                 return out
 
-            rec.row("cases", {**base, "path": "torch-vs-numpy"}, reference_check)
+            if rec.row("cases", {**base, "path": "torch-vs-numpy"}, reference_check)["status"] == "failed":
+                rec.fail("the PyTorch reference disagrees with numpy (see cases)")
             for path, launcher in launchers.items():
                 if not callable(launcher):
                     rec.row("cases", {**base, "path": path}, _skip(launcher))
@@ -1151,6 +1152,7 @@ def run_kit(
     md_path: Path | None = None,
     isolate: bool = True,
     on_section: Callable[[str, dict[str, Any]], None] | None = None,
+    on_start: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
     """Run the sections (in :data:`RUN_ORDER`) under the global ``time_limit``; the report is on disk
     after each one."""
@@ -1183,10 +1185,13 @@ def run_kit(
                     "status": "not_run",
                     "reason": f"global time guard ({time_limit:.0f} s) reached",
                 }
-            elif isolate:
-                result = _run_isolated(name, opts, timeout, Path(tmp))
             else:
-                result = run_section(name, opts, None, time.time() + timeout - SOFT_MARGIN_S)
+                if on_start is not None:
+                    on_start(name, timeout)
+                if isolate:
+                    result = _run_isolated(name, opts, timeout, Path(tmp))
+                else:
+                    result = run_section(name, opts, None, time.time() + timeout - SOFT_MARGIN_S)
             report["sections"][name] = {"title": TITLES[name], **result}
             report["elapsed_s"] = round(time.time() - start, 1)
             _write(report, json_path, md_path)
@@ -1356,6 +1361,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m tdmi.benchmarks.g
             f"[{colour}]{s['status']:>8}[/] {s['title']} ({_cell(s.get('seconds'))} s){reason}", markup=True
         )
 
+    def started(name: str, timeout: float) -> None:
+        console.print(f"[dim]{'running':>8} {TITLES[name]} (at most {timeout:.0f} s)[/]", markup=True)
+
     try:
         report = run_kit(
             opts,
@@ -1365,6 +1373,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m tdmi.benchmarks.g
             args.md_out,
             isolate=not args.no_isolate,
             on_section=show,
+            on_start=started,
         )
     except TdmiError as e:
         if args.verbose:
