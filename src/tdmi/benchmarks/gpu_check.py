@@ -1023,14 +1023,14 @@ def section_ort_cpu(opts: Options, rec: Recorder) -> None:
             "simplified": simplify,
             "simplify_note": "" if simplify else "onnxslim absent: the graph is not simplified",
             "torch_threads": torch.get_num_threads(),
-            "timing": "ORT and PyTorch eager FP32 calls interleaved, same input",
+            "timing": "ORT (worker spinning off) and PyTorch eager FP32 calls interleaved, same input",
         },
     )
     t0 = time.perf_counter()
     proto = build_onnx(model, cfg, batch=1, simplify=simplify, example=clip)
     rec.set("export_s", round(time.perf_counter() - t0, 2))
     t0 = time.perf_counter()
-    session = make_session(proto)
+    session = make_session(proto, allow_spinning=False)
     rec.set("session_s", round(time.perf_counter() - t0, 2))
     rec.set("ort_threads", session.get_session_options().intra_op_num_threads or "default")
     name = session.get_inputs()[0].name
