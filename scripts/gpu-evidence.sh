@@ -15,7 +15,7 @@ mkdir -p "$OUTDIR" || { echo "cannot create $OUTDIR" >&2; exit 2; }
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 KIT_TIMEOUT="${KIT_TIMEOUT:-420}"    # the kit stops itself at --time-limit (330 s); this is the backstop
-TEST_TIMEOUT="${TEST_TIMEOUT:-150}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-120}"  # both backstops together stay under a 10-minute command
 started=$(date +%s)
 with_timeout() { if command -v timeout >/dev/null; then timeout -k 10 "$@"; else shift; "$@"; fi; }
 
