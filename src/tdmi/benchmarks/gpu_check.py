@@ -743,6 +743,7 @@ def _prepare_variant(model: Any, v: LatencyVariant) -> Any:
     if v.channels_last:
         m = m.to(memory_format=torch.channels_last)
     if v.mode not in ("eager", "cudagraph"):
+        torch._dynamo.reset()  # each compiled variant starts clean (and far from the recompile limit)
         m = torch.compile(m, mode=None if v.mode == "default" else v.mode, dynamic=False)
     return m
 
