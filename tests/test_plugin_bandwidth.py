@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tdmi.benchmarks import plugin_bandwidth as pb
+from tdmi.errors import TdmiError
 from tdmi.plugins.availability import torch_cuda_available
 from tdmi.plugins.temporal_diff import temporal_diff_reference
 
@@ -55,3 +56,24 @@ def test_benchmark_runs_on_gpu(tmp_path: Path) -> None:
     assert len(payload["rows"]) == 2 * len(pb.W48_STAGES)
     for row in payload["rows"]:
         assert row["kernel_gbps"] > 0 and row["copy_gbps"] > 0 and row["torch_gbps"] > 0
+
+
+def test_cpu_rows_leave_the_kernel_out_and_time_the_rest() -> None:
+    row = pb.measure("toy", 4, 6, 5, 2, 3, "fp32", 0, 2, device="cpu", kernel=False)
+    assert row.kernel_us is None and row.kernel_vs_copy is None and row.speedup_vs_torch is None
+    assert row.copy_gbps > 0 and row.torch_gbps > 0 and row.device == "cpu"
+    assert row.to_dict()["speedup_vs_compiled"] is None
+    with pytest.raises(ValueError, match="CUDA only"):
+        pb.measure("toy", 4, 6, 5, 2, 3, "fp32", 0, 2, device="cpu")
+
+
+def test_compiled_baseline_is_checked_before_it_is_timed() -> None:
+    def wrong(x: torch.Tensor, frames: int) -> torch.Tensor:
+        return pb.unfused_temporal_diff(x, frames) + 1
+
+    with pytest.raises(TdmiError, match=r"torch\.compile output"):
+        pb.measure("toy", 4, 6, 5, 2, 3, "fp32", 0, 2, device="cpu", kernel=False, compiled=wrong)
+    ok = pb.measure(
+        "toy", 4, 6, 5, 2, 3, "fp32", 0, 2, device="cpu", kernel=False, compiled=pb.unfused_temporal_diff
+    )
+    assert ok.compiled_gbps is not None and ok.compiled_gbps > 0

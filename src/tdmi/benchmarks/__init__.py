@@ -1,46 +1,93 @@
-"""Benchmarks: interleaved latency of every backend, agreement with the PyTorch reference, PoseTrack mAP."""
+"""Benchmarks: interleaved latency of every backend, agreement with the PyTorch reference, PoseTrack mAP.
 
-from tdmi.benchmarks.accuracy import (
-    BackendAccuracy,
-    PoseTrackData,
-    evaluate_split,
-    load_posetrack,
-    run_posetrack,
-)
-from tdmi.benchmarks.latency import (
-    AGREEMENT_TOL_PX,
-    LatencyStats,
-    Measurement,
-    Runner,
-    coords_agreement,
-    heatmap_coords,
-    heatmap_error,
-    keypoint_agreement,
-    latency_stats,
-    measure,
-    percentile,
-)
-from tdmi.benchmarks.report import (
-    AccuracyRow,
-    BenchReport,
-    LatencyRow,
-    accuracy_rows,
-    latency_rows,
-    plot_png,
-    render_console,
-    to_markdown,
-    write_report,
-)
-from tdmi.benchmarks.suite import (
-    VARIANTS,
-    ArtifactCache,
-    BenchOptions,
-    default_cache_dir,
-    machine_info,
-    parse_backends,
-    parse_batches,
-    run_bench,
-)
+Names are imported on first use (PEP 562): ``python -m tdmi.benchmarks.gpu_check`` and
+``plugin_bandwidth`` must start on a bare GPU image without OpenCV or matplotlib, which the
+harness modules below import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tdmi.benchmarks.accuracy import (
+        BackendAccuracy,
+        PoseTrackData,
+        evaluate_split,
+        load_posetrack,
+        run_posetrack,
+    )
+    from tdmi.benchmarks.latency import (
+        AGREEMENT_TOL_PX,
+        LatencyStats,
+        Measurement,
+        Runner,
+        coords_agreement,
+        heatmap_coords,
+        heatmap_error,
+        keypoint_agreement,
+        latency_stats,
+        measure,
+        percentile,
+    )
+    from tdmi.benchmarks.report import (
+        AccuracyRow,
+        BenchReport,
+        LatencyRow,
+        accuracy_rows,
+        latency_rows,
+        plot_png,
+        render_console,
+        to_markdown,
+        write_report,
+    )
+    from tdmi.benchmarks.suite import (
+        VARIANTS,
+        ArtifactCache,
+        BenchOptions,
+        default_cache_dir,
+        machine_info,
+        parse_backends,
+        parse_batches,
+        run_bench,
+    )
+
+_HOME: dict[str, str] = {
+    "BackendAccuracy": "tdmi.benchmarks.accuracy",
+    "PoseTrackData": "tdmi.benchmarks.accuracy",
+    "evaluate_split": "tdmi.benchmarks.accuracy",
+    "load_posetrack": "tdmi.benchmarks.accuracy",
+    "run_posetrack": "tdmi.benchmarks.accuracy",
+    "AGREEMENT_TOL_PX": "tdmi.benchmarks.latency",
+    "LatencyStats": "tdmi.benchmarks.latency",
+    "Measurement": "tdmi.benchmarks.latency",
+    "Runner": "tdmi.benchmarks.latency",
+    "coords_agreement": "tdmi.benchmarks.latency",
+    "heatmap_coords": "tdmi.benchmarks.latency",
+    "heatmap_error": "tdmi.benchmarks.latency",
+    "keypoint_agreement": "tdmi.benchmarks.latency",
+    "latency_stats": "tdmi.benchmarks.latency",
+    "measure": "tdmi.benchmarks.latency",
+    "percentile": "tdmi.benchmarks.latency",
+    "AccuracyRow": "tdmi.benchmarks.report",
+    "BenchReport": "tdmi.benchmarks.report",
+    "LatencyRow": "tdmi.benchmarks.report",
+    "accuracy_rows": "tdmi.benchmarks.report",
+    "latency_rows": "tdmi.benchmarks.report",
+    "plot_png": "tdmi.benchmarks.report",
+    "render_console": "tdmi.benchmarks.report",
+    "to_markdown": "tdmi.benchmarks.report",
+    "write_report": "tdmi.benchmarks.report",
+    "VARIANTS": "tdmi.benchmarks.suite",
+    "ArtifactCache": "tdmi.benchmarks.suite",
+    "BenchOptions": "tdmi.benchmarks.suite",
+    "default_cache_dir": "tdmi.benchmarks.suite",
+    "machine_info": "tdmi.benchmarks.suite",
+    "parse_backends": "tdmi.benchmarks.suite",
+    "parse_batches": "tdmi.benchmarks.suite",
+    "run_bench": "tdmi.benchmarks.suite",
+}
 
 __all__ = [
     "AGREEMENT_TOL_PX",
@@ -77,3 +124,15 @@ __all__ = [
     "to_markdown",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -8,12 +8,17 @@ same run on the same GPU with CUDA events:
   TensorRT engine embeds);
 * ``copy``: a device-to-device copy moving the same number of bytes (read + write): the ceiling;
 * ``torch``: slice / subtract / concatenate, the graph the ONNX export contains before fusion,
-  reported as *effective* bandwidth (same minimal bytes / its time) so the ratio is its slowdown.
+  reported as *effective* bandwidth (same minimal bytes / its time) so the ratio is its slowdown;
+* ``compiled`` (``--compile``): ``torch.compile`` of those ops, the best a PyTorch user gets
+  without our kernel.
+
+:func:`measure` also runs on the CPU without the kernel (copy and PyTorch rows only), so the
+GPU evidence kit (:mod:`tdmi.benchmarks.gpu_check`) exercises this code in its CPU dry run.
 
 Shapes: HRNet-W48 stage features of a 384x288 input (96x72 maps; stage 1 C=256, stages 2-4 C=48),
 B*T = 3 (one 3-frame clip) and larger batches, FP32 and FP16.
 
-``python -m tdmi.benchmarks.plugin_bandwidth [--batch 1 --batch 8] [--json out.json]``; without a
+``python -m tdmi.benchmarks.plugin_bandwidth [--batch 1 --batch 8] [--compile] [--json out.json]``; without a
 CUDA GPU it exits with the reason instead of printing numbers.
 """
 
@@ -23,7 +28,9 @@ import argparse
 import json
 import platform
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,20 +63,36 @@ class Row:
     frames: int
     dtype: str
     bytes_moved: int
-    kernel_us: float
+    kernel_us: float | None  # None: the kernel was not run (CPU rows)
     copy_us: float
     torch_us: float
-    kernel_gbps: float
+    kernel_gbps: float | None
     copy_gbps: float
     torch_gbps: float
+    compiled_us: float | None = None  # torch.compile of the unfused ops, when asked for
+    compiled_gbps: float | None = None
+    device: str = "cuda"
 
     @property
-    def kernel_vs_copy(self) -> float:
-        return self.kernel_gbps / self.copy_gbps
+    def kernel_vs_copy(self) -> float | None:
+        return None if self.kernel_gbps is None else self.kernel_gbps / self.copy_gbps
 
     @property
-    def speedup_vs_torch(self) -> float:
-        return self.torch_us / self.kernel_us
+    def speedup_vs_torch(self) -> float | None:
+        return None if self.kernel_us is None else self.torch_us / self.kernel_us
+
+    @property
+    def speedup_vs_compiled(self) -> float | None:
+        if self.kernel_us is None or self.compiled_us is None:
+            return None
+        return self.compiled_us / self.kernel_us
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "kernel_vs_copy": self.kernel_vs_copy,
+            "speedup_vs_torch": self.speedup_vs_torch,
+            "speedup_vs_compiled": self.speedup_vs_compiled,
+        }
 
 
 def unfused_temporal_diff(x: Any, num_frames: int) -> Any:
@@ -81,12 +104,25 @@ def unfused_temporal_diff(x: Any, num_frames: int) -> Any:
     return torch.cat([x5[:, k + 1] - x5[:, k] for k in range(num_frames - 1)], dim=1)
 
 
-def _time_us(fn: Any, warmup: int, iters: int) -> float:
-    """Mean time per call in microseconds, CUDA events around ``iters`` back-to-back calls."""
+def compile_unfused(mode: str | None = None) -> Callable[[Any, int], Any]:
+    """``torch.compile`` of :func:`unfused_temporal_diff` (static shapes: one graph per shape)."""
+    import torch
+
+    return torch.compile(unfused_temporal_diff, dynamic=False, mode=mode)
+
+
+def _time_us(fn: Any, warmup: int, iters: int, device: str = "cuda") -> float:
+    """Mean time per call in microseconds: CUDA events around ``iters`` back-to-back calls (GPU),
+    or the wall clock (CPU)."""
     import torch
 
     for _ in range(warmup):
         fn()
+    if device == "cpu":
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return (time.perf_counter() - t0) * 1e6 / iters
     start = torch.cuda.Event(enable_timing=True)
     stop = torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
@@ -98,32 +134,64 @@ def _time_us(fn: Any, warmup: int, iters: int) -> float:
     return start.elapsed_time(stop) * 1000.0 / iters
 
 
-def measure(
-    stage: str, channels: int, h: int, w: int, batch: int, frames: int, dtype: str, warmup: int, iters: int
-) -> Row:
+def _check_same(got: Any, expected: Any, what: str) -> None:
+    """Never time something that computes something else."""
     import torch
 
-    from tdmi.plugins.launch import run_temporal_diff
+    if not torch.equal(got, expected):
+        err = (got.float() - expected.float()).abs().max().item()
+        raise TdmiError(f"{what} differs from PyTorch (max |diff| {err})")
 
+
+def measure(
+    stage: str,
+    channels: int,
+    h: int,
+    w: int,
+    batch: int,
+    frames: int,
+    dtype: str,
+    warmup: int,
+    iters: int,
+    *,
+    device: str = "cuda",
+    kernel: bool = True,
+    compiled: Callable[[Any, int], Any] | None = None,
+) -> Row:
+    """One row. ``kernel=False`` leaves the kernel out (the only way on a CPU); ``compiled`` (see
+    :func:`compile_unfused`) adds a ``torch.compile`` row, checked equal to the eager ops first."""
+    import torch
+
+    if kernel and device != "cuda":
+        raise ValueError("the TemporalDiff kernel runs on CUDA only: pass kernel=False on the CPU")
     tdtype = getattr(torch, DTYPES[dtype])
     shape = (batch * frames, channels, h, w)
-    x = torch.randn(shape, device="cuda", dtype=tdtype)
-    y = run_temporal_diff(x, frames)
+    x = torch.randn(shape, device=device, dtype=tdtype)
     expected = unfused_temporal_diff(x, frames)
-    torch.cuda.synchronize()
-    if not torch.equal(y, expected):  # never time a kernel that computes something else
-        err = (y.float() - expected.float()).abs().max().item()
-        raise TdmiError(f"kernel output differs from PyTorch for {stage} {shape} {dtype} (max |diff| {err})")
+    what = f"for {stage} {shape} {dtype}"
+    if kernel:
+        from tdmi.plugins.launch import run_temporal_diff
+
+        y = run_temporal_diff(x, frames)
+        torch.cuda.synchronize()
+        _check_same(y, expected, f"kernel output {what}")
+    if compiled is not None:
+        _check_same(compiled(x, frames), expected, f"torch.compile output {what}")
 
     moved = launch_params.bytes_moved(shape, frames, DTYPES[dtype])
     itemsize = launch_params.itemsize(DTYPES[dtype])
     n_copy = moved // (2 * itemsize)  # a copy reads and writes n elements
-    src = torch.empty(n_copy, device="cuda", dtype=tdtype).normal_()
+    src = torch.empty(n_copy, device=device, dtype=tdtype).normal_()
     dst = torch.empty_like(src)
 
-    kernel_us = _time_us(lambda: run_temporal_diff(x, frames, out=y), warmup, iters)
-    copy_us = _time_us(lambda: dst.copy_(src), warmup, iters)
-    torch_us = _time_us(lambda: unfused_temporal_diff(x, frames), warmup, iters)
+    kernel_us = (
+        _time_us(lambda: run_temporal_diff(x, frames, out=y), warmup, iters, device) if kernel else None
+    )
+    copy_us = _time_us(lambda: dst.copy_(src), warmup, iters, device)
+    torch_us = _time_us(lambda: unfused_temporal_diff(x, frames), warmup, iters, device)
+    compiled_us = (
+        _time_us(lambda: compiled(x, frames), warmup, iters, device) if compiled is not None else None
+    )
     copy_bytes = 2 * n_copy * itemsize
     return Row(
         stage=stage,
@@ -137,14 +205,17 @@ def measure(
         kernel_us=kernel_us,
         copy_us=copy_us,
         torch_us=torch_us,
-        kernel_gbps=moved / kernel_us / 1e3,
+        kernel_gbps=None if kernel_us is None else moved / kernel_us / 1e3,
         copy_gbps=copy_bytes / copy_us / 1e3,
         torch_gbps=moved / torch_us / 1e3,
+        compiled_us=compiled_us,
+        compiled_gbps=None if compiled_us is None else moved / compiled_us / 1e3,
+        device=device,
     )
 
 
 def run_benchmark(
-    batches: list[int], frames: int, dtypes: list[str], warmup: int, iters: int
+    batches: list[int], frames: int, dtypes: list[str], warmup: int, iters: int, compile_ops: bool = False
 ) -> tuple[list[Row], dict[str, Any]]:
     """All rows plus a description of the machine; raises BackendUnavailableError without a GPU."""
     torch_cuda_available().require()
@@ -155,8 +226,9 @@ def run_benchmark(
 
     device = torch.cuda.current_device()
     module = load_module(device)
+    compiled = compile_unfused() if compile_ops else None
     rows = [
-        measure(stage, c, h, w, b, frames, dt, warmup, iters)
+        measure(stage, c, h, w, b, frames, dt, warmup, iters, compiled=compiled)
         for dt in dtypes
         for stage, c, h, w in W48_STAGES
         for b in batches
@@ -173,6 +245,10 @@ def run_benchmark(
         "iters": iters,
     }
     return rows, info
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
 
 
 def render(rows: list[Row], info: dict[str, Any]) -> Table:
@@ -193,6 +269,8 @@ def render(rows: list[Row], info: dict[str, Any]) -> Table:
         "torch GB/s",
         "kernel/copy",
         "vs torch",
+        "compiled GB/s",
+        "vs compiled",
     ):
         table.add_column(col, justify="left" if col in ("stage", "dtype") else "right")
     for r in rows:
@@ -202,13 +280,15 @@ def render(rows: list[Row], info: dict[str, Any]) -> Table:
             str(r.batch * r.frames),
             r.dtype,
             f"{r.bytes_moved / 1e6:.1f}",
-            f"{r.kernel_us:.1f}",
-            f"{r.kernel_gbps:.0f}",
+            _fmt(r.kernel_us, "{:.1f}"),
+            _fmt(r.kernel_gbps, "{:.0f}"),
             f"{r.copy_gbps:.0f}",
             f"{r.torch_us:.1f}",
             f"{r.torch_gbps:.0f}",
-            f"{100 * r.kernel_vs_copy:.0f}%",
-            f"{r.speedup_vs_torch:.2f}x",
+            _fmt(None if r.kernel_vs_copy is None else 100 * r.kernel_vs_copy, "{:.0f}%"),
+            _fmt(r.speedup_vs_torch, "{:.2f}x"),
+            _fmt(r.compiled_gbps, "{:.0f}"),
+            _fmt(r.speedup_vs_compiled, "{:.2f}x"),
         )
     return table
 
@@ -220,6 +300,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, action="append", help="clips per batch (repeatable; 1 8 32)")
     parser.add_argument("--frames", type=int, default=3, help="frames per clip T (default 3)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), action="append", help="repeatable; default both")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the unfused ops")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--json", dest="json_out", type=Path, default=None, help="also write results here")
@@ -236,17 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         rows, info = run_benchmark(
-            args.batch or [1, 8, 32], args.frames, args.dtype or ["fp32", "fp16"], args.warmup, args.iters
+            args.batch or [1, 8, 32],
+            args.frames,
+            args.dtype or ["fp32", "fp16"],
+            args.warmup,
+            args.iters,
+            compile_ops=args.compile,
         )
         console.print(render(rows, info))
         if args.json_out is not None:
             payload = {
                 "benchmark": "temporal_diff_bandwidth",
                 "machine": info,
-                "rows": [
-                    asdict(r) | {"kernel_vs_copy": r.kernel_vs_copy, "speedup_vs_torch": r.speedup_vs_torch}
-                    for r in rows
-                ],
+                "rows": [r.to_dict() for r in rows],
             }
             write_text_atomic(args.json_out, json.dumps(payload, indent=2) + "\n")
             console.print(f"wrote {args.json_out}")

@@ -1,7 +1,12 @@
-"""``tdmi-bench``: latency and accuracy of every backend this machine runs, against the PyTorch reference."""
+"""``tdmi-bench``: latency and accuracy of every backend this machine runs, against the PyTorch reference.
+
+``tdmi-bench gpu`` is the GPU evidence kit (:mod:`tdmi.benchmarks.gpu_check`), kept a separate
+entry so ``tdmi-bench`` with no subcommand stays the benchmark itself.
+"""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +22,8 @@ app = typer.Typer(
     no_args_is_help=False,
     help=(
         "Benchmark TDMI: PyTorch reference vs exported ONNX (FP32 / FP16 / INT8) on ONNX Runtime and "
-        "TensorRT engines, on the built-in sample clip; with --data, PoseTrack mAP per backend."
+        "TensorRT engines, on the built-in sample clip; with --data, PoseTrack mAP per backend. "
+        "'tdmi-bench gpu --help': the GPU evidence kit."
     ),
 )
 
@@ -206,4 +212,8 @@ def bench(
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["gpu"]:
+        from tdmi.benchmarks.gpu_check import main as gpu_main
+
+        sys.exit(gpu_main(sys.argv[2:], prog="tdmi-bench gpu"))
     main_for(app, "tdmi-bench")

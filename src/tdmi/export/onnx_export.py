@@ -297,12 +297,20 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def trace_to_onnx(model: Any, config: TDMIConfig, batch: BatchSpec, opset: int) -> onnx.ModelProto:
-    """Run the dynamo exporter and return an in-memory ModelProto (weights embedded)."""
+def trace_to_onnx(
+    model: Any, config: TDMIConfig, batch: BatchSpec, opset: int, example: np.ndarray | None = None
+) -> onnx.ModelProto:
+    """Run the dynamo exporter and return an in-memory ModelProto (weights embedded).
+
+    ``example`` replaces the built-in sample clips as the tracing input (only its shape matters);
+    the GPU evidence kit passes one because the sample clips are drawn with OpenCV.
+    """
     import torch
 
     n = 2 if batch == "dynamic" else int(batch)
-    x = torch.from_numpy(example_clips(config, n))
+    if example is not None and (example.shape[0] != n or example.dtype != np.float32):
+        raise ExportError(f"example must be float32 with batch {n}, got {example.dtype} {example.shape}")
+    x = torch.from_numpy(example if example is not None else example_clips(config, n))
     dyn = {"frames": {0: torch.export.Dim("batch", min=1, max=1024)}} if batch == "dynamic" else None
     try:
         with _quiet(), torch.no_grad():
@@ -346,10 +354,16 @@ def simplify_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def build_onnx(
-    model: Any, config: TDMIConfig, *, batch: BatchSpec = 1, opset: int = MIN_OPSET, simplify: bool = True
+    model: Any,
+    config: TDMIConfig,
+    *,
+    batch: BatchSpec = 1,
+    opset: int = MIN_OPSET,
+    simplify: bool = True,
+    example: np.ndarray | None = None,
 ) -> onnx.ModelProto:
     """Trace, name, simplify and check (no metadata, nothing written)."""
-    proto = trace_to_onnx(model, config, batch, opset)
+    proto = trace_to_onnx(model, config, batch, opset, example)
     name_nodes_by_scope(proto)
     _strip_node_metadata(proto)
     if simplify:

@@ -150,12 +150,16 @@ def _chunks(clips: np.ndarray, batch: int | None) -> list[np.ndarray]:
     return [clips[i : i + batch] for i in range(0, clips.shape[0], batch)]
 
 
-def make_session(model: onnx.ModelProto, threads: int | None = None) -> Any:
+def make_session(
+    model: onnx.ModelProto, threads: int | None = None, allow_spinning: bool | None = None
+) -> Any:
     ort = require_onnxruntime()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    if allow_spinning is not None:  # off when timed side by side with torch: spinning workers steal its cores
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     try:
         return ort.InferenceSession(
             with_cpu_temporal_diff(model).SerializeToString(), so, providers=["CPUExecutionProvider"]
