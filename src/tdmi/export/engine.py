@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -501,7 +502,9 @@ def build_engine(
         prepared.report.raise_if_errors()
         final_onnx = Path(tmp) / "final.onnx"
         onnx.save(prepared.model, str(final_onnx))
+        t0 = time.perf_counter()
         plan, cache, inputs, outputs = _build_serialized(trt, final_onnx, prepared, options, verbose)
+        build_seconds = round(time.perf_counter() - t0, 3)
     plugin = None
     if prepared.has_plugin:
         plugin = PluginInfo(
@@ -522,7 +525,12 @@ def build_engine(
         source_onnx_sha256=prepared.source_sha256,
         engine_sha256=hashlib.sha256(plan).hexdigest(),
         toolkit_version=f"tdmi-deploy {__version__}",
-        build_options={**options.to_dict(), "fused": prepared.fused, "steps": prepared.steps},
+        build_options={
+            **options.to_dict(),
+            "fused": prepared.fused,
+            "steps": prepared.steps,
+            "build_seconds": build_seconds,  # parse + build on this machine, for the record
+        },
         target=options.target,
         compute_capabilities=tuple(f"{c // 10}.{c % 10}" for c in options.compute_capabilities),
     )
