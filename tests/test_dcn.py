@@ -168,6 +168,10 @@ def test_onnx_lowering_matches_native_on_onnxruntime(exports: dict[str, Path], t
         if n.op_type == "GridSample"
     )
     assert lower_deform_conv(lowered)[1] == 0  # nothing left to lower
+    from tdmi.export.metadata import read_metadata
+
+    assert read_metadata(lowered)["config"].deform_conv == "decomposed"
+    assert read_metadata(native)["config"].deform_conv == "native"  # the input is not modified
     path = exports["native"].with_name("lowered.onnx")
     onnx.save(lowered, str(path))
     clips = example_clips(tiny_dcn_net.config, 3)

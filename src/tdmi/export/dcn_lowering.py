@@ -55,6 +55,18 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def _record_form(model: onnx.ModelProto) -> None:
+    """The config in the metadata says which DCN form the graph holds (when it carries one)."""
+    from tdmi.export.metadata import read_metadata, write_metadata
+
+    try:
+        meta = read_metadata(model)
+    except ExportError:
+        return  # not a tdmi export: nothing to keep in step
+    keep = {k: meta[k] for k in ("precision", "target", "fused", "batch", "extra")}
+    write_metadata(model, meta["config"].replace(deform_conv="decomposed"), **keep)
+
+
 def lower_deform_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every ``DeformConv`` lowered; returns it and how many were lowered."""
     from tdmi.model.dcn import sampling_base
@@ -152,6 +164,7 @@ def lower_deform_conv(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         lowered += 1
     del out.graph.node[:]
     out.graph.node.extend(new_nodes)
+    _record_form(out)
     try:
         onnx.checker.check_model(out)
     except onnx.checker.ValidationError as e:
