@@ -6,7 +6,11 @@ each precision's final graph (DCN decomposed, FP16/INT8 variant, TemporalDiff fu
 the figures are the TensorRT-RTX build alone: wall time, the process's peak RSS (``wait4``) and the
 engine's bytes. Conversion times are reported separately. No GPU is needed.
 
-``python -m tdmi.benchmarks.rtx_build [--config tdmi-tiny] [--precision fp16] [--json out.json]``
+Peak memory is the build process's own ``VmHWM`` (read by the child at exit): ``ru_maxrss`` of a
+child is not, since Linux carries the parent's peak over ``fork``/``exec`` into it.
+
+``python -m tdmi.benchmarks.rtx_build [--config tdmi-tiny] [--precision fp16] [--json out.json]
+[--workdir DIR]`` (a kept ``DIR`` is reused: an existing export or final graph is not made again)
 """
 
 from __future__ import annotations
@@ -30,13 +34,21 @@ from tdmi.utils import write_text_atomic
 PRECISIONS = ("fp32", "fp16", "int8")
 console = Console(highlight=False)
 
-_CLI = "import sys; from tdmi.cli.build_engine import run; sys.exit(run(sys.argv[1:]))"
+# Runs tdmi-build-engine, then writes this process's peak RSS (kB) to the file named by argv[1].
+_CLI = (
+    "import sys, pathlib\n"
+    "from tdmi.cli.build_engine import run\n"
+    "rc = run(sys.argv[2:])\n"
+    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "pathlib.Path(sys.argv[1]).write_text(hwm[0] if hwm else '0')\n"
+    "sys.exit(rc)\n"
+)
 
 
 @dataclass(frozen=True)
 class BuildRow:
     precision: str
-    convert_s: float  # --onnx-only: lowering + precision variant + fusion + pre-flight
+    convert_s: float | None  # --onnx-only: lowering + variant + fusion + pre-flight (None: reused)
     process_s: float  # the whole tdmi-build-engine process (imports, checks, parse, build, writes)
     build_s: float  # TensorRT-RTX parse + build_serialized_network alone (the sidecar's build_seconds)
     peak_rss_mib: float  # of the build process
@@ -44,16 +56,15 @@ class BuildRow:
     compute_capabilities: str
 
 
-def _timed(args: list[str]) -> tuple[float, float]:
-    """Run ``tdmi-build-engine args`` in a child; (wall seconds, child's peak RSS in MiB)."""
+def _timed(args: list[str], workdir: Path) -> tuple[float, float]:
+    """Run ``tdmi-build-engine args`` in a child; (wall seconds, the child's own peak RSS in MiB)."""
+    hwm = workdir / "vmhwm.txt"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _CLI, *args])
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", _CLI, str(hwm), *args], check=False)
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"tdmi-build-engine {' '.join(args)} failed with exit code {proc.returncode}")
-    return seconds, usage.ru_maxrss / 1024.0  # Linux reports KiB
+    return seconds, int(hwm.read_text()) / 1024.0
 
 
 def run(config: str, precisions: tuple[str, ...], compute_capability: str, workdir: Path) -> list[BuildRow]:
@@ -61,18 +72,22 @@ def run(config: str, precisions: tuple[str, ...], compute_capability: str, workd
     from tdmi.export.sidecar import load_sidecar
 
     src = workdir / "fp32.onnx"
-    console.print(f"exporting {config} (FP32, batch 1) ...")
-    export_onnx(config, src, batch=1, verify=False, progress=False)
+    if not src.is_file():
+        console.print(f"exporting {config} (FP32, batch 1) ...")
+        export_onnx(config, src, batch=1, verify=False, progress=False)
     calib = workdir / "calib.npz"
-    build_calibration_set(config, None, num_clips=8).save(calib)
+    if not calib.is_file():
+        build_calibration_set(config, None, num_clips=8).save(calib)
     rows = []
     for precision in precisions:
         flag = [] if precision == "fp32" else [f"--{precision}", "--calib", str(calib)]
         final = workdir / f"final-{precision}.onnx"
         common = ["--target", "tensorrt-rtx", "--compute-capability", compute_capability]
-        convert_s, _ = _timed([str(src), *flag, *common, "--onnx-only", "-o", str(final)])
+        convert_s = None
+        if not final.is_file():
+            convert_s, _ = _timed([str(src), *flag, *common, "--onnx-only", "-o", str(final)], workdir)
         engine = workdir / f"{precision}.engine"
-        process_s, rss = _timed([str(final), *common, "-o", str(engine)])
+        process_s, rss = _timed([str(final), *common, "-o", str(engine)], workdir)
         build_s = float(load_sidecar(engine).build_options["build_seconds"])
         rows.append(
             BuildRow(
@@ -95,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", action="append", choices=PRECISIONS)
     parser.add_argument("--compute-capability", default="80,86,89,120")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workdir", type=Path, help="keep (and reuse) the exports and engines here")
     args = parser.parse_args(argv)
     precisions = tuple(args.precision or PRECISIONS)
-    with tempfile.TemporaryDirectory(prefix="tdmi-rtx-build-") as tmp:
-        rows = run(args.config, precisions, args.compute_capability, Path(tmp))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        rows = run(args.config, precisions, args.compute_capability, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tdmi-rtx-build-") as tmp:
+            rows = run(args.config, precisions, args.compute_capability, Path(tmp))
     table = Table(
         title=f"TensorRT-RTX CPU-only builds: {args.config}, compute capabilities {args.compute_capability}"
     )
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         table.add_row(
             r.precision,
-            f"{r.convert_s:.1f}",
+            "reused" if r.convert_s is None else f"{r.convert_s:.1f}",
             f"{r.process_s:.1f}",
             f"{r.build_s:.1f}",
             f"{r.peak_rss_mib:.0f}",
