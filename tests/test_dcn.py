@@ -181,3 +181,20 @@ def test_onnx_lowering_matches_native_on_onnxruntime(exports: dict[str, Path], t
 def test_export_rejects_unknown_form(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="native' or 'decomposed"):
         export_onnx("tdmi-tiny", tmp_path / "x.onnx", deform_conv="plugin", progress=False)
+
+
+def test_cli_export_decomposed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tdmi.cli.common import run_app
+    from tdmi.cli.export import app
+
+    out = tmp_path / "dcn.onnx"
+    args = ["onnx", "--config", "tdmi-tiny", "-o", str(out), "--no-verify", "--deform-conv", "decomposed"]
+    assert run_app(app, args) == 0
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("GridSample") == 4 and "DeformConv" not in ops
+    capsys.readouterr()
+    bad = tmp_path / "bad.onnx"
+    assert run_app(app, ["onnx", "--config", "tdmi-tiny", "-o", str(bad), "--deform-conv", "plugin"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--deform-conv must be native or decomposed" in err
+    assert not bad.exists()
