@@ -180,7 +180,8 @@ def test_build_without_tensorrt_says_how_to_install_and_writes_nothing(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     engine, cache = out_dir / "tiny.engine", out_dir / "timing.cache"
-    code = run([str(tiny["dynamic"]), "--fp16", "-o", str(engine), "--timing-cache", str(cache)])
+    args = [str(tiny["dynamic"]), "--fp16", "-o", str(engine), "--timing-cache", str(cache)]
+    code = run([*args, "--target", "tensorrt"])  # explicit: the default is TensorRT-RTX when only it is here
     err = capsys.readouterr().err
     assert code == 1
     assert "tdmi-deploy[trt]" in err and "NVIDIA" in err and "--onnx-only" in err

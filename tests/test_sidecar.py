@@ -163,3 +163,36 @@ def test_batch_profile_parse(text: str, expected: tuple[int, int, int]) -> None:
 def test_batch_profile_rejects(text: str) -> None:
     with pytest.raises(ConfigError):
         BatchProfile.parse(text)
+
+
+# -- TensorRT-RTX ----------------------------------------------------------------------------------
+
+RTX_CPU = BuildEnvironment("1.7.1.116", "none", "none", GpuInfo("none (CPU-only build)", "none"))
+
+
+def test_rtx_fields_round_trip_and_old_sidecars_mean_tensorrt(tmp_path: Path) -> None:
+    engine = tmp_path / "m.engine"
+    rtx = make_sidecar(RTX_CPU, target="tensorrt-rtx", compute_capabilities=("8.6", "12.0"))
+    write_sidecar(sidecar_path(engine), rtx)
+    assert load_sidecar(engine) == rtx
+    old = _valid_dict()
+    del old["target"], old["compute_capabilities"]
+    loaded = load_sidecar(_write_raw(tmp_path, old))
+    assert loaded.target == "tensorrt" and loaded.compute_capabilities == ()
+    bad = {**_valid_dict(), "target": "openvino"}
+    with pytest.raises(EngineError, match="unknown target 'openvino'"):
+        load_sidecar(_write_raw(tmp_path, bad))
+
+
+def test_rtx_engine_runs_on_any_listed_gpu_and_names_both_otherwise() -> None:
+    rtx = make_sidecar(RTX_CPU, target="tensorrt-rtx", compute_capabilities=("8.6", "8.9"))
+    ada = BuildEnvironment("1.7.1.116", "12.9", "13.0", GpuInfo("NVIDIA GeForce RTX 4090", "8.9"))
+    assert check_environment(rtx, ada, "m.engine") == []
+    blackwell = BuildEnvironment("1.7.1.116", "12.9", "13.0", GpuInfo("NVIDIA GeForce RTX 5090", "12.0"))
+    with pytest.raises(EngineError, match=r"8\.6, 8\.9 but this GPU is NVIDIA GeForce RTX 5090") as err:
+        check_environment(rtx, blackwell, "m.engine")
+    assert "--compute-capability 120" in str(err.value)
+    newer = BuildEnvironment("1.8.0.1", "12.9", "13.0", GpuInfo("NVIDIA GeForce RTX 4090", "8.9"))
+    named = r"TensorRT-RTX 1\.7\.1\.116 but this machine has TensorRT-RTX 1\.8"
+    with pytest.raises(EngineError, match=named):
+        check_environment(rtx, newer, "m.engine")

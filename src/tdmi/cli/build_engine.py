@@ -40,6 +40,26 @@ Batch = Annotated[
     str | None, typer.Option("--batch", help="Batch profile MIN:OPT:MAX (default: from the ONNX).")
 ]
 TrtVersion = Annotated[str, typer.Option("--trt-version", help="TensorRT release to check against (10.9+).")]
+Target = Annotated[
+    str | None,
+    typer.Option(
+        "--target", help="tensorrt or tensorrt-rtx (default: whichever is installed, TensorRT first)."
+    ),
+]
+DeformConv = Annotated[
+    str | None,
+    typer.Option(
+        "--deform-conv",
+        help="native (ONNX DeformConv, TensorRT plugin) or decomposed (GridSample + Conv); "
+        "default: native for tensorrt, decomposed for tensorrt-rtx.",
+    ),
+]
+ComputeCapability = Annotated[
+    str | None,
+    typer.Option(
+        "--compute-capability", help="TensorRT-RTX GPUs to build for, e.g. 80,86,89,120 (the default)."
+    ),
+]
 
 
 @app.command("build")
@@ -67,10 +87,19 @@ def build(
     force: Annotated[
         bool, typer.Option("--force", help="With --onnx-only: allow -o to be the source ONNX (in place).")
     ] = False,
+    target: Target = None,
+    deform_conv: DeformConv = None,
+    compute_capability: ComputeCapability = None,
     verbose: Verbose = False,
 ) -> None:
     """Convert precision, fuse, pre-flight check, and build (or, with --onnx-only, write the final ONNX)."""
-    from tdmi.export.engine import EngineBuildOptions, build_engine, write_final_onnx
+    from tdmi.export.engine import (
+        EngineBuildOptions,
+        build_engine,
+        default_target,
+        parse_compute_capabilities,
+        write_final_onnx,
+    )
 
     if fp16 and int8:
         raise UsageError("choose one of --fp16 and --int8")
@@ -104,6 +133,9 @@ def build(
         opt_level=opt_level,
         fuse=not no_fuse,
         trt_version=trt_version,
+        target=target or default_target(),
+        compute_capabilities=parse_compute_capabilities(compute_capability) if compute_capability else (),
+        deform_conv=deform_conv,
     )
     if onnx_only:
         prepared = write_final_onnx(onnx_path, output, options)
@@ -119,9 +151,17 @@ def build(
     if result.report.findings:
         console.print(result.report.to_table())
     meta = result.metadata
+    from tdmi.export.sidecar import TARGET_NAMES
+
+    where = (
+        f"for compute capabilities {', '.join(meta.compute_capabilities)}"
+        if meta.target == "tensorrt-rtx"
+        else f"on {meta.environment.gpu.name}"
+    )
     console.print(
         f"wrote {result.engine} and {result.sidecar.name} ({meta.precision}, profile {meta.profile}, "
-        f"TensorRT {meta.environment.tensorrt_version} on {meta.environment.gpu.name})"
+        f"{TARGET_NAMES[meta.target]} {meta.environment.tensorrt_version} {where})",
+        markup=False,
     )
 
 
@@ -130,12 +170,13 @@ def check(
     onnx_path: Annotated[Path, typer.Argument(help="ONNX file to check.")],
     batch: Batch = None,
     trt_version: TrtVersion = "11",
+    target: Annotated[str, typer.Option("--target", help="tensorrt or tensorrt-rtx.")] = "tensorrt",
     verbose: Verbose = False,
 ) -> None:
     """Pre-flight only: will TensorRT's ONNX parser and our plugin accept this graph?"""
     from tdmi.export.preflight import check_onnx
 
-    report = check_onnx(onnx_path, trt_version=trt_version, profile=_profile(batch))  # type: ignore[arg-type]
+    report = check_onnx(onnx_path, trt_version=trt_version, profile=_profile(batch), target=target)  # type: ignore[arg-type]
     if report.findings:
         console.print(report.to_table())
     if not report.ok:

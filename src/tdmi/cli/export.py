@@ -98,6 +98,12 @@ def onnx_cmd(
     calib_clips: Annotated[
         int, typer.Option("--calib-clips", help="Clips to draw from a PoseTrack folder.")
     ] = 32,
+    deform_conv: Annotated[
+        str,
+        typer.Option(
+            "--deform-conv", help="DCN as ONNX DeformConv (native) or GridSample + Conv (decomposed)."
+        ),
+    ] = "native",
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
@@ -117,6 +123,8 @@ def onnx_cmd(
         raise UsageError(
             "FP16 is built for TensorRT (ONNX Runtime CPU has no fast FP16 kernels): use int8 for ORT"
         )
+    if deform_conv not in ("native", "decomposed"):
+        raise UsageError(f"--deform-conv must be native or decomposed, got {deform_conv!r}")
     if calib_method not in ("entropy", "max"):
         raise UsageError(f"--calib-method must be entropy or max, got {calib_method!r}")
     batch_spec = _parse_batch(batch)
@@ -151,6 +159,7 @@ def onnx_cmd(
             opset=opset,
             verify=verify,
             simplify=simplify,  # type: ignore[arg-type]
+            deform_conv=deform_conv,
         )
         if precision != "fp32":
             cs = load_calibration(result.config, calib, calib_clips)

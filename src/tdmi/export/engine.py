@@ -1,5 +1,9 @@
 """ONNX -> TensorRT engine: precision variant, fused rewrite, pre-flight, strongly typed build, sidecar.
 
+One pipeline, two targets: ``tensorrt`` (data-centre TensorRT, built on the GPU it runs on) and
+``tensorrt-rtx`` (TensorRT for RTX: same parser and builder API, engines for a list of compute
+capabilities built on any machine, GPU or not; kernels are compiled on the GPU at first run).
+
 TensorRT 11 has no precision builder flags: every network is strongly typed, so the precision
 lives in the ONNX file (an FP16-converted graph, or explicit Q/DQ for INT8) and the build only
 chooses kernels. Everything up to the parser (conversion, fusion, pre-flight) runs without
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from typing import Any
 import onnx
 
 from tdmi.errors import BackendUnavailableError, ConfigError, EngineError, ExportError
+from tdmi.export.dcn_lowering import lower_deform_conv
 from tdmi.export.preflight import DEFAULT_TRT_VERSION, PreflightReport, check_onnx, config_from_metadata
 from tdmi.export.sidecar import (
     INPUT_NAME,
@@ -38,6 +44,33 @@ from tdmi.utils import atomic_path, sha256_file, write_bytes_atomic
 DEFAULT_DYNAMIC_PROFILE = BatchProfile(1, 4, 16)
 AUTO_CALIB_CLIPS = 8  # clips for FP16 conversion checks when no --calib is given
 INSTALL_HINT = " (or pass --onnx-only to write the final ONNX here and build the engine on the GPU machine)"
+TARGETS = ("tensorrt", "tensorrt-rtx")
+DEFORM_CONV_FORMS = ("native", "decomposed")
+
+
+def default_target() -> str:
+    """The target a build gets without ``--target``: whichever is installed, TensorRT first."""
+    from tdmi.plugins.availability import tensorrt_available
+    from tdmi.plugins.rtx import rtx_available
+
+    if tensorrt_available() or not rtx_available():
+        return "tensorrt"
+    return "tensorrt-rtx"
+
+
+def parse_compute_capabilities(text: str) -> tuple[int, ...]:
+    """``"80,86,8.9,sm_120"`` -> ``(80, 86, 89, 120)``."""
+    out = []
+    for part in (p.strip().lower().removeprefix("sm_").removeprefix("sm") for p in text.split(",")):
+        if not part:
+            continue
+        digits = part.replace(".", "")
+        if not digits.isdigit():
+            raise ConfigError(f"--compute-capability takes numbers such as 80,86,89,120; got {part!r}")
+        out.append(int(digits))
+    if not out:
+        raise ConfigError("--compute-capability needs at least one value, e.g. 80,86,89,120")
+    return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -52,8 +85,39 @@ class EngineBuildOptions:
     opt_level: int = 3
     fuse: bool = True
     trt_version: str = DEFAULT_TRT_VERSION  # pre-flight target when TensorRT is not installed
+    target: str = "tensorrt"  # or "tensorrt-rtx"
+    compute_capabilities: tuple[int, ...] = ()  # RTX only; () -> DEFAULT_COMPUTE_CAPABILITIES
+    deform_conv: str | None = None  # None: native for TensorRT, decomposed for TensorRT-RTX
 
     def __post_init__(self) -> None:
+        from tdmi.plugins.rtx import COMPUTE_CAPABILITIES, DEFAULT_COMPUTE_CAPABILITIES
+
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}: use tensorrt or tensorrt-rtx")
+        if self.deform_conv is not None and self.deform_conv not in DEFORM_CONV_FORMS:
+            raise ConfigError(f"--deform-conv must be native or decomposed, got {self.deform_conv!r}")
+        if self.target == "tensorrt":
+            if self.compute_capabilities:
+                raise ConfigError(
+                    "--compute-capability is for --target tensorrt-rtx: "
+                    "TensorRT builds for the GPU it runs on"
+                )
+        else:
+            bad = [c for c in self.compute_capabilities if c not in COMPUTE_CAPABILITIES]
+            if bad:
+                known = ", ".join(map(str, COMPUTE_CAPABILITIES))
+                hopper = " (Hopper, SM90, is not a TensorRT-RTX GPU)" if 90 in bad else ""
+                raise ConfigError(
+                    f"unsupported compute capability {', '.join(map(str, bad))}: TensorRT-RTX builds for "
+                    f"{known}{hopper}"
+                )
+            if not self.compute_capabilities:
+                object.__setattr__(self, "compute_capabilities", DEFAULT_COMPUTE_CAPABILITIES)
+            if self.timing_cache is not None:
+                raise ConfigError(
+                    "--timing-cache is for --target tensorrt: TensorRT-RTX times no tactics at build time "
+                    "(kernels are compiled on the GPU at first run and kept in the runtime cache)"
+                )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}: use fp32, fp16 or int8")
         if not 0 <= self.opt_level <= 5:
@@ -73,7 +137,15 @@ class EngineBuildOptions:
         d["calib"] = str(self.calib) if self.calib else None
         d["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
         d["profile"] = str(self.profile) if self.profile else None
+        d["compute_capabilities"] = list(self.compute_capabilities)
+        d["deform_conv"] = self.resolved_deform_conv
         return d
+
+    @property
+    def resolved_deform_conv(self) -> str:
+        if self.deform_conv is not None:
+            return self.deform_conv
+        return "decomposed" if self.target == "tensorrt-rtx" else "native"
 
 
 @dataclass
@@ -155,6 +227,16 @@ def prepare_onnx(src: str | Path, options: EngineBuildOptions, workdir: Path) ->
     precision = options.precision
     steps = [f"source {src.name} ({source_precision})"]
     current = src
+    if options.resolved_deform_conv == "decomposed":
+        # Before any precision conversion, so FP16/INT8 treat the standard ops like every other op.
+        lowered_model, lowered = lower_deform_conv(model)
+        if lowered:
+            model = lowered_model
+            current = workdir / f"{src.stem}.dcn-decomposed.onnx"
+            onnx.save(model, str(current))
+            steps.append(f"DeformConv decomposed ({lowered} nodes)")
+        if config.deform_conv != "decomposed":
+            config = config.replace(deform_conv="decomposed")
     if source_precision != "fp32":
         # An already converted export is used as it is; converting it again would compound the loss.
         if precision not in ("fp32", source_precision):
@@ -173,7 +255,7 @@ def prepare_onnx(src: str | Path, options: EngineBuildOptions, workdir: Path) ->
             result = quantize_int8(current, out, calib, target="tensorrt")
         current = Path(getattr(result, "path", out))
         steps.append(f"{precision} variant")
-    model = _load_onnx(current) if current != src else model
+    model = _load_onnx(current) if steps[-1].endswith("variant") else model
     fused = False
     if options.fuse:
         from tdmi.export import fuse_temporal_diff
@@ -182,7 +264,9 @@ def prepare_onnx(src: str | Path, options: EngineBuildOptions, workdir: Path) ->
         fused = any(n.domain == SPEC.domain for n in model.graph.node)
         steps.append("fused TemporalDiff" if fused else "fuse: no temporal-difference pattern found")
     profile = profile_for(model, options.profile)
-    report = check_onnx(model, trt_version=options.trt_version, profile=profile, config=config)
+    report = check_onnx(
+        model, trt_version=options.trt_version, profile=profile, config=config, target=options.target
+    )
     return PreparedOnnx(
         model=model,
         config=config,
@@ -231,6 +315,34 @@ def require_tensorrt() -> Any:
     import tensorrt as trt
 
     return trt
+
+
+def load_target(target: str) -> tuple[Any, BuildEnvironment]:
+    """The bindings module for a target and the environment an engine built now records.
+
+    TensorRT needs a GPU and driver here (it builds for the GPU it runs on); TensorRT-RTX does
+    not: without a GPU its builder compiles for the requested compute capabilities only.
+    """
+    if target == "tensorrt":
+        trt = require_tensorrt()
+        return trt, probe_environment(trt)
+    from tdmi.plugins.availability import cuda_gpu_available
+    from tdmi.plugins.rtx import import_rtx
+
+    trt = import_rtx()
+    if cuda_gpu_available():
+        try:
+            env = probe_environment(trt)
+            return trt, env
+        except BackendUnavailableError:
+            pass  # no cuda-python: the build does not need it
+    none = "none"
+    return trt, BuildEnvironment(
+        tensorrt_version=str(trt.__version__),
+        cuda_runtime_version=none,
+        cuda_driver_version=none,
+        gpu=GpuInfo(name="none (CPU-only build)", compute_capability=none),
+    )
 
 
 def _cuda_version(v: int) -> str:
@@ -307,12 +419,19 @@ def _build_serialized(
     trt: Any, onnx_path: Path, prepared: PreparedOnnx, options: EngineBuildOptions, verbose: bool
 ) -> tuple[bytes, bytes | None, tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
     logger = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
-    # TensorRT's own plugins: DeformConv is imported as its ModulatedDeformConv2d plugin.
-    trt.init_libnvinfer_plugins(logger, "")
+    rtx = options.target == "tensorrt-rtx"
+    if not rtx:
+        # TensorRT's own plugins: DeformConv is imported as its ModulatedDeformConv2d plugin.
+        trt.init_libnvinfer_plugins(logger, "")
     if prepared.has_plugin:
-        from tdmi.plugins.trt_plugin import register_plugins
+        if rtx:
+            from tdmi.plugins.rtx_plugin import register_rtx_plugins
 
-        register_plugins()
+            register_rtx_plugins()  # also makes sure creating it cannot abort the process
+        else:
+            from tdmi.plugins.trt_plugin import register_plugins
+
+            register_plugins()
     builder = trt.Builder(logger)
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -326,17 +445,22 @@ def _build_serialized(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
     config.builder_optimization_level = options.opt_level
-    cache_bytes = b""
-    if options.timing_cache is not None and Path(options.timing_cache).is_file():
-        cache_bytes = Path(options.timing_cache).read_bytes()
-    cache = config.create_timing_cache(cache_bytes)
-    if cache is None:
-        raise EngineError(f"timing cache {options.timing_cache} is unreadable: delete it and build again")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise EngineError(
-            f"timing cache {options.timing_cache} was made by another TensorRT version or GPU: "
-            "delete it or pass another --timing-cache"
-        )
+    if rtx:
+        config.num_compute_capabilities = len(options.compute_capabilities)
+        for i, cc in enumerate(options.compute_capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{cc}"), i)
+    if not rtx:  # TensorRT-RTX deprecates timing caches (no-ops): nothing is timed at build time
+        cache_bytes = b""
+        if options.timing_cache is not None and Path(options.timing_cache).is_file():
+            cache_bytes = Path(options.timing_cache).read_bytes()
+        cache = config.create_timing_cache(cache_bytes)
+        if cache is None:
+            raise EngineError(f"timing cache {options.timing_cache} is unreadable: delete it and build again")
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise EngineError(
+                f"timing cache {options.timing_cache} was made by another TensorRT version or GPU: "
+                "delete it or pass another --timing-cache"
+            )
 
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
@@ -369,8 +493,7 @@ def build_engine(
     from tdmi import __version__
     from tdmi.export.onnx_export import check_writable
 
-    trt = require_tensorrt()
-    environment = probe_environment(trt)
+    trt, environment = load_target(options.target)
     options = dataclasses.replace(options, trt_version=str(trt.__version__))
     output = Path(output)
     check_writable(output)  # before minutes of building, not after
@@ -379,14 +502,17 @@ def build_engine(
         prepared.report.raise_if_errors()
         final_onnx = Path(tmp) / "final.onnx"
         onnx.save(prepared.model, str(final_onnx))
+        t0 = time.perf_counter()
         plan, cache, inputs, outputs = _build_serialized(trt, final_onnx, prepared, options, verbose)
+        build_seconds = round(time.perf_counter() - t0, 3)
     plugin = None
     if prepared.has_plugin:
         plugin = PluginInfo(
             name=SPEC.op_type,
             namespace=SPEC.domain,
             plugin_version=SPEC.plugin_version,
-            ptx_sha256=_ptx_sha256(),
+            # RTX: a Python IPluginV3 picks the PTX for the GPU at run time; nothing is embedded.
+            ptx_sha256=None if options.target == "tensorrt-rtx" else _ptx_sha256(),
         )
     metadata = EngineSidecar(
         model_config=prepared.config.to_dict(),
@@ -399,7 +525,14 @@ def build_engine(
         source_onnx_sha256=prepared.source_sha256,
         engine_sha256=hashlib.sha256(plan).hexdigest(),
         toolkit_version=f"tdmi-deploy {__version__}",
-        build_options={**options.to_dict(), "fused": prepared.fused, "steps": prepared.steps},
+        build_options={
+            **options.to_dict(),
+            "fused": prepared.fused,
+            "steps": prepared.steps,
+            "build_seconds": build_seconds,  # parse + build on this machine, for the record
+        },
+        target=options.target,
+        compute_capabilities=tuple(f"{c // 10}.{c % 10}" for c in options.compute_capabilities),
     )
     side = sidecar_path(output)
     # Engine and sidecar appear together or not at all.

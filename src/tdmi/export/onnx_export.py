@@ -263,10 +263,7 @@ def check_graph(model: onnx.ModelProto, config: TDMIConfig) -> None:
         raise ExportError(
             f"the exported graph contains {', '.join(bad)}: control flow/training ops must not appear"
         )
-    if ops.get("DeformConv", 0) != 4:
-        raise ExportError(
-            f"expected 4 DeformConv nodes (one per TDE stage), found {ops.get('DeformConv', 0)}"
-        )
+    check_deform_conv(model, config.deform_conv)
     leaked = sorted(
         {n.name for n in model.graph.node if any(s in n.name.lower() for s in TRAINING_ONLY_SCOPES)}
     )
@@ -287,6 +284,21 @@ def check_graph(model: onnx.ModelProto, config: TDMIConfig) -> None:
     want = [config.num_joints, *config.heatmap_size]
     if out_dims != want:
         raise ExportError(f"heatmaps have shape [B, {out_dims}], expected [B, {want}]")
+
+
+def check_deform_conv(model: onnx.ModelProto, form: str) -> None:
+    """One DCN per TDE stage, in the requested form: ``DeformConv``, or GridSample under ``dcn``."""
+    deform = [n for n in model.graph.node if n.op_type == "DeformConv"]
+    if form == "native":
+        if len(deform) != 4:
+            raise ExportError(f"expected 4 DeformConv nodes (one per TDE stage), found {len(deform)}")
+        return
+    if deform:
+        raise ExportError(f"decomposed DCN export still contains DeformConv: {deform[0].name}")
+    for j in range(1, 5):
+        scope = f"tde/stage{j}/dcn/"
+        if not any(n.op_type == "GridSample" and n.name.startswith(scope) for n in model.graph.node):
+            raise ExportError(f"no decomposed DCN (GridSample) named {scope}... in the graph")
 
 
 @contextlib.contextmanager
@@ -449,11 +461,15 @@ def export_onnx(
     simplify: bool = True,
     rtol: float = DEFAULT_RTOL,
     progress: bool = True,
+    deform_conv: str | None = None,
 ) -> ExportResult:
     """Export TDMI to ONNX, check it, verify it against PyTorch, then write it atomically.
 
-    Nothing is written when any step fails (including verification outside tolerance).
+    ``deform_conv`` (``native``/``decomposed``; default: the model config's) picks the DCN form in
+    the graph. Nothing is written when any step fails (including verification outside tolerance).
     """
+    if deform_conv not in (None, "native", "decomposed"):
+        raise ExportError(f"deform_conv must be 'native' or 'decomposed', got {deform_conv!r}")
     t0 = time.perf_counter()
     output = Path(output)
     _check_args(opset, batch)
@@ -466,8 +482,16 @@ def export_onnx(
         from tdmi.model.checkpoint import check_finite_weights
 
         check_finite_weights(net.state_dict(), f"the model ({weights})")
-        step("exporting (torch.onnx dynamo)")
-        proto = build_onnx(net, cfg, batch=batch, opset=opset, simplify=simplify)
+        restore = cfg.deform_conv
+        if deform_conv is not None and deform_conv != cfg.deform_conv:
+            net.set_deform_conv(deform_conv)  # same weights; the config in the file says which form
+            cfg = net.config
+        try:
+            step("exporting (torch.onnx dynamo)")
+            proto = build_onnx(net, cfg, batch=batch, opset=opset, simplify=simplify)
+        finally:
+            if model is not None and restore != cfg.deform_conv:
+                net.set_deform_conv(restore)  # a caller's model is left as it was given
         write_metadata(
             proto,
             cfg,

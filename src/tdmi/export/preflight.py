@@ -140,12 +140,14 @@ def _parse_version(v: str) -> tuple[int, ...]:
     return tuple(int(n) for n in nums)
 
 
-def op_table(trt_version: str = DEFAULT_TRT_VERSION) -> OpTable:
-    """The parser's operator list for a TensorRT release (10.9 or later)."""
+def op_table(trt_version: str = DEFAULT_TRT_VERSION, target: str = "tensorrt") -> OpTable:
+    """The parser's operator list for a TensorRT release (10.9 or later) or for TensorRT-RTX 1.x."""
     data = _ops_data()
     ver = _parse_version(trt_version)
     major, minor = ver[0], ver[1] if len(ver) > 1 else 0
-    if major == 11:
+    if target == "tensorrt-rtx":
+        key = "rtx-1"
+    elif major == 11:
         key = "11"
     elif major == 10 and minor >= 15:
         key = "10.15"
@@ -278,6 +280,8 @@ def _check_ops(
             )
             continue
         entry = table.ops.get(node.op_type)
+        if node.op_type == "DeformConv" and table.target == "rtx-1":
+            continue  # _check_deform_conv says what to do about it
         if entry is None:
             report.add(
                 "error",
@@ -313,17 +317,46 @@ def _check_ops(
             )
 
 
+def _check_grid_sample(
+    model: onnx.ModelProto, types: dict[str, str], rtx: bool, report: PreflightReport
+) -> None:
+    """GridSample (the decomposed DCN) must read input and grid in one type in a strongly typed net."""
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "GridSample" or node.domain not in _DEFAULT_DOMAINS or len(node.input) < 2:
+            continue
+        tx, tg = types.get(node.input[0]), types.get(node.input[1])
+        if tx and tg and tx != tg:
+            report.add(
+                "error" if rtx else "warning",
+                "gridsample-types",
+                f"input is {tx} but grid is {tg}: TensorRT{'-RTX' if rtx else ''} needs one type for both",
+                _node_label(node, i),
+                node.op_type,
+            )
+
+
 def _check_deform_conv(
     model: onnx.ModelProto,
     types: dict[str, str],
     producers: dict[str, onnx.NodeProto],
     consumers: dict[str, list[onnx.NodeProto]],
     report: PreflightReport,
+    rtx: bool = False,
 ) -> None:
     for i, node in enumerate(model.graph.node):
         if node.op_type != "DeformConv" or node.domain not in _DEFAULT_DOMAINS:
             continue
         label = _node_label(node, i)
+        if rtx:
+            report.add(
+                "error",
+                "deformconv-rtx",
+                "TensorRT-RTX ships no plugin library, so it cannot build ONNX DeformConv: build with "
+                "--deform-conv decomposed (or export with `tdmi-export onnx --deform-conv decomposed`)",
+                label,
+                node.op_type,
+            )
+            continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         pads = list(attrs.get("pads", []))
         if pads:
@@ -665,9 +698,18 @@ def check_onnx(
     trt_version: str = DEFAULT_TRT_VERSION,
     profile: BatchProfile | None = None,
     config: Any = None,
+    target: str = "tensorrt",
 ) -> PreflightReport:
-    """Every check that needs no GPU: ops, opset, DeformConv, Q/DQ, plugin nodes, I/O vs profile."""
-    table = op_table(trt_version)
+    """Every check that needs no GPU: ops, opset, DeformConv, Q/DQ, plugin nodes, I/O vs profile.
+
+    ``target="tensorrt-rtx"`` checks against TensorRT-RTX 1.x (``trt_version`` is then ignored).
+    """
+    if target not in ("tensorrt", "tensorrt-rtx"):
+        raise ConfigError(f"unknown target {target!r}: use tensorrt or tensorrt-rtx")
+    rtx = target == "tensorrt-rtx"
+    table = op_table(trt_version, target)
+    if rtx:
+        trt_version = "RTX 1.x"
     path = ""
     if isinstance(model_or_path, onnx.ModelProto):
         model = model_or_path
@@ -691,7 +733,8 @@ def check_onnx(
             consumers.setdefault(name, []).append(n)
     _check_opset(model, table, report)
     _check_ops(model, table, types, report)
-    _check_deform_conv(model, types, producers, consumers, report)
+    _check_deform_conv(model, types, producers, consumers, report, rtx=rtx)
+    _check_grid_sample(model, types, rtx, report)
     _check_qdq(model, consts, types, consumers, report)
     _check_plugin_nodes(model, config, types, producers, report)
     _check_io(model, config, profile, report)

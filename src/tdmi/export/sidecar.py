@@ -22,6 +22,8 @@ from tdmi.utils import write_text_atomic
 SCHEMA = "tdmi-engine-sidecar"
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("tensorrt", "tensorrt-rtx")
+TARGET_NAMES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
 INPUT_NAME = "frames"
 
 
@@ -112,6 +114,10 @@ class EngineSidecar:
     engine_sha256: str
     toolkit_version: str
     build_options: dict[str, Any] = field(default_factory=dict)
+    # Which runtime reads the engine; sidecars written before the RTX target say nothing: TensorRT.
+    target: str = "tensorrt"
+    # RTX: the GPUs the engine was built for ("8.6", ...); TensorRT: empty (the build GPU's only).
+    compute_capabilities: tuple[str, ...] = ()
     build_time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
@@ -160,6 +166,20 @@ def _tensor(d: Any, path: Path, where: str) -> TensorInfo:
         shape=tuple(shape),
         dtype=_require(d, "dtype", str, where + ".", path),
     )
+
+
+def _target(data: dict[str, Any], path: Path) -> str:
+    target = data.get("target", "tensorrt")
+    if target not in TARGETS:
+        raise EngineError(f"engine sidecar {path}: unknown target {target!r} (expected one of {TARGETS})")
+    return str(target)
+
+
+def _compute_capabilities(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    ccs = data.get("compute_capabilities") or []
+    if not isinstance(ccs, list) or not all(isinstance(c, str) for c in ccs):
+        raise EngineError(f"engine sidecar {path}: 'compute_capabilities' must be a list of strings")
+    return tuple(ccs)
 
 
 def sidecar_from_dict(data: Any, path: Path) -> EngineSidecar:
@@ -236,6 +256,8 @@ def sidecar_from_dict(data: Any, path: Path) -> EngineSidecar:
         engine_sha256=_require(data, "engine_sha256", str, "", path),
         toolkit_version=_require(data, "toolkit_version", str, "", path),
         build_options=data.get("build_options") or {},
+        target=_target(data, path),
+        compute_capabilities=_compute_capabilities(data, path),
         build_time=_require(data, "build_time", str, "", path),
         schema=schema,
         schema_version=version,
@@ -272,12 +294,22 @@ def check_environment(
     which we do not use) and to the GPU's compute capability.
     """
     built, here = sidecar.environment, current
+    name = TARGET_NAMES[sidecar.target]
     bt, ht = _version_tuple(built.tensorrt_version)[:3], _version_tuple(here.tensorrt_version)[:3]
     if bt != ht:
         raise EngineError(
-            f"{engine} was built with TensorRT {built.tensorrt_version} but this machine has TensorRT "
+            f"{engine} was built with {name} {built.tensorrt_version} but this machine has {name} "
             f"{here.tensorrt_version}: rebuild it here with tdmi-build-engine"
         )
+    if sidecar.target == "tensorrt-rtx":
+        # Built for a list of GPUs (possibly on a machine without one); kernels JIT on first run.
+        if here.gpu.compute_capability not in sidecar.compute_capabilities:
+            raise EngineError(
+                f"{engine} was built for compute capabilities {', '.join(sidecar.compute_capabilities)} "
+                f"but this GPU is {here.gpu.name} (compute capability {here.gpu.compute_capability}): "
+                f"rebuild it with --compute-capability {here.gpu.compute_capability.replace('.', '')}"
+            )
+        return []
     if built.gpu.compute_capability != here.gpu.compute_capability:
         raise EngineError(
             f"{engine} was built for {built.gpu.name} (compute capability {built.gpu.compute_capability}) "

@@ -55,6 +55,9 @@ class TDMIConfig:
     motion_channels: int | None = None  # C_m; None -> backbone width
     dcn_kernel: int = 3
     dcn_offset_groups: int = 1
+    # "native": torchvision deform_conv2d (ONNX DeformConv); "decomposed": GridSample + Conv, which
+    # every runtime runs without a plugin (TensorRT-RTX needs it). Same numbers, same weights.
+    deform_conv: str = "native"
     cascade_kernel: int = 3
     # Representation disentanglement
     gate_reduction: int = 4  # MLP hidden = C_m // gate_reduction
@@ -121,6 +124,8 @@ class TDMIConfig:
             raise ConfigError(f"tde_blocks needs 4 entries >= 1, got {self.tde_blocks}")
         if self.resolved_motion_channels // self.gate_reduction < 1:
             raise ConfigError("gate_reduction is larger than the motion channels")
+        if self.deform_conv not in ("native", "decomposed"):
+            raise ConfigError(f"deform_conv must be 'native' or 'decomposed', got {self.deform_conv!r}")
         if self.dcn_kernel % 2 != 1 or self.cascade_kernel % 2 != 1:
             raise ConfigError("dcn_kernel and cascade_kernel must be odd")
 

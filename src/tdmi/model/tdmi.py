@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 from tdmi.model.config import TDMIConfig, get_preset
+from tdmi.model.dcn import deform_conv2d_decomposed
 from tdmi.model.hrnet import BasicBlock, HRNet, make_blocks
 
 
@@ -33,12 +34,17 @@ class TemporalDifference(nn.Module):
 
 
 class ModulatedDeformConv(nn.Module):
-    """DCN v2: offsets and mask from a conv on the same input, mask through a sigmoid."""
+    """DCN v2: offsets and mask from a conv on the same input, mask through a sigmoid.
 
-    def __init__(self, channels: int, kernel: int = 3, offset_groups: int = 1) -> None:
+    ``impl`` picks torchvision's kernel (ONNX ``DeformConv``) or the standard-op form of
+    :mod:`tdmi.model.dcn` (ONNX ``GridSample`` + ``Conv``); the parameters are the same.
+    """
+
+    def __init__(self, channels: int, kernel: int = 3, offset_groups: int = 1, impl: str = "native") -> None:
         super().__init__()
         self.kernel = kernel
         self.offset_groups = offset_groups
+        self.impl = impl
         kk = kernel * kernel
         self.offset_mask = nn.Conv2d(channels, 3 * offset_groups * kk, kernel, padding=kernel // 2)
         # Start as a plain convolution (zero offsets, mask 0.5) as DCN v2 does.
@@ -53,7 +59,8 @@ class ModulatedDeformConv(nn.Module):
         n = 2 * self.offset_groups * self.kernel * self.kernel
         offset, mask = om[:, :n], torch.sigmoid(om[:, n:])
         p = self.kernel // 2
-        return deform_conv2d(x, offset, self.weight, self.bias, padding=(p, p), mask=mask)
+        op = deform_conv2d_decomposed if self.impl == "decomposed" else deform_conv2d
+        return op(x, offset, self.weight, self.bias, padding=(p, p), mask=mask)
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
@@ -73,7 +80,9 @@ class TDEStage(nn.Module):
         super().__init__()
         self.diff = TemporalDifference(num_frames)
         self.blocks = make_blocks(BasicBlock, (num_frames - 1) * in_channels, motion_channels, blocks)
-        self.dcn = ModulatedDeformConv(motion_channels, cfg.dcn_kernel, cfg.dcn_offset_groups)
+        self.dcn = ModulatedDeformConv(
+            motion_channels, cfg.dcn_kernel, cfg.dcn_offset_groups, cfg.deform_conv
+        )
 
     def forward(self, feature: Tensor) -> Tensor:
         return self.dcn(self.blocks(self.diff(feature)))
@@ -178,6 +187,13 @@ class TDMI(nn.Module):
         if overrides:
             cfg = cfg.replace(**overrides)
         return cls(cfg)
+
+    def set_deform_conv(self, impl: str) -> None:
+        """Switch every DCN between ``native`` and ``decomposed`` (weights untouched; config follows)."""
+        self.config = self.config.replace(deform_conv=impl)  # validates impl
+        for module in self.modules():
+            if isinstance(module, ModulatedDeformConv):
+                module.impl = impl
 
     def _encode(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         t = self.config.num_frames

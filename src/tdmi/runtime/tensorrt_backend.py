@@ -3,6 +3,9 @@
 Written against the TensorRT 11 Python API (``deserialize_cuda_engine``, name-based I/O,
 ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``), which 10.x shares.
 The sidecar is read and checked against this machine *before* TensorRT sees the engine bytes.
+It also says which runtime reads the engine: TensorRT, or TensorRT-RTX (same API; its kernels
+are compiled for the GPU on first use and kept in a runtime cache file next to the engine, so only
+the first run of an engine on a GPU pays for it).
 numpy clips go through device buffers this predictor owns (sized for the profile's max batch);
 CUDA torch tensors are bound directly (``data_ptr``) on torch's current stream, no host copy.
 """
@@ -16,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from tdmi.errors import EngineError
-from tdmi.export.sidecar import INPUT_NAME, BuildEnvironment, check_environment, check_plugin, load_sidecar
+from tdmi.export.sidecar import (
+    INPUT_NAME,
+    TARGET_NAMES,
+    BuildEnvironment,
+    check_environment,
+    check_plugin,
+    load_sidecar,
+)
 from tdmi.runtime.base import Predictor
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -46,11 +56,30 @@ def _device_index(device: str | None) -> int:
     return int(text.split(":", 1)[1]) if ":" in text else 0
 
 
-def check_engine_file(path: Path, environment: BuildEnvironment | None) -> tuple[Any, list[str]]:
-    """Sidecar + environment checks that need no TensorRT: (sidecar, warnings)."""
+def runtime_cache_path(engine: Path) -> Path:
+    """``model.engine`` -> ``model.engine.rtcache`` (TensorRT-RTX's JIT-compiled kernels)."""
+    return engine.with_name(engine.name + ".rtcache")
+
+
+def check_engine_file(
+    path: Path, environment: BuildEnvironment | None, target: str | None = None
+) -> tuple[Any, list[str]]:
+    """Sidecar + environment checks that need no TensorRT: (sidecar, warnings).
+
+    ``target`` (``tensorrt``/``tensorrt-rtx``), when given, must be the runtime the engine was
+    built for: the two cannot read each other's engines.
+    """
     if not path.is_file():
         raise EngineError(f"engine file {path} not found")
     sidecar = load_sidecar(path)
+    if target is not None and target != sidecar.target:
+        built, asked = TARGET_NAMES[sidecar.target], TARGET_NAMES.get(target, target)
+        extra = "rtx" if sidecar.target == "tensorrt-rtx" else "trt"
+        raise EngineError(
+            f"{path.name} is a {built} engine (its sidecar says so) and cannot be opened with {asked}: "
+            f"run it with {built} (pip install 'tdmi-deploy[{extra}]') or rebuild it with "
+            f"tdmi-build-engine --target {target}"
+        )
     warnings: list[str] = []
     if environment is not None:
         warnings += check_environment(sidecar, environment, path.name)
@@ -67,17 +96,25 @@ class TensorRTPredictor(Predictor):
         *,
         cuda_graph: bool = False,
         environment: BuildEnvironment | None = None,
+        target: str | None = None,
+        runtime_cache: str | Path | None = None,
     ) -> None:
         path = Path(path)
         # 1. What the engine needs, from the sidecar, before anything touches TensorRT.
-        sidecar, self.warnings = check_engine_file(path, environment)
+        sidecar, self.warnings = check_engine_file(path, environment, target)
         from tdmi.export.engine import probe_environment, require_tensorrt
 
-        if environment is None:
-            trt = require_tensorrt()
-            self.warnings += check_environment(sidecar, probe_environment(trt), path.name)
+        rtx = sidecar.target == "tensorrt-rtx"
+        if rtx:
+            from tdmi.plugins.availability import cuda_gpu_available
+            from tdmi.plugins.rtx import import_rtx
+
+            trt = import_rtx()
+            cuda_gpu_available().require()  # RTX builds anywhere, but runs on a GPU only
         else:
             trt = require_tensorrt()
+        if environment is None:
+            self.warnings += check_environment(sidecar, probe_environment(trt), path.name)
         from cuda.bindings import runtime as cudart
 
         self._cudart = cudart
@@ -92,8 +129,14 @@ class TensorRTPredictor(Predictor):
             )
         # 2. Plugins: TensorRT's own (DeformConv) and, when present, ours.
         self._logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(self._logger, "")
-        if sidecar.plugin is not None:
+        if rtx:
+            if sidecar.plugin is not None:
+                from tdmi.plugins.rtx_plugin import register_rtx_plugins
+
+                register_rtx_plugins()  # an IPluginV3 in this process runs the kernel
+        else:
+            trt.init_libnvinfer_plugins(self._logger, "")
+        if sidecar.plugin is not None and not rtx:
             from tdmi.plugins import build
             from tdmi.plugins.temporal_diff import SPEC
             from tdmi.plugins.trt_plugin import aot_ptx_arch, register_plugins
@@ -108,7 +151,23 @@ class TensorRTPredictor(Predictor):
             raise EngineError(
                 f"TensorRT could not deserialize {path} (see its log above); rebuild the engine"
             )
-        self.context = self.engine.create_execution_context()
+        self._runtime_cache = None
+        self.runtime_cache_path: Path | None = None
+        if rtx:
+            self.runtime_cache_path = Path(runtime_cache) if runtime_cache else runtime_cache_path(path)
+            runtime_config = self.engine.create_runtime_config()
+            cache = runtime_config.create_runtime_cache()
+            saved = self.runtime_cache_path
+            if saved.is_file() and not cache.deserialize(saved.read_bytes()):
+                self.warnings.append(
+                    f"runtime cache {self.runtime_cache_path} was made for another GPU, driver or "
+                    "TensorRT-RTX version: kernels are compiled again and the cache is rewritten"
+                )
+            runtime_config.set_runtime_cache(cache)
+            self._runtime_cache = cache
+            self.context = self.engine.create_execution_context(runtime_config)
+        else:
+            self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -211,9 +270,23 @@ class TensorRTPredictor(Predictor):
             raise EngineError("TensorRT execute_async_v3 failed (see its log)")
         return out.float()
 
+    def save_runtime_cache(self) -> None:
+        """Write TensorRT-RTX's compiled kernels next to the engine (atomically) for the next run."""
+        if self._runtime_cache is None or self.runtime_cache_path is None:
+            return
+        from tdmi.utils import write_bytes_atomic
+
+        blob = self._runtime_cache.serialize()
+        if blob is not None:
+            write_bytes_atomic(self.runtime_cache_path, bytes(memoryview(blob)))
+
     def close(self) -> None:
         if self._closed:
             return
+        try:
+            self.save_runtime_cache()
+        except OSError as e:  # a read-only engine folder must not turn close() into a failure
+            self.warnings.append(f"could not save the runtime cache {self.runtime_cache_path}: {e}")
         super().close()
         cudart = self._cudart
         for graph, exec_graph in self._graphs.values():
