@@ -392,6 +392,10 @@ class ArtifactCache:
         method: str = "max",
     ) -> Path:
         """A precision variant of the FP32 graph; ``calibration()`` is only called when one is built."""
+        if method == "auto" and kind.startswith("int8-"):
+            from tdmi.export.precision import DEFAULT_CALIBRATION
+
+            method = DEFAULT_CALIBRATION[kind.split("-", 1)[1]]
         path = self.artifact_path(kind, calib_clips, calib_data, method)
         if _usable_onnx(path):
             return path
@@ -490,7 +494,7 @@ class BenchOptions:
     time_checks: bool = False
     cache_dir: Path | None = None
     calib_clips: int = 4  # ORT calibration holds every activation of every clip (~2.3 GB each at W48)
-    calib_method: str = "max"  # INT8 calibration: "max" (fast, light) or "entropy"
+    calib_method: str = "auto"  # INT8 ranges: auto (the measured default), max, percentile, entropy
     calib_data: Path | None = None  # PoseTrack folder for calibration; None: built-in synthetic clips
     threads: int | None = None
     cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph per batch size
@@ -756,8 +760,10 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         raise ConfigError(f"--missing-frames must be 'error' or 'nearest', got {opts.missing_frames!r}")
     if opts.iters < 1 or opts.warmup < 0:
         raise ConfigError(f"--iters must be >= 1 and --warmup >= 0, got {opts.iters} and {opts.warmup}")
-    if opts.calib_method not in ("max", "entropy"):
-        raise ConfigError(f"--calib-method must be 'max' or 'entropy', got {opts.calib_method!r}")
+    if opts.calib_method not in ("auto", "max", "percentile", "entropy"):
+        raise ConfigError(
+            f"--calib-method must be auto, max, percentile or entropy, got {opts.calib_method!r}"
+        )
     if opts.calib_clips < 1:
         raise ConfigError(f"--calib-clips must be positive, got {opts.calib_clips}")
     from tdmi.benchmarks.task_accuracy import ACCURACY_CHOICES

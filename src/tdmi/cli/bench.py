@@ -77,9 +77,10 @@ def bench(
         str,
         typer.Option(
             "--calib-method",
-            help="INT8 ranges: 'max' (fast, little memory) or 'entropy' (as tdmi-export's default).",
+            help="INT8 ranges: 'auto' (each target's measured default, as tdmi-export), 'max', "
+            "'percentile' (ONNX Runtime only) or 'entropy'.",
         ),
-    ] = "max",
+    ] = "auto",
     calib_data: Annotated[
         Path | None,
         typer.Option(
