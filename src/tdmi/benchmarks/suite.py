@@ -626,9 +626,14 @@ def _load_runners(
             if opts.calib_data is None
             else str(opts.calib_data)
         )
+        from tdmi.export.precision import DEFAULT_CALIBRATION
+
+        how = opts.calib_method
+        if how == "auto":
+            how = "auto: " + ", ".join(f"{m} for {t}" for t, m in DEFAULT_CALIBRATION.items())
         setup.notes.append(
             f"the FP16 / INT8 graphs are calibrated on {opts.calib_clips} clips from {source}; "
-            f"INT8 ranges by {opts.calib_method}"
+            f"INT8 ranges by {how} (ONNX Runtime: the toolkit's own histograms, see the graph's metadata)"
         )
     return setup
 
