@@ -174,6 +174,7 @@ def register_int8_commands(app: typer.Typer) -> None:
                 granularity=granularity,  # type: ignore[arg-type]
                 timing_rounds=rounds,
                 log=_log,
+                known_sensitivity=rows,
             )
             console.print(candidates_table(found))
             if found.chosen is not None:

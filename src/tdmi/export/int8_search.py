@@ -228,6 +228,7 @@ def search(
     timing_rounds: int = TIMING_ROUNDS,
     threads: int | None = None,
     log: Log | None = None,
+    known_sensitivity: list[SensitivityRow] | None = None,
 ) -> SearchResult:
     """The smallest set of FP32 regions (and the calibration) that keeps the PCK drop within ``max_drop``.
 
@@ -236,7 +237,8 @@ def search(
        order of harm until the drop fits (each step measured, not predicted);
     3. for ONNX Runtime, per-tensor weights and A16W8 activations are tried on the best point too.
     Among the measured recipes that fit the budget the fastest wins (ORT); for TensorRT, the one
-    with the fewest FP32 regions.
+    with the fewest FP32 regions. ``known_sensitivity`` reuses rows already measured with the same
+    calibration method instead of measuring them again.
     """
     if max_drop < 0:
         raise ExportError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
@@ -272,8 +274,14 @@ def search(
         base = Int8Recipe(calibration=best_method, **base_kw)
         current, current_res = base, best_res
         if current_res.drop_pck > max_drop:
-            result.sensitivity = sensitivity(
-                fp32_path, calib, data, base, granularity=granularity, log=say, _state=state
+            reuse = known_sensitivity and all(
+                r.result is not None and r.result.recipe.get("calibration") == best_method
+                for r in known_sensitivity
+            )
+            result.sensitivity = (
+                list(known_sensitivity or [])
+                if reuse
+                else sensitivity(fp32_path, calib, data, base, granularity=granularity, log=say, _state=state)
             )
             kept: list[str] = []
             for row in result.sensitivity:
