@@ -14,10 +14,6 @@ from tdmi.benchmarks.latency import (
     LoadProbe,
     Measurement,
     Runner,
-    coords_agreement,
-    heatmap_coords,
-    heatmap_error,
-    keypoint_agreement,
     latency_stats,
     measure,
     paired_ratio,
@@ -35,6 +31,7 @@ from tdmi.benchmarks.suite import parse_backends, parse_batches
 from tdmi.data.posetrack import load_annotation_file
 from tdmi.data.transforms import render_gaussian
 from tdmi.errors import ConfigError, DataError
+from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset
 
 TINY = get_preset("tdmi-tiny")

@@ -19,14 +19,9 @@ if TYPE_CHECKING:
         run_posetrack,
     )
     from tdmi.benchmarks.latency import (
-        AGREEMENT_TOL_PX,
         LatencyStats,
         Measurement,
         Runner,
-        coords_agreement,
-        heatmap_coords,
-        heatmap_error,
-        keypoint_agreement,
         latency_stats,
         measure,
         percentile,
@@ -52,6 +47,13 @@ if TYPE_CHECKING:
         parse_batches,
         run_bench,
     )
+    from tdmi.eval.metrics import (
+        AGREEMENT_TOL_PX,
+        coords_agreement,
+        heatmap_coords,
+        heatmap_error,
+        keypoint_agreement,
+    )
 
 _HOME: dict[str, str] = {
     "BackendAccuracy": "tdmi.benchmarks.accuracy",
@@ -59,14 +61,14 @@ _HOME: dict[str, str] = {
     "evaluate_split": "tdmi.benchmarks.accuracy",
     "load_posetrack": "tdmi.benchmarks.accuracy",
     "run_posetrack": "tdmi.benchmarks.accuracy",
-    "AGREEMENT_TOL_PX": "tdmi.benchmarks.latency",
+    "AGREEMENT_TOL_PX": "tdmi.eval.metrics",
     "LatencyStats": "tdmi.benchmarks.latency",
     "Measurement": "tdmi.benchmarks.latency",
     "Runner": "tdmi.benchmarks.latency",
-    "coords_agreement": "tdmi.benchmarks.latency",
-    "heatmap_coords": "tdmi.benchmarks.latency",
-    "heatmap_error": "tdmi.benchmarks.latency",
-    "keypoint_agreement": "tdmi.benchmarks.latency",
+    "coords_agreement": "tdmi.eval.metrics",
+    "heatmap_coords": "tdmi.eval.metrics",
+    "heatmap_error": "tdmi.eval.metrics",
+    "keypoint_agreement": "tdmi.eval.metrics",
     "latency_stats": "tdmi.benchmarks.latency",
     "measure": "tdmi.benchmarks.latency",
     "percentile": "tdmi.benchmarks.latency",

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from tdmi.cli.common import console, err_console, main_for
+from tdmi.cli.int8 import register_int8_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
 
@@ -93,8 +94,13 @@ def onnx_cmd(
         typer.Option("--calib", help="PoseTrack folder or calibration .npz (omit: smoke-test clips)."),
     ] = None,
     calib_method: Annotated[
-        str, typer.Option("--calib-method", help="INT8 calibration: entropy or max.")
-    ] = "entropy",
+        str,
+        typer.Option(
+            "--calib-method",
+            help="INT8 ranges: max, percentile or entropy (ORT: our own histograms; TensorRT: max or "
+            "entropy). Default: the measured default recipe's.",
+        ),
+    ] = "auto",
     calib_clips: Annotated[
         int, typer.Option("--calib-clips", help="Clips to draw from a PoseTrack folder.")
     ] = 32,
@@ -104,12 +110,20 @@ def onnx_cmd(
             "--deform-conv", help="DCN as ONNX DeformConv (native) or GridSample + Conv (decomposed)."
         ),
     ] = "native",
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="INT8: search the recipe (regions kept FP32, calibration, per-channel, A16W8) whose PCK "
+            "drop vs FP32 on held-out synthetic clips stays within this many points; fastest wins.",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
     from tdmi.export import export_onnx
     from tdmi.export.calibration import load_calibration
-    from tdmi.export.precision import convert_fp16, quantize_int8
+    from tdmi.export.precision import convert_fp16
 
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
@@ -125,8 +139,12 @@ def onnx_cmd(
         )
     if deform_conv not in ("native", "decomposed"):
         raise UsageError(f"--deform-conv must be native or decomposed, got {deform_conv!r}")
-    if calib_method not in ("entropy", "max"):
-        raise UsageError(f"--calib-method must be entropy or max, got {calib_method!r}")
+    if calib_method not in ("auto", "entropy", "max", "percentile"):
+        raise UsageError(f"--calib-method must be auto, max, percentile or entropy, got {calib_method!r}")
+    if max_drop is not None and precision != "int8":
+        raise UsageError("--max-drop applies to --precision int8 only")
+    if max_drop is not None and max_drop < 0:
+        raise UsageError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
     batch_spec = _parse_batch(batch)
     if precision != "fp32" and target is None:
         target = "tensorrt"
@@ -144,6 +162,7 @@ def onnx_cmd(
         },
     )
     final = None
+    search = None
     with (
         warnings.catch_warnings(record=True) as caught,
         tempfile.TemporaryDirectory(prefix="tdmi-export-") as tmp,
@@ -166,7 +185,11 @@ def onnx_cmd(
             if precision == "fp16":
                 final = convert_fp16(fp32, output, cs)
             else:
-                final = quantize_int8(fp32, output, cs, target=target, method=calib_method)  # type: ignore[arg-type]
+                from tdmi.cli.int8 import quantize_for_cli
+
+                final, search = quantize_for_cli(
+                    fp32, output, cs, target, calib_method, max_drop, result.config
+                )
     _show_warnings(caught)
     console.print(
         f"wrote [bold]{output}[/] ({result.config.name}, batch {result.batch}, opset {result.opset})"
@@ -188,6 +211,10 @@ def onnx_cmd(
         cal = final.calibration
         smoke = " [bold yellow](SMOKE TEST ONLY)[/]" if cal.get("smoke_only") else ""
         console.print(f"calibration: {cal.get('num_clips')} clips from {cal.get('source')}{smoke}")
+        if final.precision == "int8":
+            from tdmi.cli.int8 import print_recipe
+
+            print_recipe(final, search)
 
 
 @app.command("inspect")
@@ -296,6 +323,9 @@ def calib_cmd(
     console.print(
         f"wrote [bold]{output}[/]: {cs.num_clips} clips {tuple(cs.clips.shape[1:])} from {cs.source}{smoke}"
     )
+
+
+register_int8_commands(app)
 
 
 def main() -> None:
