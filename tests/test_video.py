@@ -217,3 +217,52 @@ def test_frames_folder_and_detections_json(clip_dir: Path, tmp_path: Path) -> No
 def test_source_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         open_source(tmp_path / "nope.mp4")
+
+
+@pytest.fixture(scope="module")
+def split_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tdmi.cli.export import app as export_app
+
+    out = tmp_path_factory.mktemp("split") / "tiny.onnx"
+    assert run_app(export_app, ["onnx", "--config", "tdmi-tiny", "--split", "-o", str(out)]) == 0
+    return out
+
+
+def test_split_export_pair_metadata_and_verification(
+    split_pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tdmi.export import read_metadata
+    from tdmi.export.metadata import load_onnx_checked
+
+    b, h = split_pair.with_name("tiny.backbone.onnx"), split_pair.with_name("tiny.head.onnx")
+    assert b.is_file() and h.is_file() and not split_pair.exists()
+    mb, mh = read_metadata(load_onnx_checked(b)), read_metadata(load_onnx_checked(h))
+    assert (mb["extra"]["split"], mh["extra"]["split"]) == ("backbone", "head")
+    assert mb["config"].name == mh["config"].name == "tdmi-tiny"
+    hm = load_onnx_checked(h)
+    assert sum(n.op_type == "DeformConv" for n in hm.graph.node) == 4
+    assert [i.name for i in hm.graph.input] == ["stage1", "stage2", "stage3", "stage4"]
+
+
+def test_split_pair_runs_reuse_on_onnxruntime(split_pair: Path, clip_dir: Path) -> None:
+    """The runtime loads the pair; ORT reuse equals torch clip-by-clip (same seed-0 weights)."""
+    from tdmi.runtime.features import OnnxFramePredictor
+
+    torch.manual_seed(0)
+    model = TDMI(get_preset("tdmi-tiny")).eval()  # the export's random weights (seed 0)
+    src = open_source(clip_dir)
+    tracks = full_frame_tracks(src.width, src.height)
+    clip = run_video(src, tracks, TorchPredictor(model), keep_heatmaps=True)
+    fp = OnnxFramePredictor(split_pair)
+    reuse = run_video(src, tracks, None, frame_predictor=fp, keep_heatmaps=True)
+    assert reuse.backend == "onnxruntime" and reuse.backbone_passes == 5
+    assert max(np.abs(a - b).max() for a, b in zip(clip.heatmaps, reuse.heatmaps, strict=True)) <= 1e-5
+
+
+def test_split_pair_missing_half_is_clear(split_pair: Path, tmp_path: Path) -> None:
+    from tdmi.errors import ExportError
+    from tdmi.runtime.features import OnnxFramePredictor
+
+    shutil.copy(split_pair.with_name("tiny.backbone.onnx"), tmp_path / "x.backbone.onnx")
+    with pytest.raises(ExportError, match=r"x\.head\.onnx not found"):
+        OnnxFramePredictor(tmp_path / "x.onnx")
