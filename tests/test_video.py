@@ -266,3 +266,27 @@ def test_split_pair_missing_half_is_clear(split_pair: Path, tmp_path: Path) -> N
     shutil.copy(split_pair.with_name("tiny.backbone.onnx"), tmp_path / "x.backbone.onnx")
     with pytest.raises(ExportError, match=r"x\.head\.onnx not found"):
         OnnxFramePredictor(tmp_path / "x.onnx")
+
+
+def test_moving_figure_video_boxes_follow_the_figure() -> None:
+    from tdmi.data.sample import moving_figure_video
+
+    video, boxes = moving_figure_video(5, (180, 320), seed=4, speed=4.0)
+    assert len(video.frames) == 5 and boxes.shape == (5, 4)
+    kp = video.keypoints[:, :, :2]
+    inside = (kp[..., 0] >= boxes[:, None, 0]) & (kp[..., 0] <= boxes[:, None, 0] + boxes[:, None, 2])
+    assert inside.all()
+    assert abs(boxes[-1, 0] - boxes[0, 0]) > 1.0  # the figure moves, so do its boxes
+
+
+def test_policy_benchmark_counts_backbone_passes(tmp_path: Path) -> None:
+    """The accuracy benchmark runs all three policies; frame/smoothed need one backbone pass per frame."""
+    from tdmi.benchmarks.video_reuse import accuracy
+    from tdmi.model import save_checkpoint
+
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(_model(), ckpt)
+    (row,) = accuracy(ckpt, videos=1, frames=4, speeds=[2.0], jitters=[0.05], alpha=0.05)
+    assert row["passes_frame"] == row["passes_smoothed"] == 4
+    assert row["passes_key"] > 4
+    assert 0.0 <= row["pck_key"] <= 1.0 and 0.0 <= row["agree_frame"] <= 1.0
