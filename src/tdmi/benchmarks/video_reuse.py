@@ -175,6 +175,12 @@ def speed(
                         "ceiling_min": min(ceilings),
                         "ceiling_max": max(ceilings),
                         "fraction_of_ceiling": statistics.median(ratios) / statistics.median(ceilings),
+                        # paired: each round's speed-up over the ceiling measured in the same round
+                        "fraction_of_ceiling_paired": statistics.median(
+                            [r / c for r, c in zip(ratios, ceilings, strict=True)]
+                        ),
+                        "rounds_speedup": ratios,
+                        "rounds_ceiling": ceilings,
                         **extra,
                     }
                 )
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['reuse_fps_median']:.3f} f/s -> x{r['speedup_median']:.2f} "
                 f"(rounds {r['speedup_min']:.2f}..{r['speedup_max']:.2f}); "
                 f"ceiling x{r['ceiling_median']:.2f} ({r['ceiling_min']:.2f}..{r['ceiling_max']:.2f}); "
-                f"{100 * r['fraction_of_ceiling']:.0f}% of it"
+                f"{100 * r['fraction_of_ceiling']:.0f}% of it (per round: "
+                f"{100 * r['fraction_of_ceiling_paired']:.0f}%)"
             )
     else:
         speeds = [float(x) for x in args.speeds.split(",")]
