@@ -81,13 +81,15 @@ def _ort_artifacts(net: Any, preset: str, cache: Path) -> tuple[Path, Path, dict
     return single_path, single_path, info
 
 
-def _time(fn: Any, reps: int) -> float:
-    best = []
+def _time(fn: Any, reps: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of ``fn`` (CPU time is what contention distorts least)."""
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        best.append(time.perf_counter() - t0)
-    return statistics.median(best)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def speed(
@@ -132,30 +134,35 @@ def speed(
                 fp.head(stacks)  # warm-up
                 run_video(src, tracks, pred)  # warm-up both paths
                 run_video(src, tracks, None, frame_predictor=fp)
-                ratios, ceilings, fps_c, fps_r = [], [], [], []
+                ratios, ceilings, fps_c, fps_r, cpu_ratios, cpu_ceilings = [], [], [], [], [], []
                 for r in range(rounds):
                     order = ("clip", "reuse") if r % 2 == 0 else ("reuse", "clip")
-                    got = {}
+                    got, cpu = {}, {}
                     for mode in order:
+                        c0 = time.process_time()
                         res = (
                             run_video(src, tracks, pred)
                             if mode == "clip"
                             else run_video(src, tracks, None, frame_predictor=fp)
                         )
+                        cpu[mode] = time.process_time() - c0
                         got[mode] = res.frames_per_s
-                    bb_t = _time(lambda c=crops, f=fp: f.frame_features(c), 1)
-                    bb_1 = _time(lambda c=crops, f=fp: f.frame_features(c[:1]), 2)
-                    hd = _time(lambda s=stacks, f=fp: f.head(s), 2)
+                    (bb_t, cbb_t) = _time(lambda c=crops, f=fp: f.frame_features(c), 1)
+                    (bb_1, cbb_1) = _time(lambda c=crops, f=fp: f.frame_features(c[:1]), 2)
+                    (hd, chd) = _time(lambda s=stacks, f=fp: f.head(s), 2)
                     fps_c.append(got["clip"])
                     fps_r.append(got["reuse"])
                     ratios.append(got["reuse"] / got["clip"])
                     ceilings.append((bb_t + hd) / (bb_1 + hd))
+                    cpu_ratios.append(cpu["clip"] / cpu["reuse"])
+                    cpu_ceilings.append((cbb_t + chd) / (cbb_1 + chd))
                     if progress:
                         print(
                             f"{preset} {backend} round {r + 1}/{rounds}: clip {got['clip']:.3f} f/s, "
                             f"reuse {got['reuse']:.3f} f/s, x{ratios[-1]:.2f} (ceiling x{ceilings[-1]:.2f}; "
                             f"backbone {1e3 * bb_t:.0f} ms / {t} frames, {1e3 * bb_1:.0f} ms / 1, "
-                            f"head {1e3 * hd:.0f} ms)",
+                            f"head {1e3 * hd:.0f} ms); CPU time x{cpu_ratios[-1]:.2f}, "
+                            f"ceiling x{cpu_ceilings[-1]:.2f}",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -181,6 +188,10 @@ def speed(
                         ),
                         "rounds_speedup": ratios,
                         "rounds_ceiling": ceilings,
+                        "cpu_speedup_median": statistics.median(cpu_ratios),
+                        "cpu_ceiling_median": statistics.median(cpu_ceilings),
+                        "rounds_cpu_speedup": cpu_ratios,
+                        "rounds_cpu_ceiling": cpu_ceilings,
                         **extra,
                     }
                 )
@@ -288,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(rounds {r['speedup_min']:.2f}..{r['speedup_max']:.2f}); "
                 f"ceiling x{r['ceiling_median']:.2f} ({r['ceiling_min']:.2f}..{r['ceiling_max']:.2f}); "
                 f"{100 * r['fraction_of_ceiling']:.0f}% of it (per round: "
-                f"{100 * r['fraction_of_ceiling_paired']:.0f}%)"
+                f"{100 * r['fraction_of_ceiling_paired']:.0f}%); CPU time x{r['cpu_speedup_median']:.2f}, "
+                f"ceiling x{r['cpu_ceiling_median']:.2f}"
             )
     else:
         speeds = [float(x) for x in args.speeds.split(",")]
