@@ -18,7 +18,7 @@ from tdmi.model import TDMI, get_preset
 from tdmi.runtime.features import TorchFramePredictor
 from tdmi.runtime.torch_backend import TorchPredictor
 from tdmi.video import full_frame_tracks, open_source, run_video
-from tdmi.video.boxes import iou_track, load_mot_csv, make_tracks
+from tdmi.video.boxes import iou_track, load_boxes, load_mot_csv, make_tracks
 from tdmi.video.infer import infer_video
 
 CLIP = "000001_mpiinew_test"
@@ -290,3 +290,25 @@ def test_policy_benchmark_counts_backbone_passes(tmp_path: Path) -> None:
     assert row["passes_frame"] == row["passes_smoothed"] == 4
     assert row["passes_key"] > 4
     assert 0.0 <= row["pck_key"] <= 1.0 and 0.0 <= row["agree_frame"] <= 1.0
+
+
+def test_posetrack_gt_and_merged_detections(posetrack18: Path, tmp_path: Path) -> None:
+    """GT boxes keep their track ids; a merged detections file is narrowed to the input's sequence."""
+    model = _model()
+    seq = posetrack18 / "images" / "val" / "009473_mpii_test"
+    gt = infer_video(
+        seq,
+        tmp_path / "gt",
+        TorchPredictor(model),
+        boxes="gt",
+        annotations=posetrack18 / "annotations" / "val" / "009473_mpii_test.json",
+        overlay=False,
+        sheet=False,
+    )
+    assert sorted(p.track_id for p in gt.result.poses) == [0, 1]
+    dets = posetrack18 / "annotations" / "test_posetrack18_human_detections.json"
+    boxes = load_boxes(dets, score_thr=0.3, video_name="009473_mpii_test")
+    n_seq = sum(1 for d in json.loads(dets.read_text()) if d["image_id"] == 10094730000 and d["score"] >= 0.3)
+    assert list(boxes) == [0] and len(boxes[0]) == n_seq
+    with pytest.raises(DataError, match="3 PoseTrack sequences"):
+        load_boxes(dets, video_name="my_video")

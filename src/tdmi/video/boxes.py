@@ -101,12 +101,33 @@ def load_mot_csv(path: Path, score_thr: float = 0.0) -> dict[int, list[Det]]:
     return out
 
 
-def load_detections_json(path: Path, score_thr: float = 0.3) -> dict[int, list[Det]]:
-    """PoseTrack/COCO results detections ``[{image_id, bbox, score}]``, untracked."""
+def _sequence_of(image_id: int) -> int | None:
+    return (image_id // 10000) % 10**6 if image_id >= POSETRACK_ID_MIN else None
+
+
+def load_detections_json(
+    path: Path, score_thr: float = 0.3, video_name: str | None = None
+) -> dict[int, list[Det]]:
+    """PoseTrack/COCO results detections ``[{image_id, bbox, score}]``, untracked.
+
+    A file holding several PoseTrack sequences (ids ``TSSSSSSFFFF``) is narrowed to the sequence
+    whose number starts ``video_name`` (``012834_mpii_test``), so frames of other videos never mix in.
+    """
     from tdmi.data.posetrack import load_detections
 
+    by_id = load_detections(path, score_thr=score_thr)
+    seqs = {_sequence_of(i) for i in by_id}
+    if len(seqs) > 1:
+        prefix = (video_name or "")[:6]
+        want = int(prefix) if prefix.isdigit() else None
+        if want is None or want not in seqs:
+            raise DataError(
+                f"{path} holds detections of {len(seqs)} PoseTrack sequences and the input {video_name!r} "
+                "names none of them: name it like the sequence (e.g. 012834_mpii_test) or split the file"
+            )
+        by_id = {i: d for i, d in by_id.items() if _sequence_of(i) == want}
     out: dict[int, list[Det]] = {}
-    for image_id, dets in load_detections(path, score_thr=score_thr).items():
+    for image_id, dets in by_id.items():
         frame = _frame_from_image_id(image_id)
         for d in dets:
             out.setdefault(frame, []).append(Det(_box(list(d.bbox_xywh), str(path)), d.score))
@@ -133,7 +154,10 @@ def load_gt(path: Path) -> dict[int, list[Det]]:
 
 
 def load_boxes(
-    spec: str | Path, annotations: str | Path | None = None, score_thr: float = 0.3
+    spec: str | Path,
+    annotations: str | Path | None = None,
+    score_thr: float = 0.3,
+    video_name: str | None = None,
 ) -> dict[int, list[Det]]:
     """Boxes per 0-based frame from ``gt`` (with ``annotations``), a .csv (MOT) or a .json file."""
     if str(spec) == "gt":
@@ -155,7 +179,7 @@ def load_boxes(
         raise DataError(f"cannot read boxes file {p}: {e}") from None
     if isinstance(data, dict) and "annotations" in data:
         return load_gt(p)
-    return load_detections_json(p, score_thr)
+    return load_detections_json(p, score_thr, video_name)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

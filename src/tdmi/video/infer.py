@@ -51,7 +51,7 @@ def build_tracks(
         )
     if full_frame:
         return full_frame_tracks(source.width, source.height)
-    dets = load_boxes(boxes, annotations, score_thr)  # type: ignore[arg-type]
+    dets = load_boxes(boxes, annotations, score_thr, source.name)  # type: ignore[arg-type]
     return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
 
 
