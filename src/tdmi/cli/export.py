@@ -118,9 +118,19 @@ def onnx_cmd(
             "drop vs FP32 on held-out synthetic clips stays within this many points; fastest wins.",
         ),
     ] = None,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split",
+            help="Write a per-frame backbone graph and a temporal head graph: <stem>.backbone/.head.onnx.",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
+    if split:
+        _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch)
+        return
     from tdmi.export import export_onnx
     from tdmi.export.calibration import load_calibration
     from tdmi.export.precision import convert_fp16
@@ -215,6 +225,38 @@ def onnx_cmd(
             from tdmi.cli.int8 import print_recipe
 
             print_recipe(final, search)
+
+
+def _export_split(
+    output: Path,
+    config: str | None,
+    checkpoint: Path | None,
+    opset: int,
+    verify: bool,
+    simplify: bool,
+    precision: str,
+    batch: str,
+) -> None:
+    """``onnx --split``: the backbone/head pair for ``tdmi-infer --reuse-features`` (FP32, dynamic batch)."""
+    from tdmi.export.split_export import export_split_onnx
+
+    if precision != "fp32" or batch not in ("1", "dynamic"):
+        raise UsageError("--split writes FP32 graphs with a dynamic batch: drop --precision/--batch")
+    check_outputs({"--output": output}, {"--checkpoint": checkpoint})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_split_onnx(
+            config, output, checkpoint=checkpoint, opset=opset, verify=verify, simplify=simplify
+        )
+    _show_warnings(caught)
+    console.print(
+        f"wrote [bold]{result.backbone}[/] and [bold]{result.head}[/] ({result.config.name}, dynamic batch, "
+        f"opset {result.opset}) in {result.seconds:.1f} s, weights: {result.weights}"
+    )
+    if result.verification is not None:
+        console.print(result.verification.summary())
+    else:
+        console.print("[yellow]not verified (--no-verify)[/]")
 
 
 @app.command("inspect")

@@ -20,7 +20,14 @@ from tdmi.data.joints import NUM_JOINTS
 from tdmi.data.transforms import CropInfo, _as_size, crop_clip, key_frame_position
 from tdmi.errors import DataError
 
-__all__ = ["SampleClipInfo", "SampleVideo", "sample_clip", "sample_clips", "sample_video"]
+__all__ = [
+    "SampleClipInfo",
+    "SampleVideo",
+    "moving_figure_video",
+    "sample_clip",
+    "sample_clips",
+    "sample_video",
+]
 
 # Limbs drawn between joints (PoseTrack order); (a, b, side) with side 0 centre, 1 left, 2 right.
 _LIMBS: tuple[tuple[int, int, int], ...] = (
@@ -213,6 +220,27 @@ def sample_video(num_frames: int = 5, size: Sequence[int] = (720, 1280), seed: i
     """
     h, w = _check_video_args(num_frames, size)
     return _render(_default_pose((h, w)), num_frames, (h, w), seed)
+
+
+def moving_figure_video(
+    num_frames: int, size: Sequence[int] = (360, 640), seed: int = 0, speed: float = 1.0
+) -> tuple[SampleVideo, np.ndarray]:
+    """A random walking figure (pose, size, place, background from ``seed``) and its box on every frame.
+
+    ``speed`` scales the figure's motion across the image; the per-frame boxes [T, 4] (x, y, w, h)
+    are drawn like a detector's, so whole-video pipelines can be scored against known keypoints.
+    """
+    h, w = _check_video_args(num_frames, size)
+    rng = np.random.default_rng(seed)
+    pose = _random_pose((h, w), rng, num_frames)
+    if speed != 1.0:
+        dx = pose.dx * speed
+        margin = 0.45 * pose.height + abs(dx) * num_frames
+        x = min(max(pose.x - dx * num_frames / 2, margin / 2), w - margin / 2)
+        pose = _Pose(x, pose.y, pose.height, pose.phase, pose.phase_step, dx, pose.lean, pose.arm_lift)
+    video = _render(pose, num_frames, (h, w), int(rng.integers(0, 2**31)))
+    boxes = np.stack([_figure_box(video.keypoints[t, :, :2], pose.height, (h, w)) for t in range(num_frames)])
+    return video, boxes
 
 
 @functools.lru_cache(maxsize=8)

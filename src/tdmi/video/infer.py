@@ -1,0 +1,136 @@
+"""``tdmi-infer`` as a library call: input -> tracks -> poses -> JSON, CSV, overlay video, contact sheet."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tdmi.errors import DataError
+from tdmi.video.boxes import BoxTrack, full_frame_tracks, load_boxes, make_tracks
+from tdmi.video.pipeline import InferResult, PersonPose, run_video
+from tdmi.video.source import VideoSource, open_source
+from tdmi.video.writers import ContactSheet, draw_poses, overlay_video, write_png, write_tables
+
+
+@dataclass
+class InferOutputs:
+    result: InferResult
+    json: Path
+    csv: Path
+    overlay: Path | None
+    sheet: Path | None
+
+
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    return {
+        "json": out_dir / f"{name}.json",
+        "csv": out_dir / f"{name}.csv",
+        "overlay": out_dir / f"{name}_overlay.mp4",
+        "sheet": out_dir / f"{name}_sheet.png",
+    }
+
+
+def build_tracks(
+    source: VideoSource,
+    *,
+    full_frame: bool = False,
+    boxes: str | Path | None = None,
+    annotations: str | Path | None = None,
+    tracker: bool = True,
+    score_thr: float = 0.3,
+    iou_threshold: float = 0.3,
+) -> list[BoxTrack]:
+    if full_frame == (boxes is not None):
+        raise DataError(
+            "say where person boxes come from: --full-frame, or --boxes FILE.json|FILE.csv|gt (one of them)"
+        )
+    if full_frame:
+        return full_frame_tracks(source.width, source.height)
+    dets = load_boxes(boxes, annotations, score_thr, source.name)  # type: ignore[arg-type]
+    return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
+
+
+def infer_video(
+    input_path: str | Path,
+    out_dir: str | Path,
+    predictor: Any,
+    *,
+    frame_predictor: Any | None = None,
+    full_frame: bool = False,
+    boxes: str | Path | None = None,
+    annotations: str | Path | None = None,
+    tracker: bool = True,
+    score_thr: float = 0.3,
+    box_policy: str = "key",
+    refine: str = "quarter",
+    overlay: bool = True,
+    sheet: bool = True,
+    fps: float | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> InferOutputs:
+    """Run the whole pipeline; every output is written atomically and only when the run succeeds."""
+    source = open_source(input_path, fps)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output {out} is a file: -o takes a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(out, source.name)
+    src = Path(input_path).resolve()
+    for p in paths.values():
+        if p.resolve() == src or (
+            source.kind == "frames" and p.resolve() in {f.resolve() for f in source.files}
+        ):
+            raise DataError(f"output {p} would overwrite the input: choose another -o folder")
+    tracks = build_tracks(
+        source,
+        full_frame=full_frame,
+        boxes=boxes,
+        annotations=annotations,
+        tracker=tracker,
+        score_thr=score_thr,
+    )
+    contact = ContactSheet() if sheet else None
+    with contextlib.ExitStack() as stack:
+        writer = (
+            stack.enter_context(overlay_video(paths["overlay"], source.fps, (source.width, source.height)))
+            if overlay
+            else None
+        )
+
+        def sink(index: int, image: np.ndarray, poses: list[PersonPose]) -> None:
+            if writer is None and contact is None:
+                return
+            drawn = draw_poses(image, poses)
+            if writer is not None:
+                writer.write(drawn)
+            if contact is not None:
+                contact.offer(index, drawn)
+
+        result = run_video(
+            source,
+            tracks,
+            predictor,
+            frame_predictor=frame_predictor,
+            box_policy=box_policy,
+            refine=refine,
+            sink=sink,
+            progress=(lambda done: progress(done, source.num_frames)) if progress else None,
+        )
+        if writer is not None and writer.frames_written != result.num_frames:
+            raise DataError(f"overlay has {writer.frames_written} frames, the input {result.num_frames}")
+        names = [f"{source.name}/{f.name}" for f in source.files] if source.kind == "frames" else []
+        write_tables(result, paths["json"], paths["csv"], source.name, names)
+        if contact is not None:
+            write_png(paths["sheet"], contact.render())
+    return InferOutputs(
+        result=result,
+        json=paths["json"],
+        csv=paths["csv"],
+        overlay=paths["overlay"] if overlay else None,
+        sheet=paths["sheet"] if sheet else None,
+    )

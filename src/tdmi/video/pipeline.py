@@ -1,0 +1,310 @@
+"""Run TDMI over a whole video: a clip per track around every key frame, decoded to image keypoints.
+
+Clip-by-clip, every clip's T frames go through the backbone (T backbone passes per person-frame).
+With ``reuse_features`` each track keeps a small ring buffer of per-frame backbone features keyed by
+(frame, crop box), so a frame cropped the same way is computed once and reused by every clip that
+contains it; the temporal head still runs once per clip. With the ``key`` policy (all frames cropped
+with the key frame's box, as in training) this is exact but only hits where boxes repeat (e.g.
+``--full-frame``); ``frame``/``smoothed`` crop each frame with its own (smoothed) box, so the cache
+always hits, at an accuracy cost measured in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tdmi.data.transforms import CropInfo, clip_indices, crop_clip, heatmaps_to_keypoints, key_frame_position
+from tdmi.errors import ConfigError, DataError
+from tdmi.video.boxes import BoxTrack, check_frames_exist
+from tdmi.video.source import VideoSource
+
+BOX_POLICIES = ("key", "frame", "smoothed")
+SMOOTH_RADIUS = 2  # frames each side of the centred moving average of the ``smoothed`` policy
+
+
+@dataclass
+class PersonPose:
+    frame: int
+    track_id: int
+    keypoints: np.ndarray  # [J, 2] image pixels
+    scores: np.ndarray  # [J]
+    box: np.ndarray  # [4] the key frame's crop box, x, y, w, h
+    box_score: float = 1.0
+
+
+@dataclass
+class InferResult:
+    poses: list[PersonPose]
+    num_frames: int
+    num_tracks: int
+    clips: int
+    backbone_passes: int
+    cache_lookups: int
+    cache_hits: int
+    wall_s: float
+    reuse_features: bool
+    box_policy: str
+    backend: str
+    config: Any
+    width: int
+    height: int
+    fps: float
+    heatmaps: list[np.ndarray] = field(default_factory=list)  # kept only when asked (tests, benchmarks)
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cache_hits / self.cache_lookups if self.cache_lookups else 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.num_frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """What the JSON and the CLI report about the run."""
+        return {
+            "frames": self.num_frames,
+            "persons": self.num_tracks,
+            "poses": len(self.poses),
+            "clips": self.clips,
+            "backbone_passes": self.backbone_passes,
+            "backbone_passes_clip_by_clip": self.clips * self.config.num_frames,
+            "reuse_features": self.reuse_features,
+            "cache_hit_rate": round(self.hit_rate, 4) if self.reuse_features else None,
+            "box_policy": self.box_policy,
+            "backend": self.backend,
+            "wall_s": round(self.wall_s, 3),
+            "frames_per_s": round(self.frames_per_s, 3),
+        }
+
+
+def smoothed_boxes(track: BoxTrack, radius: int = SMOOTH_RADIUS) -> dict[int, np.ndarray]:
+    """Centred moving average of the track's box (centre and size), over the frames it has."""
+    if track.fill_box is not None or not track.boxes:
+        return {}
+    frames = sorted(track.boxes)
+    arr = np.stack([track.boxes[f] for f in frames])
+    cs = np.concatenate([arr[:, :2] + arr[:, 2:] / 2, arr[:, 2:]], axis=1)
+    out = {}
+    for i, f in enumerate(frames):
+        m = cs[max(0, i - radius) : i + radius + 1].mean(axis=0)
+        out[f] = np.array([m[0] - m[2] / 2, m[1] - m[3] / 2, m[2], m[3]])
+    return out
+
+
+class _Crops:
+    """Crop boxes per clip frame under a policy."""
+
+    def __init__(self, tracks: list[BoxTrack], policy: str) -> None:
+        if policy not in BOX_POLICIES:
+            raise ConfigError(f"unknown box policy {policy!r}: choose one of {', '.join(BOX_POLICIES)}")
+        self.policy = policy
+        self.smooth = {t.track_id: smoothed_boxes(t) for t in tracks} if policy == "smoothed" else {}
+
+    def boxes(self, track: BoxTrack, key: int, indices: list[int]) -> list[np.ndarray]:
+        if track.fill_box is not None or self.policy == "key":
+            return [track.box(key)] * len(indices)
+        if self.policy == "frame":
+            return [track.nearest_box(i) for i in indices]
+        sm = self.smooth[track.track_id]
+        return [sm[min(max(i, track.first), track.last)] for i in indices]
+
+
+class FeatureCache:
+    """Per-track ring buffer of per-frame backbone features keyed by (frame, crop box)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._store: dict[int, OrderedDict[tuple[Any, ...], list[np.ndarray]]] = {}
+        self.lookups = 0
+        self.hits = 0
+
+    def get(self, track_id: int, key: tuple[Any, ...]) -> list[np.ndarray] | None:
+        self.lookups += 1
+        ring = self._store.get(track_id)
+        if ring is not None and key in ring:
+            self.hits += 1
+            return ring[key]
+        return None
+
+    def put(self, track_id: int, key: tuple[Any, ...], feats: list[np.ndarray]) -> None:
+        ring = self._store.setdefault(track_id, OrderedDict())
+        ring[key] = feats
+        while len(ring) > self.capacity:
+            ring.popitem(last=False)
+
+    def drop_finished(self, live: set[int]) -> None:
+        for tid in [t for t in self._store if t not in live]:
+            del self._store[tid]
+
+
+FrameSink = Callable[[int, np.ndarray, list[PersonPose]], None]
+
+
+def _crop(img: np.ndarray, box: np.ndarray, cfg: Any) -> tuple[np.ndarray, CropInfo]:
+    clip, info = crop_clip([img], box, cfg.input_size, cfg.bbox_padding)
+    return clip[0], info
+
+
+def run_video(
+    source: VideoSource,
+    tracks: list[BoxTrack],
+    predictor: Any,
+    *,
+    frame_predictor: Any | None = None,
+    box_policy: str = "key",
+    refine: str = "quarter",
+    sink: FrameSink | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_heatmaps: bool = False,
+) -> InferResult:
+    """Pose-track ``source``: one clip per track per key frame; ``frame_predictor`` turns on feature reuse.
+
+    ``predictor`` is any :class:`tdmi.runtime.Predictor` (clip-by-clip); with ``frame_predictor`` (a
+    :class:`tdmi.runtime.features.FramePredictor`) clips are assembled from cached per-frame features.
+    ``sink(frame_index, image, poses)`` sees every frame in order once its poses are known.
+    """
+    runner = frame_predictor if frame_predictor is not None else predictor
+    cfg = runner.config
+    t_len = cfg.num_frames
+    half = key_frame_position(t_len)
+    after = t_len - 1 - half
+    crops_for = _Crops(tracks, box_policy)
+    if source.kind == "frames" and source.num_frames is not None:
+        check_frames_exist(tracks, source.num_frames)
+    cache = FeatureCache(capacity=2 * t_len) if frame_predictor is not None else None
+    poses: list[PersonPose] = []
+    heatmaps: list[np.ndarray] = []
+    buffer: dict[int, np.ndarray] = {}
+    stats = {"clips": 0, "passes": 0}
+    t0 = time.perf_counter()
+
+    def process(key: int, length: int) -> None:
+        idx = clip_indices(key, t_len, length)
+        active = [t for t in tracks if t.has(key)]
+        frame_poses: list[PersonPose] = []
+        if active:
+            boxes = [crops_for.boxes(t, key, idx) for t in active]
+            if cache is None:
+                hm, infos = _run_clips(predictor, buffer, idx, boxes, cfg)
+                stats["passes"] += len(active) * t_len
+            else:
+                hm, infos, misses = _run_reuse(runner, cache, buffer, idx, boxes, active, cfg)
+                stats["passes"] += misses
+            stats["clips"] += len(active)
+            centers = np.stack([i.center for i in infos])
+            scales = np.stack([i.scale for i in infos])
+            kps, scs = heatmaps_to_keypoints(hm, centers, scales, refine=refine, sigma=cfg.sigma)  # type: ignore[arg-type]
+            for n, t in enumerate(active):
+                frame_poses.append(PersonPose(key, t.track_id, kps[n], scs[n], boxes[n][half], t.score(key)))
+            if keep_heatmaps:
+                heatmaps.append(hm)
+            if cache is not None:
+                cache.drop_finished(
+                    {t.track_id for t in tracks if t.has(key + 1)} | {t.track_id for t in active}
+                )
+        poses.extend(frame_poses)
+        if sink is not None:
+            sink(key, buffer[key], frame_poses)
+        for old in [i for i in buffer if i < key + 1 - half]:
+            del buffer[old]
+        if progress is not None:
+            progress(key + 1)
+
+    next_key = 0
+    count = 0
+    for i, img in enumerate(source.frames()):
+        buffer[i] = img
+        count = i + 1
+        while next_key + after <= i:
+            process(next_key, i + 1)
+            next_key += 1
+    if count == 0:
+        raise DataError(f"{source.path}: no frames could be decoded")
+    check_frames_exist(tracks, count)
+    while next_key < count:
+        process(next_key, count)
+        next_key += 1
+    return InferResult(
+        poses=poses,
+        num_frames=count,
+        num_tracks=len({p.track_id for p in poses}),
+        clips=stats["clips"],
+        backbone_passes=stats["passes"],
+        cache_lookups=cache.lookups if cache else 0,
+        cache_hits=cache.hits if cache else 0,
+        wall_s=time.perf_counter() - t0,
+        reuse_features=cache is not None,
+        box_policy=box_policy,
+        backend=runner.backend,
+        config=cfg,
+        width=source.width,
+        height=source.height,
+        fps=source.fps,
+        heatmaps=heatmaps,
+    )
+
+
+def _run_clips(
+    predictor: Any, frames: dict[int, np.ndarray], idx: list[int], boxes: list[list[np.ndarray]], cfg: Any
+) -> tuple[np.ndarray, list[CropInfo]]:
+    h, w = cfg.input_size
+    clips = np.empty((len(boxes), len(idx), 3, h, w), dtype=np.float32)
+    infos: list[CropInfo] = []
+    half = key_frame_position(len(idx))
+    for n, bs in enumerate(boxes):
+        for j, (fi, b) in enumerate(zip(idx, bs, strict=True)):
+            clips[n, j], info = _crop(frames[fi], b, cfg)
+            if j == half:
+                infos.append(info)
+    return np.asarray(predictor.predict(clips)), infos
+
+
+def _run_reuse(
+    runner: Any,
+    cache: FeatureCache,
+    frames: dict[int, np.ndarray],
+    idx: list[int],
+    boxes: list[list[np.ndarray]],
+    active: list[BoxTrack],
+    cfg: Any,
+) -> tuple[np.ndarray, list[CropInfo], int]:
+    half = key_frame_position(len(idx))
+    infos: list[CropInfo] = []
+    table: list[list[Any]] = []
+    todo: dict[tuple[int, tuple[Any, ...]], np.ndarray] = {}
+    for t, bs in zip(active, boxes, strict=True):
+        row = []
+        for j, (fi, b) in enumerate(zip(idx, bs, strict=True)):
+            key = (fi, tuple(float(v) for v in b))
+            feats = cache.get(t.track_id, key)
+            if feats is None and (t.track_id, key) in todo:
+                cache.hits += 1  # the same frame twice in one clip (clamped ends): computed once
+            if j == half:
+                crop, info = _crop(frames[fi], b, cfg)
+                infos.append(info)
+                if feats is None and (t.track_id, key) not in todo:
+                    todo[(t.track_id, key)] = crop
+            elif feats is None and (t.track_id, key) not in todo:
+                todo[(t.track_id, key)] = _crop(frames[fi], b, cfg)[0]
+            row.append(feats if feats is not None else (t.track_id, key))
+        table.append(row)
+    if todo:
+        keys = list(todo)
+        out = runner.frame_features(np.stack([todo[k] for k in keys]))
+        for n, (tid, key) in enumerate(keys):
+            cache.put(tid, key, [f[n] for f in out])
+        fresh = {k: [f[n] for f in out] for n, k in enumerate(keys)}
+    else:
+        fresh = {}
+    stacks = []
+    for s in range(4):
+        stacks.append(
+            np.stack([np.stack([(c if isinstance(c, list) else fresh[c])[s] for c in row]) for row in table])
+        )
+    return runner.head(stacks), infos, len(todo)
