@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from tdmi.data.joints import FLIP_PAIRS
+from tdmi.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from tdmi.errors import DataError
 
 __all__ = [
@@ -46,11 +46,6 @@ __all__ = [
 ]
 
 # ImageNet statistics of RGB pixels in [0, 1]: what the HRNet backbone was pretrained with.
-IMAGENET_MEAN: np.ndarray = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD: np.ndarray = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-IMAGENET_MEAN.flags.writeable = False
-IMAGENET_STD.flags.writeable = False
-
 # The canonical code expresses box scales in units of 200 pixels.
 PIXEL_STD = 200.0
 
@@ -160,6 +155,7 @@ def get_affine_transform(
     already have the output's aspect ratio (see :func:`box_to_center_scale`). ``inv`` gives the
     mapping back from output pixels to the original image. ``rot`` is in degrees.
     """
+    import cv2  # lazily: the rest of this module loads without OpenCV (the bare GPU image)
     c = np.asarray(center, dtype=np.float32)
     if c.shape != (2,):
         raise DataError(f"center must be (x, y), got shape {c.shape}")
@@ -300,6 +296,7 @@ def _crop_one(
     rot: float,
     frame_size: tuple[int, int],
 ) -> tuple[np.ndarray, CropInfo]:
+    import cv2  # lazily: the rest of this module loads without OpenCV (the bare GPU image)
     center, scale = box_to_center_scale(box, in_w / in_h, padding)
     trans = get_affine_transform(center, scale, (in_w, in_h), rot=rot)
     crops = np.empty((len(frames), in_h, in_w, 3), dtype=np.uint8)
@@ -393,6 +390,7 @@ def dark_kernel_size(sigma: float) -> int:
 
 def _modulate(hm: np.ndarray, kernel: int) -> np.ndarray:
     """Blur each heatmap (zero border), keep its original maximum, and take the log (DARK step 1)."""
+    import cv2  # lazily: the rest of this module loads without OpenCV (the bare GPU image)
     border = (kernel - 1) // 2
     out = np.empty(hm.shape, dtype=np.float64)
     n, j = hm.shape[:2]

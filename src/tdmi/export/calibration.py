@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tdmi.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tdmi.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from tdmi.errors import DataError
 from tdmi.model.config import TDMIConfig, resolve_config
 from tdmi.utils import atomic_path
