@@ -33,3 +33,7 @@ class BackendUnavailableError(TdmiError):
 
 class EngineError(TdmiError):
     """A TensorRT engine or its sidecar is unusable on this machine."""
+
+
+class TrainError(TdmiError):
+    """A training run that cannot start, continue or finish (bad resume folder, NaN loss, OOM)."""
