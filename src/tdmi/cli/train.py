@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -142,14 +143,10 @@ def run(
         plot=plot,
         device=device,
     )
-    if not res.history and not resume:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     first = res.history[0]["heatmap"] if res.history else float("nan")
     last = res.history[-1]["heatmap"] if res.history else float("nan")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-        return
     console.print(
         f"{cfg.name}: step {res.step}/{res.total_steps}, heatmap loss {first:.3e} -> {last:.3e}; "
         f"last: {res.last}" + (f", best: {res.best} ({res.best_metric:.4g})" if res.best else "")

@@ -267,8 +267,11 @@ def _train(
             load_hrnet_weights(model, hrnet_weights)
         except CheckpointError as e:
             raise TrainError(f"--hrnet-weights for preset {cfg.name!r}: {e}") from None
+    # The backbone's own HRNet heatmap layer exists only to load canonical weights strictly; TDMI
+    # predicts through its head, so the layer gets no gradient (and DDP rejects unused parameters).
+    model.backbone.final_layer.requires_grad_(False)
     module = TrainModule(model, tc).to(dev)
-    optimizer = make_optimizer(list(module.parameters()), tc)
+    optimizer = make_optimizer([p for p in module.parameters() if p.requires_grad], tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, total))
     scaler = torch.amp.GradScaler("cuda", enabled=tc.amp)
     step, best = 0, None
@@ -337,7 +340,7 @@ def _train(
 
     micro = micro_batches(tc.batch_size // info.world, tc.grad_accum)
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if tc.amp else contextlib.nullcontext
-    params = list(module.parameters())
+    params = [p for p in module.parameters() if p.requires_grad]
     bar, task = _progress(progress and info.main, end, step, cfg.name)
     last_metrics: dict[str, float] = {}
     saved_at = step if payload is not None else -1  # step of the last.pt on disk
@@ -389,6 +392,14 @@ def _train(
                 scaler.update()
                 scheduler.step()
                 step += 1
+                # Non-finite weights would crash the next forward (torchvision's CPU deformable
+                # convolution indexes memory with the offsets), so stop here with a clear line.
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    kept = f"{run / LAST} (step {saved_at})" if saved_at >= 0 else "none"
+                    raise TrainError(
+                        f"weights are not finite after step {step} (loss {float(vals[0]):.3g}); stopped "
+                        f"without saving them. Last good checkpoint: {kept}. Lower --lr or set --grad-clip"
+                    )
                 result.step = step
                 dt = time.perf_counter() - t0
                 t0 = time.perf_counter()
