@@ -33,6 +33,7 @@ from tdmi.utils import write_text_atomic
 
 LAST, BEST, LOG, PLOT = "last.pt", "best.pt", "log.jsonl", "curves.png"
 TERMS = ("total", "heatmap", "mi", "mi_estimator")
+StepCallback = Callable[[int, dict[str, float], TDMI], None]
 
 
 class TrainModule(nn.Module):
@@ -189,12 +190,16 @@ def train(
     plot: bool = False,
     device: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    on_step: StepCallback | None = None,
+    keep_checkpoints: bool = True,
 ) -> TrainResult:
     """Train TDMI; under torchrun every process calls this and DDP keeps them in step.
 
     ``stop_after`` ends the run (saving ``last.pt``) after that many total steps without changing the
     schedule, so the run can be continued bit-exactly with ``resume=True``. ``extra`` is stored in the
-    checkpoints as is.
+    checkpoints as is. ``on_step(step, record, model)`` runs on rank 0 after every step (library
+    users: custom logging, snapshots). ``keep_checkpoints=False`` writes no ``last.pt`` / ``best.pt``
+    (an in-memory run whose caller keeps the returned model; it cannot be resumed).
     """
     tc = train_config
     run = Path(run_dir)
@@ -203,7 +208,19 @@ def train(
     info = D.setup(device)
     try:
         return _train(
-            model_config, tc, run, info, init, hrnet_weights, resume, stop_after, progress, plot, extra
+            model_config,
+            tc,
+            run,
+            info,
+            init,
+            hrnet_weights,
+            resume,
+            stop_after,
+            progress,
+            plot,
+            extra,
+            on_step,
+            keep_checkpoints,
         )
     finally:
         D.teardown(info)
@@ -221,6 +238,8 @@ def _train(
     progress: bool,
     plot: bool,
     extra: Mapping[str, Any] | None,
+    on_step: StepCallback | None,
+    keep_checkpoints: bool,
 ) -> TrainResult:
     dev = info.device
     if tc.amp and dev.type != "cuda":
@@ -295,7 +314,7 @@ def _train(
     described = {"data": what, "world_size": info.world, "steps_per_epoch": spe, **dict(extra or {})}
 
     def save(path: Path, with_state: bool, metrics: Mapping[str, float]) -> None:
-        if not info.main:
+        if not (info.main and keep_checkpoints):
             return
         fields: dict[str, Any] = {
             "train_config": tc.to_dict(),
@@ -332,7 +351,7 @@ def _train(
             if not math.isnan(score) and (result.best_metric is None or score > result.best_metric):
                 result.best_metric = score
                 save(run / BEST, False, m)
-                result.best = run / BEST
+                result.best = run / BEST if keep_checkpoints else None
             if bar is not None:
                 bar.update(task, val=f"{key} {score:.3g}")
         model.train()
@@ -414,6 +433,8 @@ def _train(
                 result.history.append(rec)
                 if tc.log_every and (step % tc.log_every == 0 or step == end):
                     log.write({"kind": "train", **rec})
+                if on_step is not None and info.main:
+                    on_step(step, rec, model)
                 if bar is not None:
                     bar.update(
                         task, completed=step, loss=f"{rec['total']:.3e}", speed=f"{rec['clips_per_s']:.1f}"
@@ -434,8 +455,8 @@ def _train(
     finally:
         if bar is not None:
             bar.stop()
-    result.last = run / LAST
-    if result.best is None and (run / BEST).exists():
+    result.last = run / LAST if keep_checkpoints else None
+    if result.best is None and keep_checkpoints and (run / BEST).exists():
         result.best = run / BEST
     if plot and info.main:
         from tdmi.train.plot import plot_curves
