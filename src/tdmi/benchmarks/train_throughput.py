@@ -3,8 +3,8 @@
 Synthetic clips from a fixed pool (drawn before timing), so the figures are forward + backward +
 optimiser step. The first step of every run is warm-up and not counted. The process comparison
 runs ``torchrun -m tdmi.train`` with 1 and 2 processes in alternating order, paired rounds, the same
-global batch and the same total thread count (1 x N threads vs 2 x N/2), and reports each round's
-ratio and their spread.
+global batch and ``--threads`` threads per process (data-parallel scaling: each process brings its
+own core), and reports each round's ratio and their spread.
 
 ``python -m tdmi.benchmarks.train_throughput --configs tdmi-tiny,tdmi-w32-256x192 --rounds 3``
 """
@@ -49,7 +49,7 @@ def _port() -> int:
 
 def torchrun(config: str, nproc: int, steps: int, batch: int, threads: int) -> float:
     """clips/s (whole job) of ``torchrun --nproc_per_node nproc -m tdmi.train`` on loopback gloo."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc)), "GLOO_SOCKET_IFNAME": "lo"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo"}
     with tempfile.TemporaryDirectory() as d:
         run = Path(d) / "run"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc)]
@@ -65,14 +65,16 @@ def torchrun(config: str, nproc: int, steps: int, batch: int, threads: int) -> f
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tdmi.benchmarks.train_throughput", description=__doc__)
-    p.add_argument("--configs", default="tdmi-tiny,tdmi-w32-256x192")
+    p.add_argument(
+        "--configs", default="tdmi-tiny,tdmi-w32-256x192", help="single-process runs ('' for none)"
+    )
     p.add_argument("--steps", type=int, default=4, help="steps per run (the first is warm-up)")
     p.add_argument("--batch", type=int, default=4, help="global batch")
-    p.add_argument("--threads", type=int, default=2, help="total CPU threads per run")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     p.add_argument("--rounds", type=int, default=3, help="paired 1-vs-2-process rounds (tdmi-tiny)")
     p.add_argument("--ddp-config", default="tdmi-tiny")
     a = p.parse_args(argv)
-    for name in a.configs.split(","):
+    for name in filter(None, a.configs.split(",")):
         cps = single_process(name, a.steps, a.batch, a.threads)
         print(
             f"{name}: {cps:.2f} clips/s (1 process, {a.threads} threads, batch {a.batch}, median of "
