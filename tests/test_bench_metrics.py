@@ -10,16 +10,7 @@ import numpy as np
 import pytest
 
 from tdmi.benchmarks.accuracy import load_posetrack, run_posetrack
-from tdmi.benchmarks.latency import (
-    Runner,
-    coords_agreement,
-    heatmap_coords,
-    heatmap_error,
-    keypoint_agreement,
-    latency_stats,
-    measure,
-    percentile,
-)
+from tdmi.benchmarks.latency import Runner, latency_stats, measure, percentile
 from tdmi.benchmarks.report import (
     NONFINITE_FLAG,
     BenchReport,
@@ -32,6 +23,7 @@ from tdmi.benchmarks.suite import parse_backends, parse_batches
 from tdmi.data.posetrack import load_annotation_file
 from tdmi.data.transforms import render_gaussian
 from tdmi.errors import ConfigError, DataError
+from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset
 
 TINY = get_preset("tdmi-tiny")

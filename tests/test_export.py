@@ -15,8 +15,9 @@ from tdmi.cli.common import run_app
 from tdmi.cli.export import app
 from tdmi.data.joints import POSETRACK_JOINTS
 from tdmi.errors import BackendUnavailableError, CheckpointError, ConfigError, ExportError, TdmiError
+from tdmi.eval.metrics import compare_heatmaps
 from tdmi.export import ExportResult, export_onnx, inspect, read_metadata, run_onnx
-from tdmi.export.onnx_export import compare_heatmaps, example_clips
+from tdmi.export.onnx_export import example_clips
 from tdmi.model import TDMI, get_preset, save_checkpoint
 
 PRESET = "tdmi-tiny"

@@ -8,14 +8,9 @@ from tdmi.benchmarks.accuracy import (
     run_posetrack,
 )
 from tdmi.benchmarks.latency import (
-    AGREEMENT_TOL_PX,
     LatencyStats,
     Measurement,
     Runner,
-    coords_agreement,
-    heatmap_coords,
-    heatmap_error,
-    keypoint_agreement,
     latency_stats,
     measure,
     percentile,
@@ -40,6 +35,13 @@ from tdmi.benchmarks.suite import (
     parse_backends,
     parse_batches,
     run_bench,
+)
+from tdmi.eval.metrics import (
+    AGREEMENT_TOL_PX,
+    coords_agreement,
+    heatmap_coords,
+    heatmap_error,
+    keypoint_agreement,
 )
 
 __all__ = [

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tdmi.benchmarks.latency import Runner, coords_agreement, heatmap_coords, nonfinite_count
+from tdmi.benchmarks.latency import Runner
 from tdmi.data.posetrack import (
     MissingFrames,
     Person,
@@ -31,6 +31,7 @@ from tdmi.data.posetrack import (
 from tdmi.data.transforms import crop_clip, heatmaps_to_keypoints
 from tdmi.errors import DataError
 from tdmi.eval import EvalResult, evaluate, evaluate_frames, write_predictions
+from tdmi.eval.metrics import coords_agreement, heatmap_coords, nonfinite_count
 from tdmi.model.config import TDMIConfig
 
 Advance = Callable[[str, int], None]

@@ -15,10 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tdmi.data.transforms import Refine, heatmaps_to_keypoints
 from tdmi.errors import DataError
-
-AGREEMENT_TOL_PX = 0.1
 
 
 class PredictorLike(Protocol):
@@ -118,84 +115,6 @@ def latency_stats(times_s: Sequence[float], batch: int) -> LatencyStats:
         throughput=batch / (mean / 1000.0) if mean > 0 else float("inf"),
         iters=len(ms),
     )
-
-
-def nonfinite_count(heatmaps: np.ndarray) -> int:
-    return int(np.size(heatmaps) - np.count_nonzero(np.isfinite(heatmaps)))
-
-
-def heatmap_error(reference: np.ndarray, output: np.ndarray) -> tuple[float, float]:
-    """(max abs, max rel) error of ``output`` against ``reference``.
-
-    "rel" is relative to the reference's peak magnitude (max |ref|), not per element: heatmaps are
-    mostly near zero, where a per-element ratio is noise. NaN/Inf anywhere gives NaN/Inf here.
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(output, dtype=np.float64)
-    if ref.shape != out.shape:
-        raise DataError(f"heatmap shapes differ: reference {ref.shape}, output {out.shape}")
-    diff = np.abs(out - ref)
-    if not np.isfinite(diff).all():
-        bad = diff[~np.isfinite(diff)]
-        worst = float("nan") if np.isnan(bad).any() else float("inf")
-        return worst, worst
-    max_abs = float(diff.max()) if diff.size else 0.0
-    peak = float(np.abs(ref).max()) if ref.size else 0.0
-    max_rel = max_abs / peak if peak > 0 else (0.0 if max_abs == 0 else float("inf"))
-    return max_abs, max_rel
-
-
-def heatmap_coords(heatmaps: np.ndarray, refine: Refine = "quarter") -> np.ndarray:
-    """Argmax + refined keypoint positions [N, J, 2] in heatmap pixels.
-
-    Uses the toolkit's decoder with the identity crop (centre (w/2, h/2), scale (w, h)/200), so the
-    result is exactly what ``heatmaps_to_keypoints`` would decode, before the map to image pixels.
-    """
-    hm = np.asarray(heatmaps, dtype=np.float32)
-    if hm.ndim != 4:
-        raise DataError(f"heatmaps must be [N, J, h, w], got shape {hm.shape}")
-    n, _, h, w = hm.shape
-    # NaN would make the argmax meaningless; -inf keeps it at a finite joint when there is one.
-    hm = np.where(np.isfinite(hm), hm, -np.inf).astype(np.float32)
-    centers = np.tile(np.array([[w / 2.0, h / 2.0]], dtype=np.float32), (n, 1))
-    scales = np.tile(np.array([[w / 200.0, h / 200.0]], dtype=np.float32), (n, 1))
-    coords, _ = heatmaps_to_keypoints(hm, centers, scales, refine=refine)
-    return coords.astype(np.float64)
-
-
-def coords_agreement(
-    reference: np.ndarray, coords: np.ndarray, tol: float = AGREEMENT_TOL_PX
-) -> tuple[float, float]:
-    """(fraction of joints within ``tol`` pixels of the reference's, max deviation in pixels)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(coords, dtype=np.float64)
-    if ref.shape != out.shape or ref.shape[-1] != 2:
-        raise DataError(f"keypoint shapes differ or are not [..., 2]: {ref.shape} vs {out.shape}")
-    dist = np.linalg.norm(out - ref, axis=-1)
-    if dist.size == 0:
-        raise DataError("no keypoints to compare")
-    finite = np.isfinite(dist)
-    # A joint exactly ``tol`` away counts as agreeing even when float rounding puts it a hair beyond.
-    agree = float(np.count_nonzero(finite & (dist <= tol + 1e-9)) / dist.size)
-    max_dev = float(dist.max()) if finite.all() else float("inf")
-    return agree, max_dev
-
-
-def keypoint_agreement(
-    reference: np.ndarray, output: np.ndarray, tol: float = AGREEMENT_TOL_PX
-) -> tuple[float, float]:
-    """Agreement of decoded keypoints between two heatmap batches (see :func:`coords_agreement`).
-
-    A joint of a heatmap with NaN/Inf counts as disagreeing and makes the max deviation infinite.
-    """
-    ref = np.asarray(reference)
-    out = np.asarray(output)
-    if ref.shape != out.shape:
-        raise DataError(f"heatmap shapes differ: reference {ref.shape}, output {out.shape}")
-    coords = heatmap_coords(out)
-    bad = ~np.isfinite(out).all(axis=(2, 3))  # [N, J]
-    coords[bad] = np.nan
-    return coords_agreement(heatmap_coords(ref), coords, tol)
 
 
 # ------------------------------------------------------------------------------------------ timing

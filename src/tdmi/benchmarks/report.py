@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from tdmi.benchmarks.accuracy import BackendAccuracy
-from tdmi.benchmarks.latency import Measurement, heatmap_error, keypoint_agreement, nonfinite_count
+from tdmi.benchmarks.latency import Measurement
+from tdmi.benchmarks.task_accuracy import TASK_HEADERS, TaskAccuracyRow, task_cells, task_title
 from tdmi.errors import DataError
+from tdmi.eval.metrics import heatmap_error, keypoint_agreement, nonfinite_count
 from tdmi.utils import write_bytes_atomic, write_text_atomic
 
 GROUP_NAMES = ("Head", "Shou", "Elb", "Wri", "Hip", "Knee", "Ankl", "Total")
@@ -91,6 +93,8 @@ class BenchReport:
     accuracy: list[AccuracyRow] | None = None
     dataset: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    task_accuracy: list[TaskAccuracyRow] | None = None  # --accuracy synthetic
+    task_dataset: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def clean(obj: Any) -> Any:
@@ -336,6 +340,9 @@ def to_markdown(report: BenchReport) -> str:
             "",
             _md_table(ACCURACY_HEADERS, [accuracy_cells(r) for r in report.accuracy]),
         ]
+    if report.task_accuracy is not None:
+        lines += ["", f"## {task_title(report.task_dataset or {})}", ""]
+        lines.append(_md_table(TASK_HEADERS, [task_cells(r) for r in report.task_accuracy]))
     if report.notes:
         lines += ["", "## Notes", ""]
         lines.extend(f"- {n}" for n in report.notes)
@@ -375,6 +382,15 @@ def render_console(report: BenchReport, console: Any) -> None:
             style = "red" if arow.nonfinite or arow.status == "failed" else None
             acc.add_row(*(escape(c) for c in accuracy_cells(arow)), style=style)
         console.print(acc)
+    if report.task_accuracy is not None:
+        task = Table(title=task_title(report.task_dataset or {}))
+        for h in TASK_HEADERS:
+            task.add_column(h, justify="left" if h in ("backend", "precision", "notes") else "right")
+        for trow in report.task_accuracy:
+            task.add_row(
+                *(escape(c) for c in task_cells(trow)), style="red" if trow.status == "failed" else None
+            )
+        console.print(task)
     for n in report.notes:
         console.print(f"note: {n}", markup=False, highlight=False)
 

@@ -119,10 +119,16 @@ def parse_backends(values: Sequence[str]) -> list[str]:
 
 
 def variant_set(name: str) -> list[str]:
-    try:
+    """A named set, or a comma list of variant names (``ort-fp32,ort-int8``)."""
+    if name in VARIANT_SETS:
         return list(VARIANT_SETS[name])
-    except KeyError:
-        raise ConfigError(f"unknown --variants {name!r}; choose from: {', '.join(VARIANT_SETS)}") from None
+    try:
+        return parse_backends([name])
+    except ConfigError:
+        raise ConfigError(
+            f"unknown --variants {name!r}; choose a set ({', '.join(VARIANT_SETS)}) or a comma list of: "
+            f"{', '.join(VARIANTS)}"
+        ) from None
 
 
 def parse_batches(text: str) -> list[int]:
@@ -386,6 +392,10 @@ class ArtifactCache:
         method: str = "max",
     ) -> Path:
         """A precision variant of the FP32 graph; ``calibration()`` is only called when one is built."""
+        if method == "auto" and kind.startswith("int8-"):
+            from tdmi.export.precision import DEFAULT_CALIBRATION
+
+            method = DEFAULT_CALIBRATION[kind.split("-", 1)[1]]
         path = self.artifact_path(kind, calib_clips, calib_data, method)
         if _usable_onnx(path):
             return path
@@ -484,7 +494,7 @@ class BenchOptions:
     time_checks: bool = False
     cache_dir: Path | None = None
     calib_clips: int = 4  # ORT calibration holds every activation of every clip (~2.3 GB each at W48)
-    calib_method: str = "max"  # INT8 calibration: "max" (fast, light) or "entropy"
+    calib_method: str = "auto"  # INT8 ranges: auto (the measured default), max, percentile, entropy
     calib_data: Path | None = None  # PoseTrack folder for calibration; None: built-in synthetic clips
     threads: int | None = None
     cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph per batch size
@@ -498,6 +508,9 @@ class BenchOptions:
     eval_batch: int = 8
     pred_dir: Path | None = None
     progress: bool = True
+    # task accuracy against ground truth: "synthetic", "none", or "auto" (synthetic with a checkpoint)
+    accuracy: str = "auto"
+    accuracy_clips: int = 64
 
 
 def resolve_bench_config(config: str | None, checkpoint: Path | None) -> TDMIConfig:
@@ -613,9 +626,14 @@ def _load_runners(
             if opts.calib_data is None
             else str(opts.calib_data)
         )
+        from tdmi.export.precision import DEFAULT_CALIBRATION
+
+        how = opts.calib_method
+        if how == "auto":
+            how = "auto: " + ", ".join(f"{m} for {t}" for t, m in DEFAULT_CALIBRATION.items())
         setup.notes.append(
             f"the FP16 / INT8 graphs are calibrated on {opts.calib_clips} clips from {source}; "
-            f"INT8 ranges by {opts.calib_method}"
+            f"INT8 ranges by {how} (ONNX Runtime: the toolkit's own histograms, see the graph's metadata)"
         )
     return setup
 
@@ -747,10 +765,18 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         raise ConfigError(f"--missing-frames must be 'error' or 'nearest', got {opts.missing_frames!r}")
     if opts.iters < 1 or opts.warmup < 0:
         raise ConfigError(f"--iters must be >= 1 and --warmup >= 0, got {opts.iters} and {opts.warmup}")
-    if opts.calib_method not in ("max", "entropy"):
-        raise ConfigError(f"--calib-method must be 'max' or 'entropy', got {opts.calib_method!r}")
+    if opts.calib_method not in ("auto", "max", "percentile", "entropy"):
+        raise ConfigError(
+            f"--calib-method must be auto, max, percentile or entropy, got {opts.calib_method!r}"
+        )
     if opts.calib_clips < 1:
         raise ConfigError(f"--calib-clips must be positive, got {opts.calib_clips}")
+    from tdmi.benchmarks.task_accuracy import ACCURACY_CHOICES
+
+    if opts.accuracy not in ACCURACY_CHOICES:
+        raise ConfigError(f"--accuracy must be one of {', '.join(ACCURACY_CHOICES)}, got {opts.accuracy!r}")
+    if opts.accuracy_clips < 1:
+        raise ConfigError(f"--accuracy-clips must be positive, got {opts.accuracy_clips}")
     selected = list(opts.backends) if opts.backends else variant_set(opts.variants)
     if opts.engines and "trt" not in selected:
         selected.append("trt")
@@ -812,10 +838,11 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
                         clips_task, advance=n, description=f"PoseTrack {name}"
                     ),
                 )
+        rows = latency_rows(measurements, reference) + setup.skipped
+        task = _task_accuracy(opts, cfg, cache, setup.runners, reference, rows)
     finally:
         for r in setup.runners:
             r.close()
-    rows = latency_rows(measurements, reference) + setup.skipped
     if cache.checkpoint is None:
         weights = f"random (seed {RANDOM_SEED}, untrained)"
     else:
@@ -859,4 +886,39 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         ),
         dataset=data.describe() if data is not None else None,
         notes=notes,
+        task_accuracy=task.rows if task is not None else None,
+        task_dataset=task.dataset if task is not None else None,
     )
+
+
+def _task_accuracy(
+    opts: BenchOptions,
+    cfg: TDMIConfig,
+    cache: ArtifactCache,
+    runners: list[Any],
+    reference: str,
+    rows: list[Any],
+) -> Any:
+    """``--accuracy synthetic``: every runner scored against ground truth, beside its speed-up."""
+    from tdmi.benchmarks.task_accuracy import run_synthetic_accuracy, speedups_at_batch1, synthetic_set
+
+    wanted = opts.accuracy == "synthetic" or (opts.accuracy == "auto" and not cache.random_weights)
+    if not wanted:
+        return None
+    data = synthetic_set(cfg, opts.accuracy_clips)
+    speedups, baseline = speedups_at_batch1(rows)
+    with _progress(opts.progress) as bar:
+        task = bar.add_task("synthetic accuracy", total=data.size * len(runners))
+        result = run_synthetic_accuracy(
+            runners,
+            data,
+            reference,
+            batch=1,
+            speedups=speedups,
+            advance=lambda name, n: bar.update(task, advance=n, description=f"synthetic accuracy {name}"),
+        )
+    result.dataset["speedup_baseline"] = baseline
+    result.dataset["speedup_batch"] = min(opts.batches)
+    if cache.random_weights:
+        result.dataset["warning"] = "random weights: PCK near zero, drops compare noise"
+    return result

@@ -77,9 +77,10 @@ def bench(
         str,
         typer.Option(
             "--calib-method",
-            help="INT8 ranges: 'max' (fast, little memory) or 'entropy' (as tdmi-export's default).",
+            help="INT8 ranges: 'auto' (each target's measured default, as tdmi-export), 'max', "
+            "'percentile' (ONNX Runtime only) or 'entropy'.",
         ),
-    ] = "max",
+    ] = "auto",
     calib_data: Annotated[
         Path | None,
         typer.Option(
@@ -120,6 +121,17 @@ def bench(
             help="Predictions, one folder per backend (default: beside --json, else a temp dir).",
         ),
     ] = None,
+    accuracy: Annotated[
+        str,
+        typer.Option(
+            "--accuracy",
+            help="Task accuracy vs ground truth: 'synthetic' (held-out synthetic clips: PCK@0.05, OKS AP, "
+            "drop vs the FP32 reference), 'none', or 'auto' (synthetic when --checkpoint is given).",
+        ),
+    ] = "auto",
+    accuracy_clips: Annotated[
+        int, typer.Option("--accuracy-clips", help="Held-out synthetic clips for --accuracy synthetic.")
+    ] = 64,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON (and .md / .png beside it).")
     ] = None,
@@ -177,6 +189,8 @@ def bench(
         eval_batch=eval_batch,
         pred_dir=pred_dir,
         progress=not no_progress,
+        accuracy=accuracy,
+        accuracy_clips=accuracy_clips,
     )
     report = run_bench(opts, console=console)
     render_console(report, console)

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from tdmi.cli.common import console, err_console, main_for
+from tdmi.cli.int8 import register_int8_commands
 from tdmi.errors import ExportError
 
 app = typer.Typer(
@@ -89,18 +90,31 @@ def onnx_cmd(
         typer.Option("--calib", help="PoseTrack folder or calibration .npz (omit: smoke-test clips)."),
     ] = None,
     calib_method: Annotated[
-        str, typer.Option("--calib-method", help="INT8 calibration: entropy or max.")
-    ] = "entropy",
+        str,
+        typer.Option(
+            "--calib-method",
+            help="INT8 ranges: max, percentile or entropy (ORT: our own histograms; TensorRT: max or "
+            "entropy). Default: the measured default recipe's.",
+        ),
+    ] = "auto",
     calib_clips: Annotated[
         int, typer.Option("--calib-clips", help="Clips to draw from a PoseTrack folder.")
     ] = 32,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="INT8: search the recipe (regions kept FP32, calibration, per-channel, A16W8) whose PCK "
+            "drop vs FP32 on held-out synthetic clips stays within this many points; fastest wins.",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
     from tdmi.export import export_onnx
     from tdmi.export.calibration import load_calibration
     from tdmi.export.onnx_export import check_writable
-    from tdmi.export.precision import convert_fp16, quantize_int8
+    from tdmi.export.precision import convert_fp16
 
     if precision not in ("fp32", "fp16", "int8"):
         raise ExportError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
@@ -114,11 +128,16 @@ def onnx_cmd(
         raise ExportError(
             "FP16 is built for TensorRT (ONNX Runtime CPU has no fast FP16 kernels): use int8 for ORT"
         )
-    if calib_method not in ("entropy", "max"):
-        raise ExportError(f"--calib-method must be entropy or max, got {calib_method!r}")
+    if calib_method not in ("auto", "entropy", "max", "percentile"):
+        raise ExportError(f"--calib-method must be auto, max, percentile or entropy, got {calib_method!r}")
+    if max_drop is not None and precision != "int8":
+        raise ExportError("--max-drop applies to --precision int8 only")
+    if max_drop is not None and max_drop < 0:
+        raise ExportError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
     batch_spec = _parse_batch(batch)
     check_writable(output)
     final = None
+    search = None
     with (
         warnings.catch_warnings(record=True) as caught,
         tempfile.TemporaryDirectory(prefix="tdmi-export-") as tmp,
@@ -140,7 +159,11 @@ def onnx_cmd(
             if precision == "fp16":
                 final = convert_fp16(fp32, output, cs)
             else:
-                final = quantize_int8(fp32, output, cs, target=target or "tensorrt", method=calib_method)  # type: ignore[arg-type]
+                from tdmi.cli.int8 import quantize_for_cli
+
+                final, search = quantize_for_cli(
+                    fp32, output, cs, target or "tensorrt", calib_method, max_drop, result.config
+                )
     _show_warnings(caught)
     console.print(
         f"wrote [bold]{output}[/] ({result.config.name}, batch {result.batch}, opset {result.opset})"
@@ -162,6 +185,10 @@ def onnx_cmd(
         cal = final.calibration
         smoke = " [bold yellow](SMOKE TEST ONLY)[/]" if cal.get("smoke_only") else ""
         console.print(f"calibration: {cal.get('num_clips')} clips from {cal.get('source')}{smoke}")
+        if final.precision == "int8":
+            from tdmi.cli.int8 import print_recipe
+
+            print_recipe(final, search)
 
 
 @app.command("inspect")
@@ -261,6 +288,9 @@ def calib_cmd(
     console.print(
         f"wrote [bold]{output}[/]: {cs.num_clips} clips {tuple(cs.clips.shape[1:])} from {cs.source}{smoke}"
     )
+
+
+register_int8_commands(app)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from tdmi.errors import ConfigError, ExportError, TdmiError
+from tdmi.eval.metrics import HeatmapError, compare_heatmaps
 from tdmi.export.metadata import INPUT_NAME, OUTPUT_NAME, write_metadata
 from tdmi.export.ort_ops import require_onnxruntime, run_onnx
 from tdmi.model.config import TDMIConfig, resolve_config
@@ -34,69 +35,9 @@ FORBIDDEN_OPS = frozenset({"Loop", "Scan", "If", "SequenceConstruct", "SequenceA
 # Modules that exist only for training (RDM's noisy gate, the MI estimator): never in a graph.
 TRAINING_ONLY_SCOPES = ("rdm/noisy", "mi_estimator", "vclub")
 DEFAULT_RTOL = 1e-3  # of the reference heatmaps' peak magnitude
-TIE_RTOL = 1e-4  # reference peaks closer than this (x peak magnitude) are the same peak
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
 BatchSpec = int | Literal["dynamic"]
-
-
-@dataclass
-class HeatmapError:
-    """How far one set of heatmaps is from a reference set."""
-
-    max_abs: float
-    max_rel: float  # max_abs / max |reference|: relative to the heatmap scale, not per element
-    mean_abs: float
-    keypoint_agreement: float  # tie-aware: a flipped argmax between equal reference peaks still agrees
-    keypoint_agreement_exact: float
-    max_keypoint_dist: float  # heatmap pixels
-    num_clips: int
-    finite: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        return (
-            f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, keypoint agreement "
-            f"{100 * self.keypoint_agreement:.1f}% (exact {100 * self.keypoint_agreement_exact:.1f}%, "
-            f"max dist {self.max_keypoint_dist:.1f} px) over {self.num_clips} clip(s)"
-        )
-
-
-def compare_heatmaps(reference: np.ndarray, test: np.ndarray, tie_rtol: float = TIE_RTOL) -> HeatmapError:
-    """Errors of ``test`` against ``reference`` heatmaps [N, J, h, w].
-
-    Keypoint agreement is tie-aware: the test's peak agrees when, in the reference, its value is
-    within ``tie_rtol`` x the reference's largest magnitude of the true peak (two equal peaks are
-    both right); ``keypoint_agreement_exact`` compares argmax positions only.
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(test, dtype=np.float64)
-    if ref.shape != out.shape:
-        raise ExportError(f"heatmap shapes differ: reference {ref.shape} vs {out.shape}")
-    finite = bool(np.isfinite(out).all())
-    diff = np.abs(np.nan_to_num(out, nan=np.inf) - ref)
-    max_abs = float(diff.max())
-    scale = float(np.abs(ref).max())
-    n, j, _, w = ref.shape
-    rf, tf = ref.reshape(n, j, -1), np.nan_to_num(out, nan=-np.inf).reshape(n, j, -1)
-    ia, ib = rf.argmax(-1), tf.argmax(-1)
-    exact = ia == ib
-    ref_at_b = np.take_along_axis(rf, ib[..., None], -1)[..., 0]
-    ref_max = np.take_along_axis(rf, ia[..., None], -1)[..., 0]
-    tie = ref_at_b >= ref_max - tie_rtol * scale
-    dist = np.hypot(ia % w - ib % w, ia // w - ib // w)
-    return HeatmapError(
-        max_abs=max_abs,
-        max_rel=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")),
-        mean_abs=float(diff.mean()),
-        keypoint_agreement=float(np.mean(exact | tie)),
-        keypoint_agreement_exact=float(np.mean(exact)),
-        max_keypoint_dist=float(dist.max()),
-        num_clips=n,
-        finite=finite,
-    )
 
 
 @dataclass

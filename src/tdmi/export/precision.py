@@ -22,7 +22,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,15 @@ import onnx
 
 from tdmi.errors import BackendUnavailableError, ExportError
 from tdmi.export.calibration import CalibrationSet
+from tdmi.export.int8_recipes import (
+    ActivationStats,
+    Int8Recipe,
+    collect_stats,
+    describe_calibrator,
+    nodes_in,
+    ort_quantize,
+    ranges_from_stats,
+)
 from tdmi.export.metadata import load_onnx_checked, read_metadata, update_metadata
 from tdmi.export.onnx_export import HeatmapError, check_writable, compare_heatmaps, example_clips, steps
 from tdmi.export.ort_ops import make_session, require_onnxruntime, run_onnx, static_batch
@@ -39,12 +48,11 @@ from tdmi.model.config import TDMIConfig
 from tdmi.utils import atomic_path
 
 Target = Literal["tensorrt", "onnxruntime"]
-CalibMethod = Literal["entropy", "max"]
+CalibMethod = Literal["entropy", "max", "percentile"]
 FP16_MAX_CALIB_CLIPS = 8  # AutoCast keeps every intermediate tensor of every clip in memory...
 ACTIVATION_BUDGET = 3 << 30  # ...so it gets as many clips as fit here (W48 384x288: ~2 GiB per clip)
 EVAL_CLIPS = 4
 DATA_MAX = 512.0  # AutoCast's default: activations beyond this stay FP32 (headroom below FP16's 65504)
-ORT_CALIB_STRIDE = 4  # most batches whose activations ORT's calibrator holds at once
 
 
 @dataclass
@@ -93,8 +101,22 @@ ORT_FP32_SCOPES = ("head/", "rdm/")
 ORT_QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 
 
-def _ort_fp32_node_names(model: onnx.ModelProto) -> list[str]:
-    return _diff_node_names(model) + [n.name for n in model.graph.node if n.name.startswith(ORT_FP32_SCOPES)]
+# The calibration each target gets when none is asked for ("auto"); see BENCHMARKS.md, "INT8 recipes".
+DEFAULT_CALIBRATION: dict[str, str] = {"onnxruntime": "percentile", "tensorrt": "entropy"}
+
+
+def default_recipe(target: Target, method: str = "auto") -> Int8Recipe:
+    """The default recipe for a target: ORT keeps head and RDM FP32 and quantizes Conv/Gemm/MatMul."""
+    if method == "auto":
+        method = DEFAULT_CALIBRATION[target]
+    if target == "onnxruntime":
+        return Int8Recipe(
+            target="onnxruntime",
+            calibration=method,
+            fp32_regions=tuple(s.rstrip("/") for s in ORT_FP32_SCOPES),
+            op_types=tuple(ORT_QUANTIZED_OPS),
+        )
+    return Int8Recipe(target="tensorrt", calibration=method, fp32_regions=(), op_types=())
 
 
 def _eval_clips(config: TDMIConfig, model: onnx.ModelProto) -> np.ndarray:
@@ -399,7 +421,12 @@ def _restore_ort_quantization() -> Iterator[None]:
 
 
 def _modelopt_int8(
-    src_path: Path, out_path: Path, clips: np.ndarray, method: CalibMethod, exclude: list[str]
+    src_path: Path,
+    out_path: Path,
+    clips: np.ndarray,
+    method: CalibMethod,
+    exclude: list[str],
+    op_types: Sequence[str] = (),
 ) -> None:
     try:
         from modelopt.onnx.quantization import quantize
@@ -416,6 +443,7 @@ def _modelopt_int8(
                 calibration_method=method,
                 calibration_eps=["cpu"],
                 nodes_to_exclude=[f"^{re.escape(n)}$" for n in exclude] or None,
+                op_types_to_quantize=list(op_types) or None,
                 output_path=str(out_path),
                 high_precision_dtype="fp32",
                 log_level="ERROR",
@@ -424,107 +452,66 @@ def _modelopt_int8(
         raise ExportError(f"ModelOpt INT8 quantization failed: {type(e).__name__}: {e}") from e
 
 
-def _ort_int8(
-    src_model: onnx.ModelProto,
-    src_path: Path,
-    out_path: Path,
-    clips: np.ndarray,
-    batch: int,
-    method: CalibMethod,
-    exclude: list[str],
-) -> None:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    # Caveat (onnxruntime <= 1.32): quantize_static builds its entropy calibrator with
-    # num_bins == num_quantized_bins == 128 and offers no option to change that, so the KL search has a
-    # single candidate, the full range: "entropy" gives the same ranges as "max" for this target.
-    batches = [clips[i : i + batch] for i in range(0, clips.shape[0], batch)]
-    # ORT's calibrator keeps every activation of every batch it is fed in one collect call; feed it
-    # strides of a few batches (histograms/ranges are merged across strides) to bound memory.
-    per_batch = activation_bytes_per_clip(src_model) * batch
-    limit = max(1, min(ORT_CALIB_STRIDE, ACTIVATION_BUDGET // per_batch))
-    stride = max(d for d in range(1, limit + 1) if len(batches) % d == 0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.set_range(0, len(batches))
-
-        def __len__(self) -> int:
-            return len(batches)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self._it = iter(batches[start_index:end_index])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            nxt = next(self._it, None)
-            return None if nxt is None else {"frames": nxt}
-
-    try:
-        with _quiet_tools():
-            quantize_static(
-                str(src_path),
-                str(out_path),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.Entropy
-                if method == "entropy"
-                else CalibrationMethod.MinMax,
-                nodes_to_exclude=exclude,
-                op_types_to_quantize=ORT_QUANTIZED_OPS,
-                extra_options={"CalibStridedMinMax": stride},
-            )
-    except Exception as e:  # onnxruntime.quantization raises plain exceptions
-        raise ExportError(f"ONNX Runtime INT8 quantization failed: {type(e).__name__}: {e}") from e
-
-
 def quantize_int8(
     src: Path | str | onnx.ModelProto,
     output: Path | str,
     calib: CalibrationSet,
     *,
     target: Target,
-    method: CalibMethod = "entropy",
+    method: str = "auto",
     progress: bool = True,
+    recipe: Int8Recipe | None = None,
+    stats: ActivationStats | None = None,
 ) -> PrecisionResult:
-    """INT8 Q/DQ graph for ``target`` (``tensorrt``: ModelOpt; ``onnxruntime``: ORT static QDQ)."""
+    """INT8 Q/DQ graph for ``target`` (``tensorrt``: ModelOpt; ``onnxruntime``: ORT static QDQ).
+
+    ``recipe`` (see :mod:`tdmi.export.int8_recipes`) overrides ``target``/``method``: regions kept
+    FP32, range method, per-channel weights, A8 or A16 activations. For ONNX Runtime the ranges
+    come from our own histograms (``stats``, collected here when not given: the sensitivity search
+    collects them once for all its candidates).
+    """
     t0 = time.perf_counter()
-    if target not in ("tensorrt", "onnxruntime"):
-        raise ExportError(f"unknown INT8 target {target!r}: use tensorrt or onnxruntime")
-    if method not in ("entropy", "max"):
-        raise ExportError(f"unknown calibration method {method!r}: use entropy or max")
+    if recipe is None:
+        if target not in ("tensorrt", "onnxruntime"):
+            raise ExportError(f"unknown INT8 target {target!r}: use tensorrt or onnxruntime")
+        if method not in ("auto", "entropy", "max", "percentile"):
+            raise ExportError(f"unknown calibration method {method!r}: use entropy, percentile or max")
+        if target == "tensorrt" and method == "percentile":
+            raise ExportError("ModelOpt calibrates TensorRT graphs by max or entropy, not percentile")
+        recipe = default_recipe(target, method)
+    target, method = recipe.target, recipe.calibration  # type: ignore[assignment]
     output = Path(output)
     check_writable(output)
     require_onnxruntime()
     model, cfg = _load_fp32(src)
     calib.check_fits(cfg)
     clips = _calib_clips(calib, model)
-    exclude = _diff_node_names(model) if target == "tensorrt" else _ort_fp32_node_names(model)
+    exclude = list(dict.fromkeys(_diff_node_names(model) + nodes_in(model, recipe.fp32_regions)))
     with steps(progress, total=2) as step, tempfile.TemporaryDirectory(prefix="tdmi-int8-") as tmpdir:
         src_path, out_path = Path(tmpdir, "fp32.onnx"), Path(tmpdir, "int8.onnx")
         onnx.save_model(model, str(src_path), save_as_external_data=False)
         step(f"INT8 calibration for {target} ({method}, {clips.shape[0]} clips)")
         if target == "tensorrt":
-            _modelopt_int8(src_path, out_path, clips, method, exclude)
+            _modelopt_int8(src_path, out_path, clips, method, exclude, recipe.op_types)  # type: ignore[arg-type]
         else:
-            _ort_int8(model, src_path, out_path, clips, static_batch(model) or 1, method, exclude)
+            if stats is None:
+                stats = collect_stats(model, clips, static_batch(model) or 1)
+            ranges = ranges_from_stats(stats, recipe.calibration, recipe.percentile)  # type: ignore[arg-type]
+            with _quiet_tools():
+                ort_quantize(src_path, out_path, ranges, recipe, exclude)
         if not out_path.is_file():
             raise ExportError(f"INT8 quantization for {target} produced no file")
         quantized = onnx.load(str(out_path))
         step("checking against FP32 on ONNX Runtime CPU")
         extra = {
-            "calibration": calib.describe() | {"clips_used": int(clips.shape[0]), "method": method},
-            "quantizer": "modelopt"
-            if target == "tensorrt"
-            else "onnxruntime.quantization (QDQ, per-channel, U8S8)",
+            "calibration": calib.describe()
+            | {
+                "clips_used": int(clips.shape[0]),
+                "method": method,
+                "calibrator": describe_calibrator(recipe),
+            },
+            "quantizer": "modelopt" if target == "tensorrt" else "onnxruntime.quantization (QDQ)",
+            "recipe": recipe.to_dict(),
             "not_quantized": exclude,
         }
         error = _finish(quantized, model, output, precision="int8", target=target, extra=extra, config=cfg)

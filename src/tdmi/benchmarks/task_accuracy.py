@@ -1,0 +1,153 @@
+"""Task accuracy of every backend against ground truth on held-out synthetic clips (``--accuracy synthetic``).
+
+"Within 0.1 px of FP32" says whether two backends compute the same thing; users choosing INT8 need
+what it costs in the metric they care about. The built-in moving-figure clips have exactly known
+joints, so every backend is scored against the truth (PCK@0.05 of the box's longer side, OKS AP)
+on the same seeded clips, and the drop against the FP32 reference gets a paired bootstrap interval.
+
+The clips come from a seed different from training's (``HELDOUT_SEED``), so synthetic-trained
+weights (``python -m tdmi.benchmarks.synthetic_weights``) are not scored on what they saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tdmi.benchmarks.latency import Runner
+from tdmi.errors import DataError
+from tdmi.eval.metrics import TaskScore, task_scores
+from tdmi.eval.synthetic import SyntheticSet, predict_keypoints, synthetic_set
+
+__all__ = ["SyntheticSet", "TaskAccuracyRow", "run_synthetic_accuracy", "synthetic_set"]
+
+ACCURACY_CHOICES = ("auto", "synthetic", "none")
+
+
+@dataclass
+class TaskAccuracyRow:
+    """One backend's task accuracy, its drop against the reference and its speed-up (batch 1 p50)."""
+
+    name: str
+    precision: str
+    status: str  # "ok" | "reference" | "failed"
+    label: str = ""
+    note: str = ""
+    pck: float | None = None  # percent
+    pck_ci: tuple[float, float] | None = None  # percent
+    drop_pck: float | None = None  # points: reference minus this
+    drop_pck_ci: tuple[float, float] | None = None
+    oks_ap: float | None = None  # percent
+    drop_oks_ap: float | None = None
+    failed_clips: int | None = None
+    speedup: float | None = None
+    nonfinite: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TaskAccuracyResult:
+    dataset: dict[str, Any]
+    rows: list[TaskAccuracyRow] = field(default_factory=list)
+    scores: dict[str, TaskScore] = field(default_factory=dict)
+
+
+Advance = Callable[[str, int], None]
+
+
+def run_synthetic_accuracy(
+    runners: Sequence[Runner],
+    data: SyntheticSet,
+    reference: str,
+    batch: int = 1,
+    speedups: dict[str, float] | None = None,
+    advance: Advance | None = None,
+) -> TaskAccuracyResult:
+    """Score every runner on ``data`` against the truth; a broken backend gets a failed row, not a crash."""
+    names = [r.name for r in runners]
+    if reference not in names:
+        raise DataError(f"the reference backend {reference!r} is not among the runners ({', '.join(names)})")
+    step = advance or (lambda _name, _n: None)
+    preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows: dict[str, TaskAccuracyRow] = {}
+    for r in runners:
+        row = TaskAccuracyRow(
+            r.name, r.precision, "reference" if r.name == reference else "ok", label=r.label
+        )
+        rows[r.name] = row
+        try:
+            kp, sc, bad = predict_keypoints(r.run, data, batch)
+        except Exception as e:  # one broken backend must not stop the others; its row says why
+            row.status = "failed"
+            row.note = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            if r.name == reference:
+                raise DataError(f"the reference {reference} failed on the synthetic clips: {row.note}") from e
+            continue
+        finally:
+            step(r.name, data.size)
+        row.nonfinite = bad
+        if bad:
+            row.note = f"{bad} non-finite heatmap values (those joints count as misses)"
+        preds[r.name] = (kp, sc)
+    scores = task_scores(preds, data.keypoints, data.visible, data.boxes, reference=reference)
+    for name, s in scores.items():
+        row = rows[name]
+        row.pck, row.oks_ap, row.failed_clips = 100 * s.pck, 100 * s.oks_ap, s.failed_clips
+        row.pck_ci = (100 * s.pck_ci[0], 100 * s.pck_ci[1])
+        if name != reference:
+            row.drop_pck, row.drop_pck_ci, row.drop_oks_ap = s.drop_pck, s.drop_pck_ci, s.drop_oks_ap
+        if speedups is not None:
+            row.speedup = speedups.get(name)
+    return TaskAccuracyResult(dataset=data.describe(), rows=[rows[n] for n in names], scores=scores)
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+TASK_HEADERS = ("backend", "precision", "PCK@0.05 %", "95% CI", "PCK drop", "drop 95% CI", "OKS AP %",
+                "AP drop", "clips < 0.5", "speed-up", "notes")  # fmt: skip
+
+
+def _f(v: float | None, fmt: str = ".2f") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def task_cells(row: TaskAccuracyRow) -> list[str]:
+    name = f"{row.name} (ref)" if row.status == "reference" else row.name
+    ci = "—" if row.pck_ci is None else f"{row.pck_ci[0]:.1f}–{row.pck_ci[1]:.1f}"
+    dci = "—" if row.drop_pck_ci is None else f"{row.drop_pck_ci[0]:+.2f}…{row.drop_pck_ci[1]:+.2f}"
+    drop = "—" if row.drop_pck is None else f"{row.drop_pck:+.2f}"
+    ap_drop = "—" if row.drop_oks_ap is None else f"{row.drop_oks_ap:+.2f}"
+    notes = "; ".join(p for p in (row.status if row.status == "failed" else "", row.label, row.note) if p)
+    speed = "—" if row.speedup is None else f"{row.speedup:.2f}x"
+    return [name, row.precision, _f(row.pck), ci, drop, dci, _f(row.oks_ap), ap_drop,
+            "—" if row.failed_clips is None else str(row.failed_clips), speed, notes]  # fmt: skip
+
+
+def task_title(dataset: dict[str, Any]) -> str:
+    return (
+        f"task accuracy vs ground truth ({dataset.get('clips')} held-out synthetic clips, seed "
+        f"{dataset.get('seed')}); drop = reference minus backend, in points; speed-up over "
+        f"{dataset.get('speedup_baseline', '—')} at batch {dataset.get('speedup_batch', '—')}"
+    )
+
+
+def speedups_at_batch1(latency: Sequence[Any], baseline: str = "ort-fp32") -> tuple[dict[str, float], str]:
+    """Speed-up of every timed row over ``baseline`` (else the reference) at the smallest batch size.
+
+    ONNX Runtime FP32 is the baseline users deploying on a CPU compare INT8 with; the ratio is of
+    p50 latencies measured interleaved in the same run.
+    """
+    timed = [r for r in latency if getattr(r, "p50_ms", None) and r.batch is not None]
+    if not timed:
+        return {}, baseline
+    smallest = min(r.batch for r in timed)
+    rows = {r.name: r for r in timed if r.batch == smallest}
+    base = rows.get(baseline) or next((r for r in rows.values() if r.status == "reference"), None)
+    if base is None:
+        return {}, baseline
+    return {name: float(base.p50_ms / r.p50_ms) for name, r in rows.items()}, base.name

@@ -1,0 +1,187 @@
+"""``tdmi-export int8-sensitivity`` and the ``--max-drop`` INT8 recipe search: thin CLI over the library."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tdmi.cli.common import console, err_console
+from tdmi.errors import ExportError
+
+
+def _log(msg: str) -> None:
+    err_console.print(msg, markup=False, highlight=False)
+
+
+def quantize_for_cli(
+    fp32: Path, output: Path, calib: Any, target: str, method: str, max_drop: float | None, config: Any
+) -> tuple[Any, Any]:
+    from tdmi.export.int8_search import quantize_with_budget
+
+    return quantize_with_budget(
+        fp32, output, calib, config, target=target, method=method, max_drop=max_drop, log=_log
+    )
+
+
+def print_recipe(final: Any, search: Any) -> None:
+    from tdmi.export.metadata import load_onnx_checked, read_metadata
+
+    extra = read_metadata(load_onnx_checked(Path(final.path))).get("extra", {})
+    recipe = extra.get("recipe")
+    if recipe:
+        console.print(f"INT8 recipe: {json.dumps(recipe, sort_keys=True)}", markup=False, highlight=False)
+    calibrator = extra.get("calibration", {}).get("calibrator")
+    if calibrator:
+        console.print(f"calibrator: {calibrator}", markup=False, highlight=False)
+    if search is not None:
+        console.print(candidates_table(search))
+        if search.chosen is not None:
+            c = search.chosen
+            console.print(
+                f"chosen: {c.label}: PCK drop {c.drop_pck:+.2f} pts (budget {search.max_drop}), "
+                f"speed-up {_x(c.speedup)}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def candidates_table(search: Any) -> Table:
+    table = Table(title=f"INT8 recipes tried ({search.target}; FP32 PCK {search.fp32_pck:.2f})")
+    for col in ("recipe", "PCK", "drop", "drop 95% CI", "OKS AP", "speed-up", "fits"):
+        table.add_column(col, justify="left" if col == "recipe" else "right")
+    for c in search.candidates:
+        table.add_row(
+            c.label,
+            f"{c.pck:.2f}",
+            f"{c.drop_pck:+.2f}",
+            f"{c.drop_pck_ci[0]:+.2f}…{c.drop_pck_ci[1]:+.2f}",
+            f"{c.oks_ap:.2f}",
+            _x(c.speedup),
+            "yes" if c.meets_budget else "no",
+        )
+    return table
+
+
+def register_int8_commands(app: typer.Typer) -> None:
+    """Add ``int8-sensitivity`` to ``tdmi-export``."""
+
+    @app.command("int8-sensitivity")
+    def int8_sensitivity_cmd(
+        src: Annotated[Path, typer.Argument(help="The unfused FP32 ONNX file written by tdmi-export.")],
+        target: Annotated[
+            str, typer.Option("--target", help="onnxruntime (timed) or tensorrt (accuracy only).")
+        ] = "onnxruntime",
+        calib: Annotated[
+            Path | None,
+            typer.Option("--calib", help="PoseTrack folder or calibration .npz (omit: synthetic clips)."),
+        ] = None,
+        calib_clips: Annotated[int, typer.Option("--calib-clips", help="Calibration clips.")] = 8,
+        calib_method: Annotated[
+            str, typer.Option("--calib-method", help="max, percentile or entropy (auto: the default's).")
+        ] = "auto",
+        granularity: Annotated[
+            str, typer.Option("--granularity", help="block (stage, TDE stage, cascade, RDM, head) or node.")
+        ] = "block",
+        eval_clips: Annotated[
+            int, typer.Option("--eval-clips", help="Held-out synthetic clips scored per candidate.")
+        ] = 32,
+        rounds: Annotated[int, typer.Option("--rounds", help="Paired timing rounds per candidate.")] = 5,
+        max_drop: Annotated[
+            float | None,
+            typer.Option("--max-drop", help="Also search the recipe that fits this PCK-point budget."),
+        ] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+    ) -> None:
+        """Quantize one region at a time and rank the regions by PCK loss and latency gain."""
+        from tdmi.eval.synthetic import synthetic_set
+        from tdmi.export.calibration import load_calibration
+        from tdmi.export.int8_search import search, sensitivity
+        from tdmi.export.metadata import load_onnx_checked, read_metadata
+        from tdmi.export.precision import default_recipe
+        from tdmi.utils import write_text_atomic
+
+        if granularity not in ("block", "node"):
+            raise ExportError(f"--granularity must be block or node, got {granularity!r}")
+        if target not in ("onnxruntime", "tensorrt"):
+            raise ExportError(f"--target must be onnxruntime or tensorrt, got {target!r}")
+        if json_path is not None and not json_path.parent.is_dir():
+            raise ExportError(f"output folder {json_path.parent} does not exist")
+        meta = read_metadata(load_onnx_checked(src))
+        if meta["precision"] != "fp32" or meta["fused"]:
+            raise ExportError(f"{src} is {meta['variant']}: give the unfused FP32 export")
+        config = meta["config"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cs = load_calibration(config, calib, calib_clips)
+        for w in caught:
+            err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+        data = synthetic_set(config, eval_clips)
+        base = default_recipe(target, calib_method)  # type: ignore[arg-type]
+        import dataclasses
+
+        base = dataclasses.replace(base, fp32_regions=())
+        rows = sensitivity(src, cs, data, base, granularity=granularity, timing_rounds=rounds, log=_log)  # type: ignore[arg-type]
+        table = Table(
+            title=f"INT8 sensitivity ({target}, {base.calibration}): one region quantized at a time"
+        )
+        for col in ("region", "nodes", "PCK drop", "drop 95% CI", "speed-up over FP32"):
+            table.add_column(col, justify="left" if col == "region" else "right")
+        for r in rows:
+            ci = r.result.drop_pck_ci if r.result else None
+            table.add_row(
+                r.region,
+                str(r.nodes),
+                f"{r.drop_pck:+.2f}",
+                "—" if ci is None else f"{ci[0]:+.2f}…{ci[1]:+.2f}",
+                _x(r.speedup),
+            )
+        console.print(table)
+        out: dict[str, Any] = {
+            "source": str(src),
+            "target": target,
+            "recipe": base.to_dict(),
+            "data": data.describe() | {"calibration": cs.describe()},
+            "sensitivity": [
+                {
+                    "region": r.region,
+                    "nodes": r.nodes,
+                    "drop_pck": r.drop_pck,
+                    "speedup": r.speedup,
+                    "result": r.result.to_dict() if r.result else None,
+                }
+                for r in rows
+            ],
+        }
+        if max_drop is not None:
+            cals = None if calib_method == "auto" else [calib_method]
+            found = search(
+                src,
+                cs,
+                data,
+                target=target,
+                max_drop=max_drop,
+                calibrations=cals,
+                granularity=granularity,  # type: ignore[arg-type]
+                timing_rounds=rounds,
+                log=_log,
+                known_sensitivity=rows,
+            )
+            console.print(candidates_table(found))
+            if found.chosen is not None:
+                console.print(f"chosen: {found.chosen.label}", markup=False, highlight=False)
+            else:
+                console.print(found.note, markup=False, highlight=False)
+            out["search"] = found.to_dict()
+        if json_path is not None:
+            write_text_atomic(json_path, json.dumps(out, indent=2) + "\n")
+            console.print(f"wrote {json_path}", markup=False, highlight=False)

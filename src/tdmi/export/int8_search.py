@@ -1,0 +1,342 @@
+"""Which INT8 recipe keeps the keypoints: per-region sensitivity and the search under a PCK budget.
+
+Every candidate graph is scored the way users read it: PCK@0.05 against the ground truth of
+held-out synthetic clips, as a drop in points against the FP32 graph on the same clips (paired
+bootstrap interval), and, for the ONNX Runtime target, its speed-up over the FP32 graph measured
+in paired rounds (FP32 and candidate alternating, the median ratio and its spread reported).
+
+``sensitivity`` quantizes one region at a time (everything else FP32) and ranks regions by PCK
+loss and latency gain. ``search`` starts from everything quantized with the best calibration, then
+keeps the most harmful regions FP32 one by one until the drop fits ``max_drop``; among the recipes
+that fit, the fastest wins. The TensorRT-targeted graph is searched the same way for accuracy only
+(its speed on ORT CPU says nothing about TensorRT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from tdmi.errors import ExportError
+from tdmi.eval.metrics import task_scores
+from tdmi.eval.synthetic import SyntheticSet, predict_keypoints
+from tdmi.export.calibration import CalibrationSet
+from tdmi.export.int8_recipes import (
+    ActivationStats,
+    Granularity,
+    Int8Recipe,
+    collect_stats,
+    quantizable_regions,
+)
+from tdmi.export.ort_ops import make_session, static_batch
+
+DEFAULT_MAX_DROP = 0.5  # PCK points
+TIMING_ROUNDS = 5
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class CandidateResult:
+    """One recipe, scored: task accuracy against the truth, drop and speed-up against FP32."""
+
+    label: str
+    recipe: dict[str, Any]
+    pck: float  # percent
+    drop_pck: float  # points, FP32 minus this
+    drop_pck_ci: tuple[float, float]
+    oks_ap: float
+    drop_oks_ap: float
+    failed_clips: int
+    speedup: float | None = None  # median of paired per-round ratios FP32 / candidate (ORT only)
+    speedup_spread: tuple[float, float] | None = None  # min, max of the per-round ratios
+    meets_budget: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SensitivityRow:
+    region: str
+    nodes: int
+    drop_pck: float  # points lost when only this region is quantized
+    speedup: float | None  # over FP32, only this region quantized
+    result: CandidateResult | None = None
+
+
+@dataclass
+class SearchResult:
+    target: str
+    max_drop: float
+    fp32_pck: float
+    chosen: CandidateResult | None
+    candidates: list[CandidateResult] = field(default_factory=list)
+    sensitivity: list[SensitivityRow] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Evaluator:
+    """Scores graphs on one held-out set against the FP32 graph's predictions (computed once)."""
+
+    def __init__(
+        self, fp32: onnx.ModelProto, data: SyntheticSet, timing_rounds: int, threads: int | None
+    ) -> None:
+        self.data = data
+        self.batch = static_batch(fp32) or 1
+        self.threads = threads
+        self.rounds = timing_rounds
+        self.fp32_session = self._session(fp32)
+        self.fp32_preds = predict_keypoints(self._runner(self.fp32_session), data, self.batch)[:2]
+
+    def _session(self, model: onnx.ModelProto | Path) -> Any:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        return make_session(proto, threads=self.threads)
+
+    def _runner(self, sess: Any) -> Callable[[np.ndarray], np.ndarray]:
+        name = sess.get_inputs()[0].name
+        return lambda clips: sess.run(None, {name: clips})[0]
+
+    def fp32_pck(self) -> float:
+        s = task_scores({"fp32": self.fp32_preds}, self.data.keypoints, self.data.visible, self.data.boxes)
+        return 100.0 * s["fp32"].pck
+
+    def score(self, path: Path, recipe: Int8Recipe, timed: bool) -> CandidateResult:
+        sess = self._session(path)
+        kp, sc, _ = predict_keypoints(self._runner(sess), self.data, self.batch)
+        s = task_scores(
+            {"fp32": self.fp32_preds, "int8": (kp, sc)},
+            self.data.keypoints,
+            self.data.visible,
+            self.data.boxes,
+            reference="fp32",
+        )["int8"]
+        assert s.drop_pck is not None and s.drop_pck_ci is not None and s.drop_oks_ap is not None
+        result = CandidateResult(
+            label=recipe.label(),
+            recipe=recipe.to_dict(),
+            pck=100.0 * s.pck,
+            drop_pck=s.drop_pck,
+            drop_pck_ci=s.drop_pck_ci,
+            oks_ap=100.0 * s.oks_ap,
+            drop_oks_ap=s.drop_oks_ap,
+            failed_clips=s.failed_clips,
+        )
+        if timed:
+            result.speedup, result.speedup_spread = self.paired_speedup(sess)
+        return result
+
+    def paired_speedup(self, sess: Any) -> tuple[float, tuple[float, float]]:
+        """FP32 and candidate alternate on the same clip each round; the ratio is taken per round."""
+        clip = np.ascontiguousarray(self.data.clips[: self.batch])
+        runs = [self._runner(self.fp32_session), self._runner(sess)]
+        for run in runs:  # warm-up
+            run(clip)
+        ratios = []
+        for i in range(self.rounds):
+            times = [0.0, 0.0]
+            for k in (0, 1) if i % 2 == 0 else (1, 0):
+                t0 = time.perf_counter()
+                runs[k](clip)
+                times[k] = time.perf_counter() - t0
+            ratios.append(times[0] / max(times[1], 1e-9))
+        return float(np.median(ratios)), (float(min(ratios)), float(max(ratios)))
+
+
+def _build(
+    fp32_path: Path,
+    out: Path,
+    calib: CalibrationSet,
+    recipe: Int8Recipe,
+    stats: ActivationStats | None,
+) -> None:
+    from tdmi.export.precision import quantize_int8
+
+    quantize_int8(fp32_path, out, calib, target=recipe.target, recipe=recipe, stats=stats, progress=False)  # type: ignore[arg-type]
+
+
+def sensitivity(
+    fp32_path: Path | str,
+    calib: CalibrationSet,
+    data: SyntheticSet,
+    base: Int8Recipe,
+    *,
+    granularity: Granularity = "block",
+    timing_rounds: int = TIMING_ROUNDS,
+    threads: int | None = None,
+    log: Log | None = None,
+    _state: dict[str, Any] | None = None,
+) -> list[SensitivityRow]:
+    """Quantize one region at a time (the rest FP32) with ``base``'s calibration; rank by PCK loss.
+
+    Rows come sorted by drop (largest first), then by speed-up (largest first).
+    """
+    say = log or (lambda _m: None)
+    fp32_path = Path(fp32_path)
+    model = onnx.load(str(fp32_path))
+    regions = quantizable_regions(model, granularity, base.op_types or ("Conv", "Gemm", "MatMul"))
+    if not regions:
+        raise ExportError(f"{fp32_path} has no quantizable regions (no scoped Conv/Gemm/MatMul nodes)")
+    state = _state if _state is not None else {}
+    ev = state.get("evaluator") or _Evaluator(model, data, timing_rounds, threads)
+    stats = state.get("stats")
+    if stats is None and base.target == "onnxruntime":
+        stats = collect_stats(model, calib.clips, static_batch(model) or 1)
+    state.update(evaluator=ev, stats=stats)
+    timed = base.target == "onnxruntime"
+    rows: list[SensitivityRow] = []
+    with tempfile.TemporaryDirectory(prefix="tdmi-int8-sens-") as tmp:
+        for i, (region, nodes) in enumerate(regions.items()):
+            others = tuple(r for r in regions if r != region)
+            recipe = dataclasses.replace(base, fp32_regions=others)
+            out = Path(tmp, f"r{i}.onnx")
+            _build(fp32_path, out, calib, recipe, stats)
+            res = ev.score(out, recipe, timed)
+            res.label = f"only {region} INT8 ({base.calibration})"
+            rows.append(SensitivityRow(region, len(nodes), res.drop_pck, res.speedup, res))
+            say(f"{region}: {len(nodes)} nodes, PCK drop {res.drop_pck:+.2f} pts, speed-up {_x(res.speedup)}")
+            out.unlink(missing_ok=True)
+    rows.sort(key=lambda r: (-r.drop_pck, -(r.speedup or 0.0)))
+    return rows
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def search(
+    fp32_path: Path | str,
+    calib: CalibrationSet,
+    data: SyntheticSet,
+    *,
+    target: str = "onnxruntime",
+    max_drop: float = DEFAULT_MAX_DROP,
+    calibrations: Sequence[str] | None = None,
+    granularity: Granularity = "block",
+    timing_rounds: int = TIMING_ROUNDS,
+    threads: int | None = None,
+    log: Log | None = None,
+    known_sensitivity: list[SensitivityRow] | None = None,
+) -> SearchResult:
+    """The smallest set of FP32 regions (and the calibration) that keeps the PCK drop within ``max_drop``.
+
+    1. every calibration method with everything quantized; the one with the least drop is kept;
+    2. if it misses the budget: per-region sensitivity, then regions kept FP32 one at a time in
+       order of harm until the drop fits (each step measured, not predicted);
+    3. for ONNX Runtime, per-tensor weights and A16W8 activations are tried on the best point too.
+    Among the measured recipes that fit the budget the fastest wins (ORT); for TensorRT, the one
+    with the fewest FP32 regions. ``known_sensitivity`` reuses rows already measured with the same
+    calibration method instead of measuring them again.
+    """
+    if max_drop < 0:
+        raise ExportError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
+    say = log or (lambda _m: None)
+    fp32_path = Path(fp32_path)
+    model = onnx.load(str(fp32_path))
+    ort = target == "onnxruntime"
+    methods = list(calibrations or (("max", "percentile", "entropy") if ort else ("max", "entropy")))
+    ev = _Evaluator(model, data, timing_rounds, threads)
+    stats = collect_stats(model, calib.clips, static_batch(model) or 1) if ort else None
+    state: dict[str, Any] = {"evaluator": ev, "stats": stats}
+    result = SearchResult(target=target, max_drop=max_drop, fp32_pck=ev.fp32_pck(), chosen=None)
+    result.data = data.describe() | {"calibration": calib.describe()}
+
+    with tempfile.TemporaryDirectory(prefix="tdmi-int8-search-") as tmp:
+        counter = iter(range(10_000))
+
+        def measure(recipe: Int8Recipe) -> CandidateResult:
+            out = Path(tmp, f"c{next(counter)}.onnx")
+            _build(fp32_path, out, calib, recipe, stats)
+            res = ev.score(out, recipe, timed=ort)
+            out.unlink(missing_ok=True)
+            res.meets_budget = res.drop_pck <= max_drop
+            result.candidates.append(res)
+            say(f"{res.label}: PCK {res.pck:.2f} (drop {res.drop_pck:+.2f} pts), speed-up {_x(res.speedup)}")
+            return res
+
+        base_kw: dict[str, Any] = {"target": target, "fp32_regions": ()}
+        if not ort:
+            base_kw["op_types"] = ()
+        scored = [(measure(Int8Recipe(calibration=m, **base_kw)), m) for m in methods]
+        best_res, best_method = min(scored, key=lambda t: (t[0].drop_pck, -(t[0].speedup or 0.0)))
+        base = Int8Recipe(calibration=best_method, **base_kw)
+        current, current_res = base, best_res
+        if current_res.drop_pck > max_drop:
+            reuse = known_sensitivity and all(
+                r.result is not None and r.result.recipe.get("calibration") == best_method
+                for r in known_sensitivity
+            )
+            result.sensitivity = (
+                list(known_sensitivity or [])
+                if reuse
+                else sensitivity(fp32_path, calib, data, base, granularity=granularity, log=say, _state=state)
+            )
+            kept: list[str] = []
+            for row in result.sensitivity:
+                if row.drop_pck <= 0 and kept:
+                    break  # the rest cost nothing when quantized alone
+                kept.append(row.region)
+                current = dataclasses.replace(base, fp32_regions=tuple(kept))
+                current_res = measure(current)
+                if current_res.drop_pck <= max_drop:
+                    break
+        if ort:
+            measure(dataclasses.replace(current, per_channel=False))
+            if current_res.drop_pck > max_drop:
+                measure(dataclasses.replace(current, activations="int16"))
+    fitting = [c for c in result.candidates if c.meets_budget]
+    if fitting:
+        if ort:
+            result.chosen = max(fitting, key=lambda c: (c.speedup or 0.0, -c.drop_pck))
+        else:
+            result.chosen = min(fitting, key=lambda c: (len(c.recipe["fp32_regions"]), c.drop_pck))
+    else:
+        best = min(result.candidates, key=lambda c: c.drop_pck)
+        result.note = (
+            f"no recipe tried keeps the PCK drop within {max_drop} points; the best reached "
+            f"{best.drop_pck:+.2f} points ({best.label})"
+        )
+    return result
+
+
+def quantize_with_budget(
+    fp32_path: Path | str,
+    output: Path | str,
+    calib: CalibrationSet,
+    config: Any,
+    *,
+    target: str = "onnxruntime",
+    method: str = "auto",
+    max_drop: float | None = None,
+    eval_clips: int = 32,
+    log: Log | None = None,
+) -> tuple[Any, SearchResult | None]:
+    """``--precision int8``: the measured default recipe, or with ``max_drop`` the searched one.
+
+    A budget no recipe meets is an error and nothing is written (the message names the best point).
+    """
+    from tdmi.eval.synthetic import synthetic_set
+    from tdmi.export.precision import default_recipe, quantize_int8
+
+    if max_drop is None:
+        recipe = default_recipe(target, method)  # type: ignore[arg-type]
+        return quantize_int8(fp32_path, output, calib, target=target, recipe=recipe), None  # type: ignore[arg-type]
+    data = synthetic_set(config, eval_clips)
+    cals = None if method == "auto" else [method]
+    found = search(fp32_path, calib, data, target=target, max_drop=max_drop, calibrations=cals, log=log)
+    if found.chosen is None:
+        raise ExportError(f"{found.note}: nothing written; raise --max-drop or keep FP32")
+    recipe = Int8Recipe.from_dict(found.chosen.recipe)
+    return quantize_int8(fp32_path, output, calib, target=target, recipe=recipe), found  # type: ignore[arg-type]
