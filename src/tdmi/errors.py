@@ -41,3 +41,7 @@ class EngineError(TdmiError):
 
 class NonFiniteOutputWarning(UserWarning):
     """A backend returned NaN/Inf heatmaps for finite input (FP16 overflow, broken weights)."""
+
+
+class TrainError(TdmiError):
+    """A training run that cannot start, continue or finish (bad resume folder, NaN loss, OOM)."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from tdmi.data.sample import SampleClipInfo, sample_clips
-from tdmi.data.transforms import affine_transform_points, gaussian_heatmap, get_max_preds
-from tdmi.model import TDMI, TDMIConfig, make_loss, resolve_config, save_checkpoint, train_step
+from tdmi.data.transforms import get_max_preds
+from tdmi.model import TDMI, TDMIConfig, resolve_config, save_checkpoint
+from tdmi.train import TrainConfig, heatmap_targets, train
+from tdmi.train.validate import joints_in_heatmap
 
 __all__ = [
     "NOT_POSE_WEIGHTS",
@@ -44,23 +46,8 @@ NOT_POSE_WEIGHTS = (
 )
 
 
-def heatmap_targets(infos: Sequence[SampleClipInfo], config: TDMIConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian targets [N, J, h, w] and weights [N, J, 1]: the known key-frame joints in heatmap pixels."""
-    hm_h, hm_w = config.heatmap_size
-    targets = np.zeros((len(infos), config.num_joints, hm_h, hm_w), dtype=np.float32)
-    weights = np.zeros((len(infos), config.num_joints, 1), dtype=np.float32)
-    for i, info in enumerate(infos):
-        trans = info.crop.transform(output_size=(hm_h, hm_w))
-        xy = affine_transform_points(info.keypoints[:, :2], trans)
-        targets[i], weights[i, :, 0] = gaussian_heatmap(xy, info.keypoints[:, 2], (hm_h, hm_w), config.sigma)
-    return targets, weights
-
-
 def _joints_in_heatmap(infos: Sequence[SampleClipInfo], config: TDMIConfig) -> np.ndarray:
-    hm_h, hm_w = config.heatmap_size
-    trans = [i.crop.transform(output_size=(hm_h, hm_w)) for i in infos]
-    pts = [affine_transform_points(i.keypoints[:, :2], t) for i, t in zip(infos, trans, strict=True)]
-    return np.stack(pts)
+    return joints_in_heatmap(infos, config)
 
 
 @torch.no_grad()
@@ -144,14 +131,15 @@ def train_on_synthetic(
     """Train a fresh TDMI on the built-in synthetic clips; return it (eval mode) and the heatmap-loss history.
 
     NOT pose weights (see the module docstring): only a model whose heatmaps are peaked, for
-    benchmarking numerics. Adam over the model and the loss's MI estimator, the full TDMI loss
-    (heatmap MSE + vCLUB) via :func:`tdmi.model.train_step`; batches are drawn from a fixed pool of
-    ``clips_pool`` clips. Afterwards BatchNorm statistics are re-estimated on
-    ``bn_recalibration_clips`` pool clips (0 to skip). ``log_every`` > 0 prints the mean loss of
-    every that many steps to stderr (for long runs whose output is not a terminal).
+    benchmarking numerics. A thin use of :func:`tdmi.train.train` (``--data synthetic``): Adam over
+    the model and the MI estimator, the full TDMI loss (heatmap MSE + vCLUB), batches from a fixed
+    pool of ``clips_pool`` clips in shuffled epochs (a pool smaller than ``batch`` is grown to it).
+    Afterwards BatchNorm statistics are re-estimated on ``bn_recalibration_clips`` pool clips (0 to
+    skip). ``log_every`` > 0 prints the mean loss of every that many steps to stderr (for long runs
+    whose output is not a terminal).
 
     Against the runaway activations of short runs on a small pool (held-out heatmaps peaking at 20
-    instead of ~1, whole clips lost): ``fresh_clips`` draws every batch as new clips (no pool to
+    instead of ~1, whole clips lost): ``fresh_clips`` draws new clips for every batch (no pool to
     over-fit; the pool then only serves BatchNorm re-estimation), ``grad_clip`` > 0 clips the global
     gradient norm, ``cosine`` decays the learning rate to zero after ``warmup`` linear steps.
     ``save_every`` > 0 writes an intermediate checkpoint (BatchNorm re-estimated on a copy) to
@@ -160,90 +148,50 @@ def train_on_synthetic(
     if steps < 0 or batch < 1 or clips_pool < 1:
         raise ValueError(f"need steps >= 0, batch >= 1, clips_pool >= 1; got {steps}, {batch}, {clips_pool}")
     cfg = resolve_config(config)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = TDMI(cfg)
-    loss_fn = make_loss(cfg)
-    optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=lr)
-    clips_np, infos = sample_clips(clips_pool, cfg.input_size, cfg.num_frames, seed=seed)
-    targets_np, weights_np = heatmap_targets(infos, cfg)
-    clips, targets, weights = (torch.from_numpy(a) for a in (clips_np, targets_np, weights_np))
-
+    pool = max(clips_pool, batch)
+    if steps == 0:
+        torch.manual_seed(seed)
+        return TDMI(cfg).eval(), []
+    tc = TrainConfig(
+        data="synthetic",
+        steps=steps,
+        batch_size=batch,
+        lr=lr,
+        seed=seed,
+        clips_pool=pool,
+        fresh_clips=fresh_clips,
+        grad_clip=grad_clip,
+        schedule="cosine" if cosine else "constant",
+        warmup_steps=warmup,
+        val_every=0,
+        log_every=0,
+    )
+    bn_clips = min(bn_recalibration_clips, pool)
+    pool_clips = (
+        torch.from_numpy(sample_clips(pool, cfg.input_size, cfg.num_frames, seed=seed)[0][:bn_clips])
+        if bn_clips > 0
+        else None
+    )
     history: list[float] = []
-    bar: Any = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(
-            TextColumn("[bold]train {task.fields[name]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        bar.start()
-        task = bar.add_task("train", total=steps, name=cfg.name, loss="-")
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    try:
-        for step in range(steps):
-            if cosine or warmup > 0:
-                scale = (step + 1) / warmup if step < warmup else 1.0
-                if cosine and step >= warmup:
-                    scale = 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * scale
-            if fresh_clips:
-                seed_k = int(rng.integers(2**31))
-                fresh_np, fresh_infos = sample_clips(batch, cfg.input_size, cfg.num_frames, seed=seed_k)
-                fresh_t, fresh_w = heatmap_targets(fresh_infos, cfg)
-                x, t, w = torch.from_numpy(fresh_np), torch.from_numpy(fresh_t), torch.from_numpy(fresh_w)
-            else:
-                idx = torch.from_numpy(rng.choice(clips_pool, size=batch, replace=clips_pool < batch))
-                x, t, w = clips[idx], targets[idx], weights[idx]
-            out = _step(model, loss_fn, optimizer, params, x, t, w, grad_clip)
-            history.append(out["heatmap"])
-            if save_every > 0 and save_path is not None and (step + 1) % save_every == 0 and step + 1 < steps:
-                snap = copy.deepcopy(model)
-                if bn_recalibration_clips > 0:
-                    recalibrate_batchnorm(snap, clips[: min(bn_recalibration_clips, clips_pool)], batch)
-                partial = {"warning": NOT_POSE_WEIGHTS, "partial_steps": step + 1}
-                save_checkpoint(snap, save_path, extra=partial)
-                print(f"step {step + 1}: intermediate checkpoint -> {save_path}", file=sys.stderr, flush=True)
-            if log_every > 0 and len(history) % log_every == 0:
-                recent = float(np.mean(history[-log_every:]))
-                print(f"step {len(history)}/{steps} heatmap loss {recent:.3e}", file=sys.stderr, flush=True)
-            if bar is not None:
-                bar.update(task, advance=1, loss=f"{out['heatmap']:.2e}")
-    finally:
-        if bar is not None:
-            bar.stop()
-    if bn_recalibration_clips > 0 and steps > 0:
-        recalibrate_batchnorm(model, clips[: min(bn_recalibration_clips, clips_pool)], batch)
+    def on_step(step: int, record: dict[str, float], model: TDMI) -> None:
+        history.append(record["heatmap"])
+        if save_every > 0 and save_path is not None and step % save_every == 0 and step < steps:
+            snap = copy.deepcopy(model)
+            if pool_clips is not None:
+                recalibrate_batchnorm(snap, pool_clips, batch)
+            save_checkpoint(snap, save_path, extra={"warning": NOT_POSE_WEIGHTS, "partial_steps": step})
+            print(f"step {step}: intermediate checkpoint -> {save_path}", file=sys.stderr, flush=True)
+        if log_every > 0 and step % log_every == 0:
+            recent = float(np.mean(history[-log_every:]))
+            print(f"step {step}/{steps} heatmap loss {recent:.3e}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tdmi-synthetic-") as run_dir:
+        result = train(cfg, tc, run_dir, progress=progress, on_step=on_step, keep_checkpoints=False)
+    model = result.model
+    if pool_clips is not None:
+        recalibrate_batchnorm(model, pool_clips, batch)
     return model.eval(), history
-
-
-def _step(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    params: list[nn.Parameter],
-    frames: Tensor,
-    target: Tensor,
-    weight: Tensor,
-    grad_clip: float,
-) -> dict[str, float]:
-    """:func:`tdmi.model.train_step`, plus global gradient-norm clipping when ``grad_clip`` > 0."""
-    if grad_clip <= 0:
-        return train_step(model, loss_fn, optimizer, frames, target, weight)
-    model.train()
-    loss_fn.train()
-    optimizer.zero_grad(set_to_none=True)
-    losses = loss_fn(model(frames), target, weight)
-    losses["total"].backward()
-    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    return {k: float(v.detach()) for k, v in losses.items()}
 
 
 def _summary(history: Sequence[float], parts: int = 10) -> list[float]:

@@ -73,6 +73,11 @@ def _read(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{p} is not a PyTorch checkpoint ({first[:160]})") from None
 
 
+def read_payload(path: str | os.PathLike[str]) -> Any:
+    """The raw checkpoint object (weights-only load), every failure a ``CheckpointError``."""
+    return _read(path)
+
+
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
     """Find the state dict in the usual layouts: bare, {'state_dict'|'model': ...}, 'module.' prefix."""
     if isinstance(obj, Mapping):

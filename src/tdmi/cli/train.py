@@ -1,0 +1,163 @@
+"""``tdmi-train``: train or fine-tune TDMI on PoseTrack or synthetic clips (one process or torchrun DDP)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tdmi.cli.common import console, main_for
+from tdmi.model import resolve_config
+from tdmi.train import TrainConfig, train
+
+app = typer.Typer(
+    add_completion=False,
+    help="Train TDMI. Multi-GPU / multi-node: torchrun --nproc_per_node N -m tdmi.train [same options].",
+)
+
+_D = TrainConfig()
+
+
+@app.command()
+def run(
+    config: Annotated[str, typer.Option("--config", "-c", help="Model preset or config JSON.")] = "tdmi-tiny",
+    data: Annotated[
+        str, typer.Option("--data", help="PoseTrack root (annotations/SPLIT/) or 'synthetic'.")
+    ] = "synthetic",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Run folder (last.pt, best.pt, log.jsonl).")
+    ] = Path("run"),
+    split: Annotated[str, typer.Option("--split", help="Training split.")] = _D.split,
+    val_split: Annotated[str, typer.Option("--val-split", help="Validation split.")] = _D.val_split,
+    missing_frames: Annotated[
+        str, typer.Option("--missing-frames", help="Absent neighbour frame: 'error' or 'nearest'.")
+    ] = _D.missing_frames,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Total optimiser steps (default: epochs).")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs")] = _D.epochs,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Global batch, all processes.")
+    ] = _D.batch_size,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per step per process.")] = 1,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or adamw.")] = _D.optimizer,
+    lr: Annotated[float, typer.Option("--lr")] = _D.lr,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = _D.weight_decay,
+    schedule: Annotated[str, typer.Option("--schedule", help="multistep, cosine or constant.")] = _D.schedule,
+    milestones: Annotated[
+        str, typer.Option("--milestones", help="Multistep decay points, fractions of the run.")
+    ] = ",".join(str(m) for m in _D.milestones),
+    gamma: Annotated[float, typer.Option("--gamma", help="Multistep decay factor.")] = _D.gamma,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps")] = _D.warmup_steps,
+    grad_clip: Annotated[
+        float, typer.Option("--grad-clip", help="Max gradient norm (0: off).")
+    ] = _D.grad_clip,
+    amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision (CUDA).")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = _D.seed,
+    heatmap_weight: Annotated[float, typer.Option("--heatmap-weight")] = _D.heatmap_weight,
+    mi_weight: Annotated[
+        float | None, typer.Option("--mi-weight", help="vCLUB weight (default: the model config's).")
+    ] = None,
+    estimator_weight: Annotated[float, typer.Option("--estimator-weight")] = _D.estimator_weight,
+    no_augment_flip: Annotated[
+        bool, typer.Option("--no-flip", help="No horizontal flip augmentation.")
+    ] = False,
+    half_body_prob: Annotated[float, typer.Option("--half-body-prob")] = _D.half_body_prob,
+    scale_factor: Annotated[float, typer.Option("--scale-factor")] = _D.scale_factor,
+    rotation_factor: Annotated[float, typer.Option("--rotation-factor")] = _D.rotation_factor,
+    clips_pool: Annotated[
+        int, typer.Option("--clips-pool", help="Synthetic clips per epoch.")
+    ] = _D.clips_pool,
+    fresh_clips: Annotated[
+        bool, typer.Option("--fresh-clips", help="Synthetic: new clips every epoch (no batch repeats).")
+    ] = False,
+    val_every: Annotated[int, typer.Option("--val-every", help="Epochs between validations (0: never).")] = 1,
+    save_every: Annotated[int, typer.Option("--save-every", help="Also save last.pt every N steps.")] = 0,
+    log_every: Annotated[int, typer.Option("--log-every", help="Steps between log.jsonl lines.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader workers per process.")] = 0,
+    init: Annotated[Path | None, typer.Option("--init", help="Start from this TDMI checkpoint.")] = None,
+    hrnet_weights: Annotated[
+        Path | None, typer.Option("--hrnet-weights", help="Canonical COCO HRNet weights (strict).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o exactly.")] = False,
+    stop_after: Annotated[
+        int | None, typer.Option("--stop-after", help="Stop (and save) after this many total steps.")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Default: cuda:LOCAL_RANK or cpu.")] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Write curves.png at the end.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Train; every N epochs validate, keep best.pt and always last.pt (atomic, configs embedded)."""
+    cfg = resolve_config(config)
+    try:
+        marks = tuple(float(m) for m in milestones.split(",") if m.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"--milestones must be comma-separated fractions, got {milestones!r}"
+        ) from None
+    tc = TrainConfig(
+        data="synthetic" if data == "synthetic" else str(Path(data)),
+        split=split,
+        val_split=val_split,
+        missing_frames=missing_frames,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        milestones=marks,
+        gamma=gamma,
+        warmup_steps=warmup_steps,
+        grad_clip=grad_clip,
+        amp=amp,
+        seed=seed,
+        heatmap_weight=heatmap_weight,
+        mi_weight=mi_weight,
+        estimator_weight=estimator_weight,
+        flip=not no_augment_flip,
+        half_body_prob=half_body_prob,
+        scale_factor=scale_factor,
+        rotation_factor=rotation_factor,
+        clips_pool=clips_pool,
+        fresh_clips=fresh_clips,
+        val_every=val_every,
+        save_every=save_every,
+        log_every=log_every,
+        workers=workers,
+    )
+    res = train(
+        cfg,
+        tc,
+        output,
+        init=init,
+        hrnet_weights=hrnet_weights,
+        resume=resume,
+        stop_after=stop_after,
+        progress=not no_progress,
+        plot=plot,
+        device=device,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
+    first = res.history[0]["heatmap"] if res.history else float("nan")
+    last = res.history[-1]["heatmap"] if res.history else float("nan")
+    console.print(
+        f"{cfg.name}: step {res.step}/{res.total_steps}, heatmap loss {first:.3e} -> {last:.3e}; "
+        f"last: {res.last}" + (f", best: {res.best} ({res.best_metric:.4g})" if res.best else "")
+    )
+    if res.plot is not None:
+        console.print(f"curves: {res.plot}")
+
+
+def main() -> None:
+    main_for(app, "tdmi-train")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Training hyper-parameters as a typed, JSON-serialisable dataclass, embedded in every run checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tdmi.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("multistep", "cosine", "constant")
+# Fields a resumed run may change without breaking the run it continues (they do not alter the curve
+# already trained, only how far it goes and what is logged / written on the way).
+RESUMABLE_CHANGES = frozenset({"steps", "epochs", "val_every", "save_every", "log_every"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run's loss curve except the model config and the data path."""
+
+    data: str = "synthetic"  # "synthetic" or a PoseTrack root / annotation folder
+    split: str = "train"
+    val_split: str = "val"
+    missing_frames: str = "error"  # "error" or "nearest" (partial downloads, as in tdmi-bench)
+    steps: int | None = None  # total optimiser steps; None -> epochs x steps per epoch
+    epochs: int = 20
+    batch_size: int = 4  # global batch (all processes, all accumulation micro-batches)
+    grad_accum: int = 1  # micro-batches per step in each process
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "multistep"
+    milestones: tuple[float, ...] = (0.7, 0.9)  # fractions of the total steps (multistep)
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    amp: bool = False  # float16 autocast + GradScaler, CUDA only
+    seed: int = 0
+    # loss = heatmap_weight * MSE + mi_weight * vCLUB(M_u; M_n) + estimator_weight * (-log q(M_n | M_u))
+    heatmap_weight: float = 1.0
+    mi_weight: float | None = None  # None -> the model config's mi_weight
+    estimator_weight: float = 1.0
+    # augmentation (PoseTrack only; identical for every frame of a clip)
+    scale_factor: float = 0.35
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.6
+    flip: bool = True
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+    # synthetic data
+    clips_pool: int = 64  # distinct synthetic clips per epoch
+    fresh_clips: bool = False  # new synthetic clips every epoch, so no batch repeats
+    # bookkeeping
+    val_every: int = 1  # epochs between evaluations; 0 = never
+    val_clips: int = 16  # synthetic held-out clips (PoseTrack uses the whole val split)
+    save_every: int = 0  # also save last.pt every N steps; 0 = at epoch ends and at the end only
+    log_every: int = 1
+    workers: int = 0  # DataLoader worker processes per rank
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
+        need(self.missing_frames in ("error", "nearest"), "missing_frames must be 'error' or 'nearest'")
+        need(self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}")
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, f"grad_accum must be at least 1, got {self.grad_accum}")
+        need(
+            self.batch_size % self.grad_accum == 0,
+            f"batch size {self.batch_size} is not divisible by grad_accum {self.grad_accum}",
+        )
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, got {self.lr}")
+        need(self.weight_decay >= 0, "weight_decay must be >= 0")
+        need(all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run, in (0, 1)")
+        need(0 < self.gamma <= 1, "gamma must be in (0, 1]")
+        need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        need(self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)")
+        need(self.clips_pool >= 1, "clips_pool must be at least 1")
+        need(
+            0 <= self.half_body_prob <= 1 and 0 <= self.rotation_prob <= 1, "probabilities must be in [0, 1]"
+        )
+        need(0 <= self.scale_factor < 1, "scale_factor must be in [0, 1)")
+        need(min(self.val_every, self.save_every, self.log_every, self.workers) >= 0, "counts must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config field(s): {', '.join(unknown)}")
+        kw = dict(data)
+        if "milestones" in kw:
+            kw["milestones"] = tuple(kw["milestones"])
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise ConfigError(f"invalid training config: {e}") from None
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
