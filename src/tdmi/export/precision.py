@@ -356,6 +356,10 @@ def convert_fp16(
                         data_max=data_max,
                         providers=["cpu"],
                     )
+            except ModuleNotFoundError as e:  # AutoCast's own imports (polygraphy) come with the extra
+                raise ExportError(
+                    f"AutoCast FP16 conversion needs {e.name!r}, which is not installed: {MODELOPT_HINT}"
+                ) from e
             except Exception as e:  # AutoCast raises assertion/value errors from deep inside
                 raise ExportError(f"AutoCast FP16 conversion failed: {type(e).__name__}: {e}") from e
             conflicts = deformconv_type_conflicts(converted)
