@@ -8,17 +8,16 @@ exactly as a user would score their own prediction folder.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from tdmi.benchmarks.latency import Runner
 from tdmi.data.posetrack import (
+    FrameCache,
     MissingFrames,
     Person,
     Sample,
@@ -109,28 +108,8 @@ def load_posetrack(
     return PoseTrackData(the_split, samples, boxes, root, missing, subset)
 
 
-class _FrameCache:
-    """Decoded frames, least recently used dropped: neighbouring key frames share most of their clip."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._frames: collections.OrderedDict[Path, np.ndarray] = collections.OrderedDict()
-
-    def get(self, path: Path) -> np.ndarray:
-        if path in self._frames:
-            self._frames.move_to_end(path)
-            return self._frames[path]
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"cannot read image {path}: the file is missing or not an image")
-        self._frames[path] = img
-        if len(self._frames) > self.size:
-            self._frames.popitem(last=False)
-        return img
-
-
 def crop_samples(
-    samples: Sequence[Sample], config: TDMIConfig, missing: MissingFrames, cache: _FrameCache
+    samples: Sequence[Sample], config: TDMIConfig, missing: MissingFrames, cache: FrameCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clips [N, T, 3, H, W] plus crop centres and scales [N, 2] for decoding."""
     clips = np.empty((len(samples), config.num_frames, 3, *config.input_size), dtype=np.float32)
@@ -273,7 +252,7 @@ def run_posetrack(
     if reference not in names:
         raise DataError(f"the reference backend {reference!r} is not among the runners ({', '.join(names)})")
     step = advance or (lambda _name, _n: None)
-    cache = _FrameCache()
+    cache = FrameCache()
     accs = [BackendAccuracy(r) for r in runners]
     for start in range(0, len(data.samples), batch_size):
         chunk = data.samples[start : start + batch_size]

@@ -9,6 +9,7 @@ its visibility flag); in the 2017 ``annolist`` files every listed point is label
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -741,3 +742,25 @@ def poseval_head_size(head_box_xywh: np.ndarray) -> float:
     x1, y1, w, h = (float(v) for v in head_box_xywh)
     x2, y2 = x1 + w, y1 + h
     return float(0.6 * np.linalg.norm(np.subtract([x2, y2], [x1, y1])))
+
+
+class FrameCache:
+    """Decoded frames, least recently used dropped: neighbouring key frames share most of their clip."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._frames: collections.OrderedDict[Path, np.ndarray] = collections.OrderedDict()
+
+    def get(self, path: Path) -> np.ndarray:
+        if path in self._frames:
+            self._frames.move_to_end(path)
+            return self._frames[path]
+        import cv2  # here, not at import: the PoseTrack readers above need no OpenCV
+
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DataError(f"cannot read image {path}: the file is missing or not an image")
+        self._frames[path] = img
+        if len(self._frames) > self.size:
+            self._frames.popitem(last=False)
+        return img

@@ -265,16 +265,30 @@ def trace_to_onnx(
         raise ExportError(f"example must be float32 with batch {n}, got {example.dtype} {example.shape}")
     x = torch.from_numpy(example if example is not None else example_clips(config, n))
     dyn = {"frames": {0: torch.export.Dim("batch", min=1, max=1024)}} if batch == "dynamic" else None
+    return dynamo_export(model, (x,), [INPUT_NAME], [OUTPUT_NAME], opset, dyn)
+
+
+def dynamo_export(
+    module: Any,
+    args: tuple[Any, ...],
+    inputs: list[str],
+    outputs: list[str],
+    opset: int,
+    dynamic_shapes: Any = None,
+) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)`` to an in-memory proto, its failures as one ExportError line."""
+    import torch
+
     try:
         with _quiet(), torch.no_grad():
             prog = torch.onnx.export(
-                model,
-                (x,),
+                module,
+                args,
                 dynamo=True,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=dyn,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=dynamic_shapes,
                 external_data=False,
                 optimize=True,
             )

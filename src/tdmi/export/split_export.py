@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from tdmi.errors import ExportError, TdmiError
+from tdmi.errors import ExportError
 from tdmi.export.metadata import write_metadata
 from tdmi.export.onnx_export import (
     DEFAULT_RTOL,
@@ -26,12 +26,12 @@ from tdmi.export.onnx_export import (
     MIN_OPSET,
     HeatmapError,
     _check_args,
-    _quiet,
     _resolve_model,
     _strip_node_metadata,
     build_onnx,
     check_writable,
     compare_heatmaps,
+    dynamo_export,
     example_clips,
     name_nodes_by_scope,
     simplify_graph,
@@ -81,29 +81,7 @@ def _trace(
     import torch
 
     dyn = {name: {0: torch.export.Dim("batch", min=1, max=1024)} for name in inputs}
-    try:
-        with _quiet(), torch.no_grad():
-            prog = torch.onnx.export(
-                module,
-                args,
-                dynamo=True,
-                opset_version=opset,
-                input_names=inputs,
-                output_names=outputs,
-                dynamic_shapes=tuple(dyn.values()),
-                external_data=False,
-                optimize=True,
-            )
-    except TdmiError:
-        raise
-    except Exception as e:  # torch.export / onnxscript raise many types
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise ExportError(
-            f"torch.onnx.export failed: {type(e).__name__}: {first} (re-run with --verbose)"
-        ) from e
-    if prog is None:
-        raise ExportError("torch.onnx.export returned no program")
-    proto = prog.model_proto
+    proto = dynamo_export(module, args, inputs, outputs, opset, tuple(dyn.values()))
     name_nodes_by_scope(proto)
     _strip_node_metadata(proto)
     return proto

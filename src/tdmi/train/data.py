@@ -7,7 +7,6 @@ the number of ranks and resuming mid-epoch cannot change it.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from tdmi.data.joints import flip_permutation
-from tdmi.data.posetrack import MissingFrames, Split, iter_samples, load_split
+from tdmi.data.posetrack import FrameCache, MissingFrames, Split, iter_samples, load_split
 from tdmi.data.sample import SampleClipInfo, sample_clips
 from tdmi.data.transforms import (
     PIXEL_STD,
@@ -138,26 +137,6 @@ def load_records(
     if not records:
         raise DataError(f"{root} ({split}) has no labelled person boxes to train on")
     return the_split, records
-
-
-class FrameCache:
-    """Decoded frames, least recently used dropped: neighbouring key frames share most of their clip."""
-
-    def __init__(self, size: int = 16) -> None:
-        self.size = size
-        self._frames: collections.OrderedDict[Path, np.ndarray] = collections.OrderedDict()
-
-    def get(self, path: Path) -> np.ndarray:
-        if path in self._frames:
-            self._frames.move_to_end(path)
-            return self._frames[path]
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"cannot read image {path}: the file is missing or not an image")
-        self._frames[path] = img
-        if len(self._frames) > self.size:
-            self._frames.popitem(last=False)
-        return img
 
 
 def _half_body(
