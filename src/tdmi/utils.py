@@ -184,3 +184,21 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def source_commit(short: bool = False) -> str | None:
+    """HEAD of the source checkout this package runs from, if it is one (read-only git call).
+
+    Reports and the GPU kit record it so a figure names the code it measured.
+    """
+    import subprocess
+
+    src = Path(__file__).resolve().parents[2]
+    if not (src / ".git").exists():
+        return None
+    cmd = ["git", "-C", str(src), "rev-parse", *(["--short"] if short else []), "HEAD"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from tdmi.errors import TdmiError
-from tdmi.utils import write_text_atomic
+from tdmi.utils import source_commit, write_text_atomic
 
 SECTIONS: tuple[str, ...] = (
     "environment",
@@ -255,21 +255,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 @contextlib.contextmanager
 def _strict_fp32() -> Iterator[None]:
     """TF32 off, as the project's PyTorch reference: FP32 figures are FP32."""
@@ -326,7 +311,7 @@ def section_environment(opts: Options, rec: Recorder) -> None:
             "cuda_available": torch.cuda.is_available(),
         },
     )
-    rec.set("git_commit", _git_commit())
+    rec.set("git_commit", source_commit(short=True))
     if not opts.cuda:
         rec.set("gpu", {"available": False, "reason": _device_reason(opts)})
         return

@@ -16,7 +16,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tdmi.errors import ConfigError, EngineError, ExportError, TdmiError, UsageError
 from tdmi.model.config import TDMIConfig
-from tdmi.utils import sha256_file, write_text_atomic
+from tdmi.utils import sha256_file, source_commit, write_text_atomic
 
 CHECK_LABEL = "accuracy check (TensorRT-targeted graph)"
 if TYPE_CHECKING:
@@ -174,24 +173,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    """HEAD of the source checkout this package runs from, if it is one (read-only git call)."""
-    src = Path(__file__).resolve().parents[3]
-    if not (src / ".git").exists():
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
 def gpu_name() -> str | None:
     try:
         import torch
@@ -233,7 +214,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": source_commit(),
     }
 
 
