@@ -195,6 +195,30 @@ def test_taken_port_is_named_before_starting(tmp_path: Path) -> None:
     assert server.process is None and server.scratch is None
 
 
+def test_server_that_fails_to_bind_is_a_port_error(tmp_path: Path) -> None:
+    """A port taken after the check (a race) is still reported as a port problem, and nothing is left."""
+    model = tmp_path / "repo" / "noop"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(
+        'name: "noop"\nbackend: "python"\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [1] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]\n'
+    )
+    (model / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+    )
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        server = TritonServer(tmp_path / "repo", Ports.from_http(port), models=("noop",))
+        server.check_ports = lambda: None  # type: ignore[method-assign]  # as if the port went after the check
+        with pytest.raises(PortInUseError, match="could not bind"):
+            server.start(timeout=120)
+    assert server.process is None and server.scratch is None
+    assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+
+
 # -- a real server ---------------------------------------------------------------------------------
 
 
