@@ -116,14 +116,15 @@ def test_exported_repository_parses_and_wires_up(tiny_onnx: Path, tmp_path: Path
     assert {"keypoints", "scores"} <= available
 
 
-def _engine(tmp_path: Path, profile: BatchProfile) -> Path:
+def _engine(tmp_path: Path, profile: BatchProfile, io_dtype: str = "float32") -> Path:
+    tmp_path.mkdir(exist_ok=True)
     engine = tmp_path / "tdmi-fp16.engine"
     engine.write_bytes(b"not a real engine: only the Triton config is generated here")
     sc = EngineSidecar(
         model_config=get_preset("tdmi-tiny").to_dict(),
         precision="fp16",
-        inputs=(TensorInfo("frames", (-1, T, 3, H, W), "float32"),),
-        outputs=(TensorInfo("heatmaps", (-1, J, 32, 24), "float32"),),
+        inputs=(TensorInfo("frames", (-1, T, 3, H, W), io_dtype),),
+        outputs=(TensorInfo("heatmaps", (-1, J, 32, 24), io_dtype),),
         profile=profile,
         environment=BuildEnvironment("10.9.0", "12.8", "570.0", GpuInfo("NVIDIA H100", "9.0")),
         plugin=PluginInfo("TemporalDiff", "tdmi", "1", "ab" * 32),
@@ -146,6 +147,15 @@ def test_engine_repository_is_a_tensorrt_plan_within_the_profile(tmp_path: Path)
     assert cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU  # a plan runs on a GPU only
     assert (out / "tdmi" / "1" / "model.plan").read_bytes() == engine.read_bytes()
     assert (out / "tdmi" / "1" / "model.plan.json").read_text() == sidecar_path(engine).read_text()
+    # An FP16-I/O engine: Triton's backend takes FP16 clips, so tdmi_pre sends FP16 and tdmi_post takes it.
+    half = _engine(tmp_path / "half", BatchProfile(1, 8, 16), io_dtype="float16")
+    write_repository(tmp_path / "r16", artifact_from_engine(half), ServeConfig(), flavour="platform")
+    configs = {
+        m: read_config(tmp_path / "r16" / m / "config.pbtxt") for m in ("tdmi", "tdmi_pre", "tdmi_post")
+    }
+    assert configs["tdmi"].input[0].data_type == pb.TYPE_FP16
+    assert {o.name: o.data_type for o in configs["tdmi_pre"].output}["frames"] == pb.TYPE_FP16
+    assert {i.name: i.data_type for i in configs["tdmi_post"].input}["heatmaps"] == pb.TYPE_FP16
     with pytest.raises(ConfigError, match="profile maximum 4"):
         write_repository(tmp_path / "r2", artifact_from_engine(_engine(tmp_path, BatchProfile(1, 2, 4))))
     assert not (tmp_path / "r2").exists()
@@ -195,9 +205,9 @@ def test_taken_port_is_named_before_starting(tmp_path: Path) -> None:
     assert server.process is None and server.scratch is None
 
 
-def test_server_that_fails_to_bind_is_a_port_error(tmp_path: Path) -> None:
-    """A port taken after the check (a race) is still reported as a port problem, and nothing is left."""
-    model = tmp_path / "repo" / "noop"
+def _noop_repository(root: Path) -> Path:
+    """A one-model repository whose Python model imports nothing: a server that starts in seconds."""
+    model = root / "repo" / "noop"
     (model / "1").mkdir(parents=True)
     (model / "config.pbtxt").write_text(
         'name: "noop"\nbackend: "python"\n'
@@ -207,16 +217,45 @@ def test_server_that_fails_to_bind_is_a_port_error(tmp_path: Path) -> None:
     (model / "1" / "model.py").write_text(
         "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
     )
+    return root / "repo"
+
+
+def test_server_that_fails_to_bind_is_a_port_error(tmp_path: Path) -> None:
+    """A port taken after the check (a race) is still reported as a port problem, and nothing is left."""
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port + 1))
         taken.listen()
-        server = TritonServer(tmp_path / "repo", Ports.from_http(port), models=("noop",))
+        server = TritonServer(_noop_repository(tmp_path), Ports.from_http(port), models=("noop",))
         server.check_ports = lambda: None  # type: ignore[method-assign]  # as if the port went after the check
         with pytest.raises(PortInUseError, match="could not bind"):
             server.start(timeout=120)
     assert server.process is None and server.scratch is None
     assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+
+
+def test_server_exits_when_its_starter_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the process that started the server (no chance to clean up) still ends the server."""
+    repo = _noop_repository(tmp_path)
+    code = (
+        "import sys, time\n"
+        "from tdmi.serve import TritonServer, Ports, free_port\n"
+        f"s = TritonServer({str(repo)!r}, Ports.from_http(free_port()), models=('noop',)).start(120)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert starter.stdout is not None and starter.stdout.readline().strip() == "ready"
+        assert any("tritonserver" in a for a in _server_processes_of(starter.pid))
+    finally:
+        starter.kill()
+        starter.wait()
+    deadline = time.monotonic() + 60
+    while _server_processes_of(starter.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _server_processes_of(starter.pid) == []
 
 
 # -- a real server ---------------------------------------------------------------------------------
@@ -378,6 +417,42 @@ def test_load_test_loses_nothing_and_matches_the_runtime(
     b = report.batching
     # Mean clips per model execution: without the batcher each execution is one 2-clip request.
     assert b["checked"] and b["mean_batch_off"] == 2.0 and b["mean_batch_on"] >= 2.0 and b["ratio_median"] > 0
+
+
+@pytest.mark.slow
+def test_tdmi_bench_server_cli_writes_the_report(
+    server: TritonServer, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tdmi.cli import bench
+
+    out = tmp_path / "out" / "load.json"
+    argv = [
+        "--server",
+        server.grpc_url,
+        "--protocol",
+        "grpc",
+        "--model",
+        str(tiny_onnx),
+        "--concurrency",
+        "1,2",
+        "--requests",
+        "4",
+        "--compare-rounds",
+        "1",
+        "--json",
+        str(out),
+        "--no-progress",
+    ]
+    assert run_app(bench.app, argv, prog_name="tdmi-bench") == 0
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps at its width
+    # 2 levels x 4 requests + 1 round of batching on and off x 4 requests.
+    assert (
+        "16 sent, 16 answered, 0 failed, 0 lost" in text and "parity with the local runtime: max abs" in text
+    )
+    report = json.loads(out.read_text())
+    assert report["protocol"] == "grpc" and report["parity"]["ok"] and report["totals"]["lost"] == 0
 
 
 def test_load_test_names_an_unreachable_server() -> None:

@@ -107,6 +107,8 @@ def serve(
         rc = server.process.returncode if server.process else None
         raise ServerError(f"Triton exited unexpectedly (status {rc}); last log lines:\n{server.log_tail()}")
     finally:
+        if server.running():
+            err_console.print("stopping Triton ...")
         server.stop()
 
 

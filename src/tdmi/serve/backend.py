@@ -151,8 +151,11 @@ class PreprocessModel:
     """``tdmi_pre``: T frames + boxes -> clips cut with the key frame's box (``crop_clips``)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        _, params = _parameters(args)
+        cfg, params = _parameters(args)
         self.config, self.serve = _configs(params)
+        frames = next(o for o in cfg["output"] if o["name"] == "frames")
+        # An FP16 graph on Triton's own backend takes FP16 clips; the config says which.
+        self.clip_dtype = np.float16 if frames["data_type"] == "TYPE_FP16" else np.float32
 
     def execute(self, requests: list[Any]) -> list[Any]:
         from tdmi.data.transforms import crop_clips, stack_crop_infos
@@ -174,7 +177,7 @@ class PreprocessModel:
             out.append(
                 pb.InferenceResponse(
                     [
-                        from_numpy("frames", clips),
+                        from_numpy("frames", clips.astype(self.clip_dtype, copy=False)),
                         from_numpy(CENTERS, centers.astype(np.float32)),
                         from_numpy(SCALES, scales.astype(np.float32)),
                     ]
@@ -197,7 +200,7 @@ class PostprocessModel:
         for r in requests:
             try:
                 kps, scores = heatmaps_to_keypoints(
-                    _input(r, "heatmaps"),
+                    _input(r, "heatmaps").astype(np.float32, copy=False),
                     _input(r, CENTERS),
                     _input(r, SCALES),
                     refine=self.serve.refine,

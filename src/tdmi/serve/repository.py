@@ -154,6 +154,20 @@ def _batching(msg: Any, serve: ServeConfig) -> None:
     msg.dynamic_batching.max_queue_delay_microseconds = serve.max_queue_delay_us
 
 
+def served_types(art: HeatmapArtifact, flavour: str) -> tuple[str, str]:
+    """Triton types of the heatmap model's clips and heatmaps.
+
+    ``tdmi.runtime`` (the python flavour) takes and returns float32 whatever the file holds; Triton's
+    own backends take the file's types (an FP16 graph converted without keeping its I/O types).
+    """
+    if flavour == "python":
+        return "TYPE_FP32", "TYPE_FP32"
+    return (
+        _triton_type(art.input_dtype, "the model input"),
+        _triton_type(art.output_dtype, "the model output"),
+    )
+
+
 def heatmap_config(
     art: HeatmapArtifact, serve: ServeConfig, flavour: str, name: str = HEATMAP_MODEL, batching: bool = True
 ) -> Any:
@@ -161,24 +175,11 @@ def heatmap_config(
     pb = model_config_pb2()
     cfg = art.config
     h, w = cfg.input_size
+    in_type, out_type = served_types(art, flavour)
     m = pb.ModelConfig(name=name, max_batch_size=serve.max_batch_size)
-    m.input.append(
-        _tensor(
-            pb,
-            pb.ModelInput,
-            art.input_name,
-            _triton_type(art.input_dtype, "the model input"),
-            [cfg.num_frames, 3, h, w],
-        )
-    )
+    m.input.append(_tensor(pb, pb.ModelInput, art.input_name, in_type, [cfg.num_frames, 3, h, w]))
     m.output.append(
-        _tensor(
-            pb,
-            pb.ModelOutput,
-            art.output_name,
-            _triton_type(art.output_dtype, "the model output"),
-            [cfg.num_joints, *cfg.heatmap_size],
-        )
+        _tensor(pb, pb.ModelOutput, art.output_name, out_type, [cfg.num_joints, *cfg.heatmap_size])
     )
     group = m.instance_group.add()
     group.count = serve.instances
@@ -198,7 +199,7 @@ def heatmap_config(
     return m
 
 
-def pre_config(cfg: TDMIConfig, serve: ServeConfig) -> Any:
+def pre_config(cfg: TDMIConfig, serve: ServeConfig, clip_type: str = "TYPE_FP32") -> Any:
     """``tdmi_pre``: T uint8 frames + N person boxes of the key frame -> N clips and their crop geometry."""
     pb = model_config_pb2()
     h, w = cfg.input_size
@@ -211,7 +212,7 @@ def pre_config(cfg: TDMIConfig, serve: ServeConfig) -> Any:
     )
     m.output.extend(
         [
-            _tensor(pb, pb.ModelOutput, "frames", "TYPE_FP32", [-1, cfg.num_frames, 3, h, w]),
+            _tensor(pb, pb.ModelOutput, "frames", clip_type, [-1, cfg.num_frames, 3, h, w]),
             _tensor(pb, pb.ModelOutput, CENTERS, "TYPE_FP32", [-1, 2]),
             _tensor(pb, pb.ModelOutput, SCALES, "TYPE_FP32", [-1, 2]),
         ]
@@ -222,13 +223,13 @@ def pre_config(cfg: TDMIConfig, serve: ServeConfig) -> Any:
     return m
 
 
-def post_config(cfg: TDMIConfig, serve: ServeConfig) -> Any:
+def post_config(cfg: TDMIConfig, serve: ServeConfig, heatmap_type: str = "TYPE_FP32") -> Any:
     """``tdmi_post``: heatmaps + crop geometry -> image keypoints [N, J, 2] and scores [N, J]."""
     pb = model_config_pb2()
     m = pb.ModelConfig(name=POST_MODEL, backend="python", max_batch_size=0)
     m.input.extend(
         [
-            _tensor(pb, pb.ModelInput, "heatmaps", "TYPE_FP32", [-1, cfg.num_joints, *cfg.heatmap_size]),
+            _tensor(pb, pb.ModelInput, "heatmaps", heatmap_type, [-1, cfg.num_joints, *cfg.heatmap_size]),
             _tensor(pb, pb.ModelInput, CENTERS, "TYPE_FP32", [-1, 2]),
             _tensor(pb, pb.ModelInput, SCALES, "TYPE_FP32", [-1, 2]),
         ]
@@ -349,8 +350,8 @@ def write_repository(
     cfg = artifact.config
     configs = {
         HEATMAP_MODEL: heatmap_config(artifact, serve, flavour),
-        PRE_MODEL: pre_config(cfg, serve),
-        POST_MODEL: post_config(cfg, serve),
+        PRE_MODEL: pre_config(cfg, serve, served_types(artifact, flavour)[0]),
+        POST_MODEL: post_config(cfg, serve, served_types(artifact, flavour)[1]),
         POSE_MODEL: pose_config(artifact),
     }
     shims = {PRE_MODEL: "PreprocessModel", POST_MODEL: "PostprocessModel"}

@@ -4,7 +4,7 @@ PyTriton's own Python layer is not used (it pins numpy < 2 and, under numpy 2, a
 tensors); only its binary, its Python backend and the stub for this interpreter are. The server runs
 in its own process group, so stopping it (SIGTERM, then SIGKILL after a grace period) leaves no
 orphan stub process; its scratch folder (backend copy, log) and its shared-memory regions are
-removed on stop.
+removed on stop. On Linux the server is also told to exit if the process that started it dies.
 """
 
 from __future__ import annotations
@@ -93,6 +93,14 @@ def server_env(dist: TritonDist, base: dict[str, str] | None = None) -> dict[str
     # The stub finds its prefix (and site-packages) from the python first on PATH: make it this one.
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     return env
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def port_free(host: str, port: int) -> bool:
@@ -230,6 +238,7 @@ class TritonServer:
                     stdin=subprocess.DEVNULL,
                     env=server_env(dist),
                     start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
                 )
             finally:
                 log.close()
