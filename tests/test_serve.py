@@ -193,13 +193,13 @@ def test_serve_config_is_checked_and_round_trips() -> None:
 
 
 def test_taken_port_is_named_before_starting(tmp_path: Path) -> None:
+    port = free_port()  # port, port + 1 and port + 2 free: take the gRPC one
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", port + 1))
         s.listen()
-        port = s.getsockname()[1]
-        server = TritonServer(tmp_path, Ports.from_http(port - 1))
+        server = TritonServer(tmp_path, Ports.from_http(port))
         with pytest.raises(
-            PortInUseError, match=rf"gRPC port {port} on 127.0.0.1 is already in use.*--grpc-port"
+            PortInUseError, match=rf"gRPC port {port + 1} on 127.0.0.1 is already in use.*--grpc-port"
         ):
             server.start()
     assert server.process is None and server.scratch is None
