@@ -12,7 +12,7 @@ import pytest
 import typer
 
 from tdmi.benchmarks import gpu_check
-from tdmi.cli import bench, build_engine, eval, export, infer, train
+from tdmi.cli import bench, build_engine, eval, export, infer, serve, train
 from tdmi.cli.common import run_app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -23,6 +23,7 @@ APPS: dict[str, typer.Typer] = {
     "tdmi-eval": eval.app,
     "tdmi-infer": infer.app,
     "tdmi-train": train.app,
+    "tdmi-serve": serve.app,
 }
 
 

@@ -103,6 +103,45 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside ``path``; move it to ``path`` only if the block succeeds.
+
+    The folder form of :func:`atomic_path`, for artifacts that are several files (a Triton model
+    repository). An existing non-empty ``path`` is refused unless ``force``; then it is replaced
+    only after the new folder is complete.
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.exists() and not target.is_dir():
+        raise TdmiError(f"{target} is a file: give a folder to write")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise TdmiError(f"{target} exists and is not empty: choose another folder or pass --force")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TdmiError(f"cannot create the folder {parent} ({e.strerror or e})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TdmiError(f"output folder {parent} is not writable: choose another path")
+    sweep_stale_temps(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tdmi-{os.getpid()}-", suffix=".tmp", dir=parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if target.exists():
+            prefix = f".{target.name}.tdmi-{os.getpid()}-"
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+            os.rmdir(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def run_temp_root() -> Iterator[Path]:
     """One temp folder for this whole run: every ``tempfile`` call inside goes there; removed at the end.
 

@@ -153,9 +153,36 @@ def bench(
         Path | None, typer.Option("--plot", help="PNG plot path (default: beside --json).")
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Load-test a Triton server at HOST:PORT (tdmi-serve) instead: concurrency sweep, "
+            "batching on/off, parity with --model or --config/--checkpoint.",
+        ),
+    ] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="--server: http or grpc.")] = "http",
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", help="--server: concurrent clients per level, comma-separated.")
+    ] = "1,2,4,8,16",
+    requests: Annotated[int, typer.Option("--requests", help="--server: at most N requests per level.")] = 64,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="--server: at most this many seconds per level.")
+    ] = 10.0,
+    compare_rounds: Annotated[
+        int, typer.Option("--compare-rounds", help="--server: paired batching on/off rounds (0: skip).")
+    ] = 3,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="--server: the local ONNX/engine the server runs, for parity."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
 ) -> None:
     """Run the benchmark and print one table (plus a PoseTrack table with --data)."""
+    if server is not None:
+        _load_test(server, protocol, concurrency, requests, seconds, compare_rounds, batch, model, config,
+                   checkpoint, json_path, not no_progress)
+        return
     from tdmi.benchmarks.report import render_console, write_report
     from tdmi.benchmarks.suite import BenchOptions, parse_backends, parse_batches, run_bench
 
@@ -223,6 +250,63 @@ def bench(
         console.print("predictions not kept (pass --pred-dir or --json to keep them)", highlight=False)
     for path in write_report(report, json_path, markdown, plot):
         console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def _load_test(
+    server: str,
+    protocol: str,
+    concurrency: str,
+    requests: int,
+    seconds: float,
+    compare_rounds: int,
+    batch: str,
+    model: Path | None,
+    config: str | None,
+    checkpoint: Path | None,
+    json_path: Path | None,
+    progress: bool,
+) -> None:
+    """``tdmi-bench --server``: the Triton load test (:mod:`tdmi.benchmarks.load_test`)."""
+    import json
+
+    from tdmi.benchmarks.load_test import LoadTestOptions, render, run_load_test
+    from tdmi.cli.serve import parse_sizes
+    from tdmi.errors import TdmiError, UsageError
+    from tdmi.utils import source_commit, write_text_atomic
+
+    if protocol not in ("http", "grpc"):
+        raise UsageError(f"--protocol must be http or grpc, got {protocol!r}")
+    levels = parse_sizes(concurrency, "--concurrency")
+    batches = parse_sizes(batch, "--batch")
+    if len(batches) != 1:
+        raise UsageError("--server takes one --batch (clips per request)")
+    check_outputs({"--json": json_path}, {"--model": model, "--checkpoint": checkpoint})
+    reference = None
+    if model is not None or config is not None or checkpoint is not None:
+        from tdmi import runtime
+        from tdmi.serve import resolve_artifact
+
+        if model is not None and (config is not None or checkpoint is not None):
+            raise UsageError("give the local model as --model FILE or as --config/--checkpoint, not both")
+        src = str(model) if model is not None else None
+        if src is None:  # the same export tdmi-serve makes from --config/--checkpoint
+            src = str(resolve_artifact(tempfile.mkdtemp(prefix="tdmi-load-"), config=config,
+                                       checkpoint=checkpoint).path)
+        reference = runtime.load(src)
+    opts = LoadTestOptions(url=server, protocol=protocol, concurrency=levels, requests=requests,
+                           seconds=seconds,
+                           batch=batches[0], compare_concurrency=max(levels), compare_rounds=compare_rounds)
+    report = run_load_test(opts, reference, progress=progress)
+    render(report, console)
+    if json_path is not None:
+        data = {**report.to_dict(), "commit": source_commit()}
+        write_text_atomic(json_path, json.dumps(data, indent=2) + "\n")
+        console.print(f"wrote {json_path}", highlight=False, markup=False)
+    if report.totals["lost"] or report.totals["failed"]:
+        raise TdmiError(f"{report.totals['failed']} requests failed and {report.totals['lost']} were lost")
+    if report.parity.get("checked") and not report.parity["ok"]:
+        raise TdmiError(f"served heatmaps differ from the local runtime by {report.parity['max_abs']:.3g} "
+                        f"(tolerance {report.parity['tol']:g})")
 
 
 def main() -> None:

@@ -367,6 +367,63 @@ def calib_cmd(
     )
 
 
+@app.command("triton")
+def triton_cmd(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The model repository folder to write (new or empty).")
+    ],
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported ONNX (--batch dynamic).")] = None,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="TensorRT engine (its .engine.json sidecar beside it).")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Preset or config JSON: export ONNX first.")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="TDMI checkpoint: export ONNX first.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="max_batch_size of the heatmap model.")] = 16,
+    preferred_batch: Annotated[
+        str, typer.Option("--preferred-batch", help="Dynamic batcher's preferred sizes, comma-separated.")
+    ] = "4,8,16",
+    max_queue_delay_us: Annotated[
+        int, typer.Option("--max-queue-delay-us", help="Longest wait to be batched (microseconds).")
+    ] = 2000,
+    instances: Annotated[int, typer.Option("--instances", help="Instances per GPU (instance_group).")] = 1,
+    kind: Annotated[
+        str, typer.Option("--kind", help="Where the ONNX model runs: gpu or cpu (engines: always gpu).")
+    ] = "gpu",
+    refine: Annotated[
+        str, typer.Option("--refine", help="Keypoint decoding of tdmi_pose: dark, quarter or none.")
+    ] = "dark",
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write a Triton model repository for the official container: tdmi, tdmi_pre, tdmi_post, tdmi_pose."""
+    from tdmi.cli.serve import parse_sizes
+    from tdmi.serve import ServeConfig, resolve_artifact, write_repository
+
+    settings = ServeConfig(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
+        max_queue_delay_us=max_queue_delay_us,
+        instances=instances,
+        kind=kind,
+        refine=refine,
+    )
+    inputs = {"--onnx": onnx, "--engine": engine, "--checkpoint": checkpoint}
+    for opt, path in inputs.items():
+        if path is not None and output.resolve() in path.resolve().parents:
+            raise UsageError(f"{opt} {path} lies inside --output {output}: choose another folder")
+    with tempfile.TemporaryDirectory(prefix="tdmi-triton-") as tmp:
+        art = resolve_artifact(tmp, onnx=onnx, engine=engine, config=config, checkpoint=checkpoint)
+        write_repository(output, art, settings, flavour="platform", force=force)
+    console.print(
+        f"wrote [bold]{output}[/]: tdmi ({art.platform}, max_batch_size {settings.max_batch_size}), "
+        "tdmi_pre, tdmi_post, tdmi_pose (ensemble)"
+    )
+
+
 register_int8_commands(app)
 
 

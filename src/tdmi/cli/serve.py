@@ -1,0 +1,120 @@
+"""``tdmi-serve``: a real Triton Inference Server on this machine, serving TDMI heatmaps and poses."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tdmi.cli.common import console, err_console, main_for
+from tdmi.errors import UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    help="Serve TDMI with the Triton server bundled in nvidia-pytriton: heatmaps (tdmi, tdmi_nobatch) and "
+    "frames + boxes -> keypoints (tdmi_pose), over HTTP and gRPC, with dynamic batching. Ctrl-C stops it.",
+)
+
+
+def parse_sizes(text: str, option: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{option} must be comma-separated positive integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"{option} must be comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Preset or config JSON (alone: random weights).")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="TDMI checkpoint to serve.")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Serve this exported ONNX file.")] = None,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="Serve this TensorRT engine (with its sidecar; GPU).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="HTTP port.")] = 8000,
+    grpc_port: Annotated[
+        int | None, typer.Option("--grpc-port", help="gRPC port (default: --port + 1).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Prometheus metrics port (default: --port + 2).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="max_batch_size of the heatmap model.")] = 16,
+    preferred_batch: Annotated[
+        str, typer.Option("--preferred-batch", help="Dynamic batcher's preferred sizes, comma-separated.")
+    ] = "4,8,16",
+    max_queue_delay_us: Annotated[
+        int,
+        typer.Option("--max-queue-delay-us", help="Longest a request waits to be batched (microseconds)."),
+    ] = 2000,
+    instances: Annotated[
+        int, typer.Option("--instances", help="Model instances (instance_group count).")
+    ] = 1,
+    threads: Annotated[
+        int, typer.Option("--threads", help="ONNX Runtime threads per instance (0: its default).")
+    ] = 0,
+    refine: Annotated[
+        str, typer.Option("--refine", help="Keypoint decoding of tdmi_pose: dark, quarter or none.")
+    ] = "dark",
+    startup_timeout: Annotated[
+        float, typer.Option("--startup-timeout", help="Seconds to wait for every model to be ready.")
+    ] = 300.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Export (if needed), write a model repository, start Triton and serve until Ctrl-C/SIGTERM."""
+    from tdmi.serve import LOCAL_MODELS, Ports, ServeConfig, ServerError, TritonServer, resolve_artifact
+    from tdmi.serve.repository import write_repository
+
+    settings = ServeConfig(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=tuple(b for b in parse_sizes(preferred_batch, "--preferred-batch")),
+        max_queue_delay_us=max_queue_delay_us,
+        instances=instances,
+        refine=refine,
+        threads=threads,
+    )
+    ports = Ports.from_http(port, grpc_port, metrics_port)
+    server = TritonServer(Path("."), ports, host=host, models=LOCAL_MODELS)
+    server.check_ports()  # before a minute of exporting
+    work = Path(tempfile.mkdtemp(prefix="tdmi-serve-"))  # inside the run's temp root: removed at exit
+    artifact = resolve_artifact(work, onnx=onnx, engine=engine, config=config, checkpoint=checkpoint)
+    server.repository = write_repository(work / "repository", artifact, settings, flavour="python")
+    err_console.print(f"starting Triton ({', '.join(LOCAL_MODELS)}) ...")
+    t0 = time.perf_counter()
+    try:
+        server.start(startup_timeout)
+        console.print(
+            f"serving {artifact.config.name} ({artifact.path.name}) in {time.perf_counter() - t0:.1f} s: "
+            f"HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}\n"
+            f"liveness http://{server.http_url}/v2/health/live, "
+            f"readiness http://{server.http_url}/v2/health/ready; "
+            "Ctrl-C to stop",
+            highlight=False,
+            markup=False,
+        )
+        while server.running():
+            time.sleep(0.5)
+        rc = server.process.returncode if server.process else None
+        raise ServerError(f"Triton exited unexpectedly (status {rc}); last log lines:\n{server.log_tail()}")
+    finally:
+        if server.running():
+            err_console.print("stopping Triton ...")
+        server.stop()
+
+
+def main() -> None:
+    main_for(app, "tdmi-serve")
+
+
+if __name__ == "__main__":
+    main()
