@@ -180,3 +180,26 @@ def test_sensitivity_and_budget_cli(
     assert rc != 0 and "--max-drop" in capsys.readouterr().err and not bad.exists()
     rc = run_app(app, ["int8-sensitivity", str(fp32.path), "--granularity", "layer"])
     assert rc != 0 and "granularity" in capsys.readouterr().err
+
+
+def test_per_clip_script_splits_clips_by_fp32_outcome(fp32: ExportResult, tmp_path: Path) -> None:
+    """scripts/int8_per_clip.py: the evidence that explains an INT8 graph scoring above FP32."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "int8_per_clip.py"
+    out = tmp_path / "per-clip.json"
+    cmd = [sys.executable, str(script), str(fp32.path), "--clips", "4", "--calib-clips", "2"]
+    cmd += ["--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert "fp32" in rows and len(rows) == 5  # FP32 and the four recipes
+    fp32_clips = np.asarray(rows["fp32"]["per_clip_pck"])
+    assert report["fp32_failed_clips"] == int((fp32_clips < 0.5).sum())
+    for row in rows.values():
+        assert len(row["per_clip_pck"]) == 4
+        groups = [row[k] for k in ("pck_fp32_good", "pck_fp32_failed") if row[k] is not None]
+        assert groups  # every clip is in one of the two groups
+        assert min(groups) - 1e-9 <= row["pck_all"] <= max(groups) + 1e-9
