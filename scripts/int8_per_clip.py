@@ -6,6 +6,7 @@ prints each recipe's PCK on both groups, with the largest heatmap value per grou
 activations show up as peaks far above 1). Usage:
 
     python scripts/int8_per_clip.py CACHE/model-fp32.onnx --clips 96 --calib-clips 16
+    python scripts/int8_per_clip.py CACHE/model-fp32.onnx --skip-recipes --graph TRT_INT8.onnx
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=96)
     p.add_argument("--calib-clips", type=int, default=16)
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--graph", type=Path, action="append", default=[],
+        help="an already built graph to split the same way (e.g. the TensorRT-targeted INT8 graph)",
+    )
+    p.add_argument("--skip-recipes", action="store_true", help="only FP32 and the --graph files")
     args = p.parse_args()
     model = load_onnx_checked(args.fp32)
     config = read_metadata(model)["config"]
@@ -69,8 +75,10 @@ def main() -> None:
     fp32_pck, fp32_peak = scores(None)
     fail = fp32_pck < 0.5
     rows = {"fp32": (fp32_pck, fp32_peak)}
+    for graph in args.graph:
+        rows[graph.name] = scores(graph)
     with tempfile.TemporaryDirectory() as tmp:
-        for label, recipe in RECIPES.items():
+        for label, recipe in ({} if args.skip_recipes else RECIPES).items():
             out = Path(tmp, "q.onnx")
             quantize_int8(args.fp32, out, calib, target="onnxruntime", recipe=recipe, progress=False)
             rows[label] = scores(out)

@@ -203,3 +203,19 @@ def test_per_clip_script_splits_clips_by_fp32_outcome(fp32: ExportResult, tmp_pa
         groups = [row[k] for k in ("pck_fp32_good", "pck_fp32_failed") if row[k] is not None]
         assert groups  # every clip is in one of the two groups
         assert min(groups) - 1e-9 <= row["pck_all"] <= max(groups) + 1e-9
+
+
+def test_per_clip_script_scores_a_given_graph_like_fp32(fp32: ExportResult, tmp_path: Path) -> None:
+    """--graph with the FP32 file itself must reproduce the FP32 row clip for clip."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "int8_per_clip.py"
+    out = tmp_path / "per-clip.json"
+    cmd = [sys.executable, str(script), str(fp32.path), "--clips", "3", "--skip-recipes"]
+    cmd += ["--graph", str(fp32.path), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"fp32", fp32.path.name}
+    assert rows["fp32"]["per_clip_pck"] == rows[fp32.path.name]["per_clip_pck"]
