@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import console, main_for
+from tdmi.cli.common import Verbose, console, main_for
 from tdmi.errors import ConfigError
 from tdmi.utils import check_outputs
 
@@ -176,7 +176,7 @@ def bench(
         Path | None,
         typer.Option("--model", help="--server: the local ONNX/engine the server runs, for parity."),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run the benchmark and print one table (plus a PoseTrack table with --data)."""
     if server is not None:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import console, run_app
+from tdmi.cli.common import Verbose, console, run_app
 from tdmi.errors import ExportError, UsageError
 from tdmi.utils import check_outputs
 
@@ -35,7 +35,6 @@ def _profile(batch: str | None) -> object:
     return None if batch is None else BatchProfile.parse(batch)
 
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
 Batch = Annotated[
     str | None, typer.Option("--batch", help="Batch profile MIN:OPT:MAX (default: from the ONNX).")
 ]

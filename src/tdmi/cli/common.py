@@ -23,7 +23,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -176,4 +176,5 @@ def main_for(app: typer.Typer, prog_name: str) -> None:
     sys.exit(run_app(app, prog_name=prog_name))
 
 
-VerboseOption = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors.")
+# The one --verbose flag of every command: library errors print one line unless it is given.
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tdmi.cli.common import console, main_for
+from tdmi.cli.common import Verbose, console, main_for
 from tdmi.errors import DataError, UsageError
 from tdmi.eval import EvalResult, evaluate
 from tdmi.utils import check_outputs, write_text_atomic
@@ -63,7 +63,7 @@ def run(
     per_joint: Annotated[
         bool, typer.Option("--per-joint", help="Also print AP/precision/recall per joint.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Print the Head/Shou/Elb/Wri/Hip/Knee/Ankl/Total AP table."""
     if missing not in ("error", "empty"):

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tdmi.cli.common import console, err_console, main_for
+from tdmi.cli.common import Verbose, console, err_console, main_for
 from tdmi.cli.int8 import register_int8_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
@@ -22,7 +22,6 @@ app = typer.Typer(
     help="Export TDMI to ONNX (FP32/FP16/INT8), inspect files, fuse TemporalDiff, build calibration sets.",
 )
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
 
 
 def _parse_batch(text: str) -> int | str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tdmi.cli.common import console, err_console, main_for
+from tdmi.cli.common import Verbose, console, err_console, main_for
 from tdmi.errors import ConfigError
 
 app = typer.Typer(
@@ -95,7 +95,7 @@ def run(
         float | None, typer.Option("--fps", help="Frame rate of a frame folder (default 25).")
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write the overlay video.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tdmi.cli.common import console, err_console
+from tdmi.cli.common import Verbose, console, err_console
 from tdmi.errors import ExportError, UsageError
 
 
@@ -100,7 +100,7 @@ def register_int8_commands(app: typer.Typer) -> None:
             typer.Option("--max-drop", help="Also search the recipe that fits this PCK-point budget."),
         ] = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
-        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+        verbose: Verbose = False,
     ) -> None:
         """Quantize one region at a time and rank the regions by PCK loss and latency gain."""
         from tdmi.eval.synthetic import synthetic_set

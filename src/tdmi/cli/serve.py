@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import console, err_console, main_for
+from tdmi.cli.common import Verbose, console, err_console, main_for
 from tdmi.errors import UsageError
 
 app = typer.Typer(
@@ -69,7 +69,7 @@ def serve(
     startup_timeout: Annotated[
         float, typer.Option("--startup-timeout", help="Seconds to wait for every model to be ready.")
     ] = 300.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Export (if needed), write a model repository, start Triton and serve until Ctrl-C/SIGTERM."""
     from tdmi.serve import LOCAL_MODELS, Ports, ServeConfig, ServerError, TritonServer, resolve_artifact
@@ -77,7 +77,7 @@ def serve(
 
     settings = ServeConfig(
         max_batch_size=max_batch,
-        preferred_batch_sizes=tuple(b for b in parse_sizes(preferred_batch, "--preferred-batch")),
+        preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
         max_queue_delay_us=max_queue_delay_us,
         instances=instances,
         refine=refine,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import console, main_for
+from tdmi.cli.common import Verbose, console, main_for
 from tdmi.model import resolve_config
 from tdmi.train import TrainConfig, train
 
@@ -88,7 +88,7 @@ def run(
     device: Annotated[str | None, typer.Option("--device", help="Default: cuda:LOCAL_RANK or cpu.")] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write curves.png at the end.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train; every N epochs validate, keep best.pt and always last.pt (atomic, configs embedded)."""
     cfg = resolve_config(config)
