@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tdmi.eval.metrics import pck_hits
+from tdmi.eval.metrics import failed_clip_mask, pck_hits, per_clip_pck
 from tdmi.eval.synthetic import predict_keypoints, synthetic_set
 from tdmi.export.calibration import load_calibration
 from tdmi.export.int8_recipes import Int8Recipe
@@ -68,13 +68,10 @@ def main() -> None:
             return out
 
         kp, _, _ = predict_keypoints(run, data)
-        hits = pck_hits(kp, data.keypoints, data.visible, data.boxes)
-        per_clip = hits.sum(1) / np.maximum(data.visible.sum(1), 1)
-        return per_clip, np.asarray(peaks)
+        return pck_hits(kp, data.keypoints, data.visible, data.boxes), np.asarray(peaks)
 
-    fp32_pck, fp32_peak = scores(None)
-    fail = fp32_pck < 0.5
-    rows = {"fp32": (fp32_pck, fp32_peak)}
+    rows = {"fp32": scores(None)}
+    fail = failed_clip_mask(per_clip_pck(rows["fp32"][0], data.visible), data.visible)
     for graph in args.graph:
         rows[graph.name] = scores(graph)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,14 +82,13 @@ def main() -> None:
     report = {"clips": data.size, "fp32_failed_clips": int(fail.sum()), "rows": {}}
     print(f"{data.size} clips; FP32 fails (PCK@0.05 < 0.5) on {int(fail.sum())}")
     print("recipe | PCK all | PCK, FP32-good clips | PCK, FP32-failed clips | peak max good | failed")
-    vis = data.visible.sum(1)
-    for label, (pck, peak) in rows.items():
+    for label, (hits, peak) in rows.items():
 
-        def w(mask: np.ndarray, pck: np.ndarray = pck) -> float | None:
-            """Joint-weighted PCK % of a group of clips (None for an empty group)."""
+        def w(mask: np.ndarray, hits: np.ndarray = hits) -> float | None:
+            """PCK % over the visible joints of a group of clips (None for an empty group)."""
             if not mask.any():
                 return None
-            return float(100 * (pck[mask] * vis[mask]).sum() / max(vis[mask].sum(), 1))
+            return float(100 * hits[mask].sum() / max(data.visible[mask].sum(), 1))
 
         def top(mask: np.ndarray, peak: np.ndarray = peak) -> float | None:
             return float(peak[mask].max()) if mask.any() else None
@@ -103,7 +99,7 @@ def main() -> None:
             "pck_fp32_failed": w(fail),
             "peak_max_good": top(~fail),
             "peak_max_failed": top(fail),
-            "per_clip_pck": pck.round(4).tolist(),
+            "per_clip_pck": per_clip_pck(hits, data.visible).round(4).tolist(),
         }
         report["rows"][label] = r
         keys = ("pck_all", "pck_fp32_good", "pck_fp32_failed", "peak_max_good", "peak_max_failed")

@@ -242,6 +242,20 @@ def oks_ap(similarity: np.ndarray, scores: np.ndarray, thresholds: np.ndarray = 
     return float(np.mean(aps))
 
 
+FAILED_CLIP_PCK = 0.5  # a clip scoring below this PCK counts as a failure
+
+
+def per_clip_pck(hits: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """[N] fraction of each clip's visible joints that hit (0 for a clip with none visible)."""
+    n_vis = np.asarray(visible, bool).sum(axis=1)
+    return np.asarray(hits).sum(axis=1) / np.maximum(n_vis, 1)
+
+
+def failed_clip_mask(per_clip: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """[N] bool: clips with visible joints that score below ``FAILED_CLIP_PCK``."""
+    return (np.asarray(visible, bool).sum(axis=1) > 0) & (per_clip < FAILED_CLIP_PCK)
+
+
 @dataclass
 class TaskScore:
     """One backend's task accuracy on a clip set (fractions; PCK x 100 is "points")."""
@@ -291,7 +305,7 @@ def task_scores(
     vis = np.asarray(visible, bool)
     n_vis = vis.sum(axis=1).astype(np.float64)
     hits = {k: pck_hits(kp, gt, vis, boxes_xywh, thr) for k, (kp, _) in preds.items()}
-    per_clip = {k: h.sum(axis=1) / np.maximum(n_vis, 1) for k, h in hits.items()}
+    per_clip = {k: per_clip_pck(h, vis) for k, h in hits.items()}
     out: dict[str, TaskScore] = {}
     for k, (kp, sc) in preds.items():
         rng = np.random.default_rng(seed)
@@ -302,7 +316,7 @@ def task_scores(
             oks_ap=oks_ap(oks(kp, gt, vis, boxes_xywh), inst_score),
             clips=int(kp.shape[0]),
             joints=int(vis.sum()),
-            failed_clips=int(np.count_nonzero(per_clip[k][n_vis > 0] < 0.5)),
+            failed_clips=int(np.count_nonzero(failed_clip_mask(per_clip[k], vis))),
         )
     if reference is not None:
         ref = out[reference]
