@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -10,8 +11,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from tdmi.errors import TdmiError
+from tdmi.errors import ConfigError, TdmiError
 
 
 def _current_umask() -> int:
@@ -205,6 +207,16 @@ def check_outputs(
             raise TdmiError(f"cannot create the folder {parent} for {opt} ({e.strerror or e})") from None
         if not os.access(parent, os.W_OK | os.X_OK):
             raise TdmiError(f"folder {parent} for {opt} is not writable: choose another path")
+
+
+def reject_unknown_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """A config JSON with a misspelt field is an error, never a silently ignored setting."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdmi.errors import ConfigError
+from tdmi.utils import reject_unknown_fields
 
 
 @dataclass(frozen=True)
@@ -140,18 +141,12 @@ class TDMIConfig:
     def from_dict(cls, data: dict[str, Any]) -> TDMIConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config field(s): {', '.join(unknown)}")
+        reject_unknown_fields(cls, data, "model config")
         check_field_types(cls, data)
         kwargs = dict(data)
         bb = kwargs.get("backbone", {})
         if isinstance(bb, dict):
-            bb_known = {f.name for f in dataclasses.fields(HRNetConfig)}
-            bad = sorted(set(bb) - bb_known)
-            if bad:
-                raise ConfigError(f"unknown backbone config field(s): {', '.join(bad)}")
+            reject_unknown_fields(HRNetConfig, bb, "backbone config")
             check_field_types(HRNetConfig, bb, prefix="backbone.")
             bb = dict(bb)
             if "stage_modules" in bb:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdmi.errors import ConfigError
+from tdmi.utils import reject_unknown_fields
 
 REFINES = ("dark", "quarter", "none")
 KINDS = ("cpu", "gpu")
@@ -69,10 +70,7 @@ class ServeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServeConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown serve config field(s) {unknown}: known are {sorted(known)}")
+        reject_unknown_fields(cls, data, "serve config")
         return cls(**data)
 
     @classmethod

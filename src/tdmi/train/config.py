@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdmi.errors import ConfigError
+from tdmi.utils import reject_unknown_fields
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -102,10 +103,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config field(s): {', '.join(unknown)}")
+        reject_unknown_fields(cls, data, "training config")
         kw = dict(data)
         if "milestones" in kw:
             kw["milestones"] = tuple(kw["milestones"])
