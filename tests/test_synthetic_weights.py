@@ -87,3 +87,52 @@ def test_evaluate_reports_meaningful_fields(trained: tuple[TDMI, list[float]]) -
 def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="batch"):
         sw.train_on_synthetic("tdmi-tiny", steps=1, batch=0, progress=False)
+
+
+def _bn_stats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))
+    }
+
+
+def test_frozen_batchnorm_phase_keeps_the_statistics_it_learns_under(
+    trained: tuple[TDMI, list[float]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--init + --freeze-bn-after 0 fine-tunes weights but keeps the checkpoint's BatchNorm statistics.
+
+    Re-estimating them afterwards would undo what the frozen phase learnt, so the saved statistics
+    must be exactly the initial ones while the convolution weights moved.
+    """
+    from tdmi.model import save_checkpoint
+
+    init = save_checkpoint(trained[0], tmp_path / "init.pt")
+    out = tmp_path / "ft.pt"
+    args = ["--config", "tdmi-tiny", "--steps", "3", "--batch", "2", "--clips-pool", "4", "--eval-clips", "0"]
+    assert (
+        sw.main([*args, "--init", str(init), "--freeze-bn-after", "0", "--no-progress", "-o", str(out)]) == 0
+    )
+    capsys.readouterr()
+    before, after = load_checkpoint(init), load_checkpoint(out)
+    for k, v in _bn_stats(before).items():
+        torch.testing.assert_close(_bn_stats(after)[k], v, rtol=0, atol=0, msg=k)
+    w = "backbone.conv1.weight"
+    assert not torch.equal(before.state_dict()[w], after.state_dict()[w])
+    extra = torch.load(out, map_location="cpu", weights_only=True)["extra"]
+    assert extra["freeze_bn_after"] == 0 and extra["init"] == str(init)
+
+
+def test_freezing_batchnorm_midway_keeps_the_statistics_from_then_on(tmp_path: Path) -> None:
+    """tdmi-train --freeze-bn-after: unfrozen, the statistics move every step; from then on they stay."""
+    seen: list[dict[str, torch.Tensor]] = []
+    from tdmi.train import TrainConfig, train
+
+    def spy(step: int, record: dict[str, float], model: TDMI) -> None:
+        seen.append(_bn_stats(model))
+
+    tc = TrainConfig(steps=4, batch_size=2, clips_pool=4, val_every=0, freeze_bn_after=2)
+    train(CFG, tc, tmp_path / "run", progress=False, on_step=spy)
+    key = "backbone.bn1.running_mean"
+    assert not torch.equal(seen[0][key], seen[1][key])  # step 2 still trains the statistics
+    assert torch.equal(seen[1][key], seen[2][key]) and torch.equal(seen[2][key], seen[3][key])
+    with pytest.raises(Exception, match="freeze_bn_after"):
+        TrainConfig(freeze_bn_after=-1)

@@ -214,9 +214,7 @@ def reject_unknown_fields(cls: type, data: Mapping[str, Any], what: str) -> None
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(
-            f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

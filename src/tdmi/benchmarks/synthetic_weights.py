@@ -127,6 +127,8 @@ def train_on_synthetic(
     fresh_clips: bool = False,
     save_every: int = 0,
     save_path: Path | None = None,
+    init: Path | None = None,
+    freeze_bn_after: int | None = None,
 ) -> tuple[TDMI, list[float]]:
     """Train a fresh TDMI on the built-in synthetic clips; return it (eval mode) and the heatmap-loss history.
 
@@ -144,6 +146,13 @@ def train_on_synthetic(
     gradient norm, ``cosine`` decays the learning rate to zero after ``warmup`` linear steps.
     ``save_every`` > 0 writes an intermediate checkpoint (BatchNorm re-estimated on a copy) to
     ``save_path`` so a run cut short still leaves its best point.
+
+    The cure that works is ``freeze_bn_after``: with batches of 2 clips, per-batch BatchNorm
+    statistics hide feature scales that inference (running statistics) then amplifies stage after
+    stage on some clips, so whole held-out clips are lost. From step ``freeze_bn_after`` on, the
+    statistics are re-estimated once on the pool and then used and kept (eval-mode BatchNorm), and
+    the weights learn under the normalisation they are run with; no re-estimation follows, because
+    it would undo that. ``init`` starts from a TDMI checkpoint (e.g. a finished run to fine-tune).
     """
     if steps < 0 or batch < 1 or clips_pool < 1:
         raise ValueError(f"need steps >= 0, batch >= 1, clips_pool >= 1; got {steps}, {batch}, {clips_pool}")
@@ -165,6 +174,7 @@ def train_on_synthetic(
         warmup_steps=warmup,
         val_every=0,
         log_every=0,
+        freeze_bn_after=freeze_bn_after,
     )
     bn_clips = min(bn_recalibration_clips, pool)
     pool_clips = (
@@ -174,11 +184,16 @@ def train_on_synthetic(
     )
     history: list[float] = []
 
+    def frozen(step: int) -> bool:
+        return freeze_bn_after is not None and step >= freeze_bn_after
+
     def on_step(step: int, record: dict[str, float], model: TDMI) -> None:
         history.append(record["heatmap"])
+        if step == freeze_bn_after and step > 0 and pool_clips is not None:
+            recalibrate_batchnorm(model, pool_clips, batch)  # the statistics the frozen phase keeps
         if save_every > 0 and save_path is not None and step % save_every == 0 and step < steps:
             snap = copy.deepcopy(model)
-            if pool_clips is not None:
+            if pool_clips is not None and not frozen(step):
                 recalibrate_batchnorm(snap, pool_clips, batch)
             save_checkpoint(snap, save_path, extra={"warning": NOT_POSE_WEIGHTS, "partial_steps": step})
             print(f"step {step}: intermediate checkpoint -> {save_path}", file=sys.stderr, flush=True)
@@ -187,9 +202,11 @@ def train_on_synthetic(
             print(f"step {step}/{steps} heatmap loss {recent:.3e}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="tdmi-synthetic-") as run_dir:
-        result = train(cfg, tc, run_dir, progress=progress, on_step=on_step, keep_checkpoints=False)
+        result = train(
+            cfg, tc, run_dir, init=init, progress=progress, on_step=on_step, keep_checkpoints=False
+        )
     model = result.model
-    if pool_clips is not None:
+    if pool_clips is not None and not frozen(steps):
         recalibrate_batchnorm(model, pool_clips, batch)
     return model.eval(), history
 
@@ -221,6 +238,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up steps")
     p.add_argument("--fresh-clips", action="store_true", help="draw every batch as new clips (no pool)")
     p.add_argument("--bn-clips", type=int, default=16, help="pool clips for the BatchNorm re-estimation")
+    p.add_argument(
+        "--freeze-bn-after",
+        type=int,
+        default=None,
+        help="from this step on, BatchNorm uses and keeps its running statistics (0: whole run)",
+    )
+    p.add_argument("--init", type=Path, default=None, help="start from this TDMI checkpoint (fine-tune)")
     p.add_argument("--save-every", type=int, default=0, help="write an intermediate checkpoint every N steps")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint path (.pt)")
@@ -247,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         fresh_clips=args.fresh_clips,
         save_every=args.save_every,
         save_path=args.output,
+        init=args.init,
+        freeze_bn_after=args.freeze_bn_after,
     )
     train_s = time.perf_counter() - t0
     extra: dict[str, Any] = {
@@ -262,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "fresh_clips": args.fresh_clips,
         "bn_clips": args.bn_clips,
+        "freeze_bn_after": args.freeze_bn_after,
+        "init": str(args.init) if args.init is not None else None,
         "train_seconds": round(train_s, 1),
         "heatmap_loss_first": history[0] if history else None,
         "heatmap_loss_last": history[-1] if history else None,

@@ -180,8 +180,20 @@ def bench(
 ) -> None:
     """Run the benchmark and print one table (plus a PoseTrack table with --data)."""
     if server is not None:
-        _load_test(server, protocol, concurrency, requests, seconds, compare_rounds, batch, model, config,
-                   checkpoint, json_path, not no_progress)
+        _load_test(
+            server,
+            protocol,
+            concurrency,
+            requests,
+            seconds,
+            compare_rounds,
+            batch,
+            model,
+            config,
+            checkpoint,
+            json_path,
+            not no_progress,
+        )
         return
     from tdmi.benchmarks.report import render_console, write_report
     from tdmi.benchmarks.suite import BenchOptions, parse_backends, parse_batches, run_bench
@@ -290,12 +302,22 @@ def _load_test(
             raise UsageError("give the local model as --model FILE or as --config/--checkpoint, not both")
         src = str(model) if model is not None else None
         if src is None:  # the same export tdmi-serve makes from --config/--checkpoint
-            src = str(resolve_artifact(tempfile.mkdtemp(prefix="tdmi-load-"), config=config,
-                                       checkpoint=checkpoint).path)
+            src = str(
+                resolve_artifact(
+                    tempfile.mkdtemp(prefix="tdmi-load-"), config=config, checkpoint=checkpoint
+                ).path
+            )
         reference = runtime.load(src)
-    opts = LoadTestOptions(url=server, protocol=protocol, concurrency=levels, requests=requests,
-                           seconds=seconds,
-                           batch=batches[0], compare_concurrency=max(levels), compare_rounds=compare_rounds)
+    opts = LoadTestOptions(
+        url=server,
+        protocol=protocol,
+        concurrency=levels,
+        requests=requests,
+        seconds=seconds,
+        batch=batches[0],
+        compare_concurrency=max(levels),
+        compare_rounds=compare_rounds,
+    )
     report = run_load_test(opts, reference, progress=progress)
     render(report, console)
     if json_path is not None:
@@ -305,8 +327,10 @@ def _load_test(
     if report.totals["lost"] or report.totals["failed"]:
         raise TdmiError(f"{report.totals['failed']} requests failed and {report.totals['lost']} were lost")
     if report.parity.get("checked") and not report.parity["ok"]:
-        raise TdmiError(f"served heatmaps differ from the local runtime by {report.parity['max_abs']:.3g} "
-                        f"(tolerance {report.parity['tol']:g})")
+        raise TdmiError(
+            f"served heatmaps differ from the local runtime by {report.parity['max_abs']:.3g} "
+            f"(tolerance {report.parity['tol']:g})"
+        )
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ app = typer.Typer(
 )
 
 
-
 def _parse_batch(text: str) -> int | str:
     if text == "dynamic":
         return "dynamic"

@@ -54,6 +54,13 @@ def run(
     grad_clip: Annotated[
         float, typer.Option("--grad-clip", help="Max gradient norm (0: off).")
     ] = _D.grad_clip,
+    freeze_bn_after: Annotated[
+        int | None,
+        typer.Option(
+            "--freeze-bn-after",
+            help="From this step on, BatchNorm uses and keeps its running statistics (0: whole run).",
+        ),
+    ] = None,
     amp: Annotated[bool, typer.Option("--amp", help="float16 mixed precision (CUDA).")] = False,
     seed: Annotated[int, typer.Option("--seed")] = _D.seed,
     heatmap_weight: Annotated[float, typer.Option("--heatmap-weight")] = _D.heatmap_weight,
@@ -115,6 +122,7 @@ def run(
         gamma=gamma,
         warmup_steps=warmup_steps,
         grad_clip=grad_clip,
+        freeze_bn_after=freeze_bn_after,
         amp=amp,
         seed=seed,
         heatmap_weight=heatmap_weight,

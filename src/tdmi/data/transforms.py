@@ -156,6 +156,7 @@ def get_affine_transform(
     mapping back from output pixels to the original image. ``rot`` is in degrees.
     """
     import cv2  # lazily: the rest of this module loads without OpenCV (the bare GPU image)
+
     c = np.asarray(center, dtype=np.float32)
     if c.shape != (2,):
         raise DataError(f"center must be (x, y), got shape {c.shape}")
@@ -297,6 +298,7 @@ def _crop_one(
     frame_size: tuple[int, int],
 ) -> tuple[np.ndarray, CropInfo]:
     import cv2  # lazily: the rest of this module loads without OpenCV (the bare GPU image)
+
     center, scale = box_to_center_scale(box, in_w / in_h, padding)
     trans = get_affine_transform(center, scale, (in_w, in_h), rot=rot)
     crops = np.empty((len(frames), in_h, in_w, 3), dtype=np.uint8)
@@ -391,6 +393,7 @@ def dark_kernel_size(sigma: float) -> int:
 def _modulate(hm: np.ndarray, kernel: int) -> np.ndarray:
     """Blur each heatmap (zero border), keep its original maximum, and take the log (DARK step 1)."""
     import cv2  # lazily: the rest of this module loads without OpenCV (the bare GPU image)
+
     border = (kernel - 1) // 2
     out = np.empty(hm.shape, dtype=np.float64)
     n, j = hm.shape[:2]

@@ -38,6 +38,11 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    # From this step on BatchNorm layers normalise with (and keep) their running statistics, as in
+    # inference, so the weights learn under the normalisation they will be run with; None = never.
+    # Small-batch runs need it: per-batch statistics hide feature scales that eval mode then
+    # amplifies stage after stage on unusual inputs.
+    freeze_bn_after: int | None = None
     amp: bool = False  # float16 autocast + GradScaler, CUDA only
     seed: int = 0
     # loss = heatmap_weight * MSE + mi_weight * vCLUB(M_u; M_n) + estimator_weight * (-log q(M_n | M_u))
@@ -86,6 +91,10 @@ class TrainConfig:
         need(0 < self.gamma <= 1, "gamma must be in (0, 1]")
         need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
         need(self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)")
+        need(
+            self.freeze_bn_after is None or self.freeze_bn_after >= 0,
+            f"freeze_bn_after must be >= 0 (a step) or None, got {self.freeze_bn_after}",
+        )
         need(self.clips_pool >= 1, "clips_pool must be at least 1")
         need(
             0 <= self.half_body_prob <= 1 and 0 <= self.rotation_prob <= 1, "probabilities must be in [0, 1]"

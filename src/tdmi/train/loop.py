@@ -72,6 +72,17 @@ class TrainResult:
     plot: Path | None = None
 
 
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Put every BatchNorm layer in eval mode (running statistics used and kept); return how many.
+
+    The affine weights still train. Called after ``module.train()`` on each step of a frozen phase.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.eval()
+    return len(bns)
+
+
 def lr_factor(train: TrainConfig, total_steps: int) -> Callable[[int], float]:
     """LR multiplier at optimiser step ``s``: linear warm-up, then multi-step decay or cosine to 0."""
     warm = train.warmup_steps
@@ -375,6 +386,8 @@ def _train(
             for frames, target, weight in loader:
                 frames, target, weight = (x.to(dev, non_blocking=True) for x in (frames, target, weight))
                 module.train()
+                if tc.freeze_bn_after is not None and step >= tc.freeze_bn_after:
+                    freeze_batchnorm(module)
                 optimizer.zero_grad(set_to_none=True)
                 sums = torch.zeros(len(TERMS), device=dev)
                 try:
