@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tdmi.benchmarks.latency import Runner
-from tdmi.benchmarks.task_accuracy import run_synthetic_accuracy, speedups_at_batch1
+from tdmi.benchmarks.task_accuracy import run_synthetic_accuracy, speedups_at_batch1, task_cells
 from tdmi.cli.bench import app
 from tdmi.cli.common import run_app
 from tdmi.data.transforms import affine_transform_points, gaussian_heatmap, get_affine_transform
@@ -90,25 +90,36 @@ def test_synthetic_accuracy_scores_backends_against_the_truth() -> None:
     assert data.visible[:, 3:5].sum() == 0  # ears are never labelled
     exact = Runner("ref", "fake", "fp32", "cpu", _Oracle(data))
     shifted = Runner("shifted", "fake", "int8", "cpu", _Oracle(data, dx=8.0))
-    res = run_synthetic_accuracy([exact, shifted], data, "ref", speedups={"shifted": 2.5})
+    from tdmi.benchmarks.latency import RatioStats
+
+    ratio = RatioStats(2.5, 2.4, 2.6, 5)
+    res = run_synthetic_accuracy([exact, shifted], data, "ref", speedups={"shifted": ratio})
     ref, bad = res.rows
     assert ref.status == "reference" and ref.pck is not None and ref.pck > 95.0
     assert bad.pck is not None and bad.pck < ref.pck and bad.drop_pck == pytest.approx(ref.pck - bad.pck)
-    assert bad.speedup == 2.5 and ref.drop_pck is None
+    assert (bad.speedup, bad.speedup_p25, bad.speedup_p75) == (2.5, 2.4, 2.6) and ref.drop_pck is None
+    assert "2.50x (2.40-2.60)" in task_cells(bad)
     with pytest.raises(DataError, match="reference"):
         run_synthetic_accuracy([shifted], data, "ref")
 
 
-def test_speedups_use_ort_fp32_as_the_baseline() -> None:
-    from tdmi.benchmarks.report import LatencyRow
+def test_speedups_are_paired_per_round_ratios_over_ort_fp32() -> None:
+    """The ratio of p50s could hide a noisy round; the median of same-round ratios with its IQR does not."""
+    from tdmi.benchmarks.latency import Measurement
 
-    rows = [
-        LatencyRow("torch", "torch", "fp32", "cpu", 1, "reference", p50_ms=200.0),
-        LatencyRow("ort-fp32", "onnxruntime", "fp32", "cpu", 1, "ok", p50_ms=100.0),
-        LatencyRow("ort-int8", "onnxruntime", "int8", "cpu", 1, "ok", p50_ms=40.0),
-    ]
-    speed, base = speedups_at_batch1(rows)
-    assert base == "ort-fp32" and speed["ort-int8"] == pytest.approx(2.5) and speed["torch"] == 0.5
+    def m(name: str, times: list[float]) -> Measurement:
+        return Measurement(
+            Runner(name, "fake", "fp32", "cpu", None), 1, times, round_times=dict(enumerate(times))
+        )
+
+    # round 2 is disturbed for both (a shared hiccup): pairing cancels it
+    fp32, int8 = m("ort-fp32", [0.10, 0.10, 0.30, 0.10]), m("ort-int8", [0.04, 0.04, 0.12, 0.05])
+    speed, base = speedups_at_batch1([m("torch", [0.2, 0.2, 0.6, 0.2]), fp32, int8], reference="torch")
+    assert base == "ort-fp32" and speed["ort-fp32"].median == pytest.approx(1.0)
+    assert speed["ort-int8"].median == pytest.approx(2.5) and speed["ort-int8"].p25 < 2.5
+    assert speed["torch"].median == pytest.approx(0.5) and speed["ort-int8"].rounds == 4
+    speed, base = speedups_at_batch1([m("torch", [0.2]), m("x", [0.1])], reference="torch")
+    assert base == "torch" and speed["x"].median == pytest.approx(2.0)
 
 
 @pytest.mark.filterwarnings("ignore:calibrating on the built-in sample clips")
@@ -134,6 +145,7 @@ def test_bench_accuracy_synthetic_json(tmp_path: Path, capsys: pytest.CaptureFix
     for name in ("ort-fp32", "ort-int8"):
         assert rows[name]["pck"] is not None and rows[name]["drop_pck_ci"] is not None
     assert rows["ort-int8"]["speedup"] > 0 and rows["ort-fp32"]["speedup"] == pytest.approx(1.0)
+    assert rows["ort-int8"]["speedup_p25"] <= rows["ort-int8"]["speedup"] <= rows["ort-int8"]["speedup_p75"]
     assert report["task_dataset"]["clips"] == 6 and report["task_dataset"]["speedup_baseline"] == "ort-fp32"
     assert "PCK drop" in out.with_suffix(".md").read_text()
     rc = run_app(app, [*args, "--accuracy", "bogus", "--no-progress"])

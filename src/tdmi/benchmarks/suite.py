@@ -867,7 +867,7 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
                     ),
                 )
         rows = latency_rows(measurements, reference, load.others) + setup.skipped
-        task = _task_accuracy(opts, cfg, cache, setup.runners, reference, rows)
+        task = _task_accuracy(opts, cfg, cache, setup.runners, reference, measurements)
     finally:
         torch.set_num_threads(torch_threads)
         for r in setup.runners:
@@ -933,7 +933,7 @@ def _task_accuracy(
     cache: ArtifactCache,
     runners: list[Any],
     reference: str,
-    rows: list[Any],
+    measurements: list[Any],
 ) -> Any:
     """``--accuracy synthetic``: every runner scored against ground truth, beside its speed-up."""
     from tdmi.benchmarks.task_accuracy import run_synthetic_accuracy, speedups_at_batch1, synthetic_set
@@ -942,7 +942,7 @@ def _task_accuracy(
     if not wanted:
         return None
     data = synthetic_set(cfg, opts.accuracy_clips)
-    speedups, baseline = speedups_at_batch1(rows)
+    speedups, baseline = speedups_at_batch1(measurements, reference=reference)
     with _progress(opts.progress) as bar:
         task = bar.add_task("synthetic accuracy", total=data.size * len(runners))
         result = run_synthetic_accuracy(

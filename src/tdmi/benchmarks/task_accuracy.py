@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tdmi.benchmarks.latency import Runner
+from tdmi.benchmarks.latency import Measurement, RatioStats, Runner, paired_ratio
 from tdmi.errors import DataError
 from tdmi.eval.metrics import TaskScore, task_scores
 from tdmi.eval.synthetic import SyntheticSet, predict_keypoints, synthetic_set
@@ -43,7 +43,9 @@ class TaskAccuracyRow:
     oks_ap: float | None = None  # percent
     drop_oks_ap: float | None = None
     failed_clips: int | None = None
-    speedup: float | None = None
+    speedup: float | None = None  # median of per-round paired ratios to the speed-up baseline
+    speedup_p25: float | None = None
+    speedup_p75: float | None = None
     nonfinite: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +67,7 @@ def run_synthetic_accuracy(
     data: SyntheticSet,
     reference: str,
     batch: int = 1,
-    speedups: dict[str, float] | None = None,
+    speedups: dict[str, RatioStats] | None = None,
     advance: Advance | None = None,
 ) -> TaskAccuracyResult:
     """Score every runner on ``data`` against the truth; a broken backend gets a failed row, not a crash."""
@@ -101,8 +103,9 @@ def run_synthetic_accuracy(
         row.pck_ci = (100 * s.pck_ci[0], 100 * s.pck_ci[1])
         if name != reference:
             row.drop_pck, row.drop_pck_ci, row.drop_oks_ap = s.drop_pck, s.drop_pck_ci, s.drop_oks_ap
-        if speedups is not None:
-            row.speedup = speedups.get(name)
+        ratio = (speedups or {}).get(name)
+        if ratio is not None:
+            row.speedup, row.speedup_p25, row.speedup_p75 = ratio.median, ratio.p25, ratio.p75
     return TaskAccuracyResult(dataset=data.describe(), rows=[rows[n] for n in names], scores=scores)
 
 
@@ -124,6 +127,8 @@ def task_cells(row: TaskAccuracyRow) -> list[str]:
     ap_drop = "—" if row.drop_oks_ap is None else f"{row.drop_oks_ap:+.2f}"
     notes = "; ".join(p for p in (row.status if row.status == "failed" else "", row.label, row.note) if p)
     speed = "—" if row.speedup is None else f"{row.speedup:.2f}x"
+    if row.speedup is not None and row.speedup_p25 is not None and row.speedup_p75 is not None:
+        speed += f" ({row.speedup_p25:.2f}-{row.speedup_p75:.2f})"
     return [name, row.precision, _f(row.pck), ci, drop, dci, _f(row.oks_ap), ap_drop,
             "—" if row.failed_clips is None else str(row.failed_clips), speed, notes]  # fmt: skip
 
@@ -136,18 +141,22 @@ def task_title(dataset: dict[str, Any]) -> str:
     )
 
 
-def speedups_at_batch1(latency: Sequence[Any], baseline: str = "ort-fp32") -> tuple[dict[str, float], str]:
-    """Speed-up of every timed row over ``baseline`` (else the reference) at the smallest batch size.
+def speedups_at_batch1(
+    measurements: Sequence[Measurement], baseline: str = "ort-fp32", reference: str | None = None
+) -> tuple[dict[str, RatioStats], str]:
+    """Speed-up of every timed runner over ``baseline`` (else ``reference``) at the smallest batch size.
 
-    ONNX Runtime FP32 is the baseline users deploying on a CPU compare INT8 with; the ratio is of
-    p50 latencies measured interleaved in the same run.
+    ONNX Runtime FP32 is the baseline users deploying on a CPU compare INT8 with. Each ratio is the
+    median of per-round paired ratios (both timed in the same shuffled round) with its IQR, so it
+    survives a noisy machine the way the latency table's speed-ups do.
     """
-    timed = [r for r in latency if getattr(r, "p50_ms", None) and r.batch is not None]
+    timed = [m for m in measurements if m.error is None and m.round_times]
     if not timed:
         return {}, baseline
-    smallest = min(r.batch for r in timed)
-    rows = {r.name: r for r in timed if r.batch == smallest}
-    base = rows.get(baseline) or next((r for r in rows.values() if r.status == "reference"), None)
+    smallest = min(m.batch for m in timed)
+    by_name = {m.runner.name: m for m in timed if m.batch == smallest}
+    base = by_name.get(baseline) or (by_name.get(reference) if reference is not None else None)
     if base is None:
         return {}, baseline
-    return {name: float(base.p50_ms / r.p50_ms) for name, r in rows.items()}, base.name
+    out = {name: r for name, m in by_name.items() if (r := paired_ratio(base, m)) is not None}
+    return out, base.runner.name
