@@ -31,6 +31,7 @@ from tdmi.export.int8_recipes import (
     ranges_from_stats,
     region_of,
 )
+from tdmi.export.precision import default_recipe
 from tdmi.model import TDMI, get_preset
 
 PRESET = "tdmi-tiny"
@@ -160,7 +161,7 @@ def test_sensitivity_and_budget_cli(
 ) -> None:
     out = tmp_path / "sens.json"
     args = ["int8-sensitivity", str(fp32.path), "--calib-clips", "2", "--eval-clips", "4", "--rounds", "1"]
-    rc = run_app(app, [*args, "--max-drop", "100", "--json", str(out)])
+    rc = run_app(app, [*args, "--max-drop", "100", "--min-speedup", "0", "--json", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "one region quantized at a time" in captured.out
@@ -173,6 +174,8 @@ def test_sensitivity_and_budget_cli(
     search = report["search"]
     assert search["chosen"] is not None and search["chosen"]["drop_pck"] <= 100
     assert {c["recipe"]["calibration"] for c in search["candidates"]} >= {"max", "percentile", "entropy"}
+    default = default_recipe("onnxruntime").to_dict()
+    assert any(c["recipe"] == default for c in search["candidates"])  # the incumbent is always measured
     # a budget nothing can meet: one line, nothing written
     bad = tmp_path / "never.onnx"
     rc = run_app(app, ["onnx", "-o", str(bad), "--config", PRESET, "--precision", "int8",
@@ -180,6 +183,21 @@ def test_sensitivity_and_budget_cli(
     assert rc != 0 and "--max-drop" in capsys.readouterr().err and not bad.exists()
     rc = run_app(app, ["int8-sensitivity", str(fp32.path), "--granularity", "layer"])
     assert rc != 0 and "granularity" in capsys.readouterr().err
+
+
+def test_search_never_chooses_a_recipe_slower_than_asked(fp32: ExportResult, calib: CalibrationSet) -> None:
+    """A16W8 fits budgets easily but runs slower than FP32 on CPUs: fitting is not enough to be chosen."""
+    from tdmi.eval.synthetic import synthetic_set
+    from tdmi.export.int8_search import search
+
+    data = synthetic_set(get_preset(PRESET), 2)
+    found = search(
+        fp32.path, calib, data, max_drop=100, min_speedup=1000, calibrations=["percentile"], timing_rounds=1
+    )
+    assert all(c.meets_budget for c in found.candidates) and found.chosen is None
+    assert "none runs at 1000x FP32 or faster" in found.note
+    with pytest.raises(ExportError, match="min-speedup"):
+        search(fp32.path, calib, data, min_speedup=-1)
 
 
 def test_per_clip_script_splits_clips_by_fp32_outcome(fp32: ExportResult, tmp_path: Path) -> None:

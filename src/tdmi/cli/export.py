@@ -116,6 +116,14 @@ def onnx_cmd(
             "drop vs FP32 on held-out synthetic clips stays within this many points; fastest wins.",
         ),
     ] = None,
+    min_speedup: Annotated[
+        float | None,
+        typer.Option(
+            "--min-speedup",
+            help="With --max-drop (ONNX Runtime): choose only recipes at least this much faster than FP32 "
+            "(default 1: never an INT8 graph slower than FP32).",
+        ),
+    ] = None,
     split: Annotated[
         bool,
         typer.Option(
@@ -153,6 +161,8 @@ def onnx_cmd(
         raise UsageError("--max-drop applies to --precision int8 only")
     if max_drop is not None and max_drop < 0:
         raise UsageError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
+    if min_speedup is not None and max_drop is None:
+        raise UsageError("--min-speedup applies with --max-drop only (it constrains the recipe search)")
     batch_spec = _parse_batch(batch)
     if precision != "fp32" and target is None:
         target = "tensorrt"
@@ -196,7 +206,7 @@ def onnx_cmd(
                 from tdmi.cli.int8 import quantize_for_cli
 
                 final, search = quantize_for_cli(
-                    fp32, output, cs, target, calib_method, max_drop, result.config
+                    fp32, output, cs, target, calib_method, max_drop, result.config, min_speedup
                 )
     _show_warnings(caught)
     console.print(

@@ -19,12 +19,27 @@ def _log(msg: str) -> None:
 
 
 def quantize_for_cli(
-    fp32: Path, output: Path, calib: Any, target: str, method: str, max_drop: float | None, config: Any
+    fp32: Path,
+    output: Path,
+    calib: Any,
+    target: str,
+    method: str,
+    max_drop: float | None,
+    config: Any,
+    min_speedup: float | None = None,
 ) -> tuple[Any, Any]:
-    from tdmi.export.int8_search import quantize_with_budget
+    from tdmi.export.int8_search import DEFAULT_MIN_SPEEDUP, quantize_with_budget
 
     return quantize_with_budget(
-        fp32, output, calib, config, target=target, method=method, max_drop=max_drop, log=_log
+        fp32,
+        output,
+        calib,
+        config,
+        target=target,
+        method=method,
+        max_drop=max_drop,
+        min_speedup=DEFAULT_MIN_SPEEDUP if min_speedup is None else min_speedup,
+        log=_log,
     )
 
 
@@ -99,6 +114,13 @@ def register_int8_commands(app: typer.Typer) -> None:
             float | None,
             typer.Option("--max-drop", help="Also search the recipe that fits this PCK-point budget."),
         ] = None,
+        min_speedup: Annotated[
+            float,
+            typer.Option(
+                "--min-speedup",
+                help="With --max-drop: choose only recipes at least this much faster than FP32.",
+            ),
+        ] = 1.0,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
         verbose: Verbose = False,
     ) -> None:
@@ -174,6 +196,7 @@ def register_int8_commands(app: typer.Typer) -> None:
                 timing_rounds=rounds,
                 log=_log,
                 known_sensitivity=rows,
+                min_speedup=min_speedup,
             )
             console.print(candidates_table(found))
             if found.chosen is not None:

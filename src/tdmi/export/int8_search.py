@@ -39,6 +39,7 @@ from tdmi.export.int8_recipes import (
 from tdmi.export.ort_ops import make_session, static_batch
 
 DEFAULT_MAX_DROP = 0.5  # PCK points
+DEFAULT_MIN_SPEEDUP = 1.0  # over FP32 (ORT): an INT8 graph slower than FP32 is never chosen
 TIMING_ROUNDS = 5
 
 Log = Callable[[str], None]
@@ -229,19 +230,24 @@ def search(
     threads: int | None = None,
     log: Log | None = None,
     known_sensitivity: list[SensitivityRow] | None = None,
+    min_speedup: float = DEFAULT_MIN_SPEEDUP,
 ) -> SearchResult:
     """The smallest set of FP32 regions (and the calibration) that keeps the PCK drop within ``max_drop``.
 
     1. every calibration method with everything quantized; the one with the least drop is kept;
     2. if it misses the budget: per-region sensitivity, then regions kept FP32 one at a time in
        order of harm until the drop fits (each step measured, not predicted);
-    3. for ONNX Runtime, per-tensor weights and A16W8 activations are tried on the best point too.
-    Among the measured recipes that fit the budget the fastest wins (ORT); for TensorRT, the one
-    with the fewest FP32 regions. ``known_sensitivity`` reuses rows already measured with the same
-    calibration method instead of measuring them again.
+    3. for ONNX Runtime, per-tensor weights and A16W8 activations are tried on the best point too,
+       and the shipped default recipe is always measured beside them (the incumbent to beat).
+    Among the measured recipes that fit the budget the fastest wins (ORT), provided it runs at
+    least ``min_speedup`` times as fast as FP32 (A16W8 fits budgets easily but has no fast CPU
+    kernels); for TensorRT, the one with the fewest FP32 regions. ``known_sensitivity`` reuses
+    rows already measured with the same calibration method instead of measuring them again.
     """
     if max_drop < 0:
         raise ExportError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
+    if min_speedup < 0:
+        raise ExportError(f"--min-speedup must be 0 or more, got {min_speedup}")
     say = log or (lambda _m: None)
     fp32_path = Path(fp32_path)
     model = onnx.load(str(fp32_path))
@@ -269,6 +275,10 @@ def search(
         base_kw: dict[str, Any] = {"target": target, "fp32_regions": ()}
         if not ort:
             base_kw["op_types"] = ()
+        if ort:
+            from tdmi.export.precision import default_recipe
+
+            measure(default_recipe("onnxruntime"))
         scored = [(measure(Int8Recipe(calibration=m, **base_kw)), m) for m in methods]
         best_res, best_method = min(scored, key=lambda t: (t[0].drop_pck, -(t[0].speedup or 0.0)))
         base = Int8Recipe(calibration=best_method, **base_kw)
@@ -297,11 +307,18 @@ def search(
             if current_res.drop_pck > max_drop:
                 measure(dataclasses.replace(current, activations="int16"))
     fitting = [c for c in result.candidates if c.meets_budget]
-    if fitting:
+    fast = [c for c in fitting if (c.speedup or 0.0) >= min_speedup] if ort else fitting
+    if fast:
         if ort:
-            result.chosen = max(fitting, key=lambda c: (c.speedup or 0.0, -c.drop_pck))
+            result.chosen = max(fast, key=lambda c: (c.speedup or 0.0, -c.drop_pck))
         else:
-            result.chosen = min(fitting, key=lambda c: (len(c.recipe["fp32_regions"]), c.drop_pck))
+            result.chosen = min(fast, key=lambda c: (len(c.recipe["fp32_regions"]), c.drop_pck))
+    elif fitting:
+        best = max(fitting, key=lambda c: c.speedup or 0.0)
+        result.note = (
+            f"recipes keep the PCK drop within {max_drop} points, but none runs at {min_speedup:g}x "
+            f"FP32 or faster; the fastest of them reached {_x(best.speedup)} ({best.label})"
+        )
     else:
         best = min(result.candidates, key=lambda c: c.drop_pck)
         result.note = (
@@ -321,6 +338,7 @@ def quantize_with_budget(
     method: str = "auto",
     max_drop: float | None = None,
     eval_clips: int = 32,
+    min_speedup: float = DEFAULT_MIN_SPEEDUP,
     log: Log | None = None,
 ) -> tuple[Any, SearchResult | None]:
     """``--precision int8``: the measured default recipe, or with ``max_drop`` the searched one.
@@ -335,7 +353,16 @@ def quantize_with_budget(
         return quantize_int8(fp32_path, output, calib, target=target, recipe=recipe), None  # type: ignore[arg-type]
     data = synthetic_set(config, eval_clips)
     cals = None if method == "auto" else [method]
-    found = search(fp32_path, calib, data, target=target, max_drop=max_drop, calibrations=cals, log=log)
+    found = search(
+        fp32_path,
+        calib,
+        data,
+        target=target,
+        max_drop=max_drop,
+        calibrations=cals,
+        log=log,
+        min_speedup=min_speedup,
+    )
     if found.chosen is None:
         raise ExportError(f"{found.note}: nothing written; raise --max-drop or keep FP32")
     recipe = Int8Recipe.from_dict(found.chosen.recipe)
