@@ -136,3 +136,35 @@ def test_freezing_batchnorm_midway_keeps_the_statistics_from_then_on(tmp_path: P
     assert torch.equal(seen[1][key], seen[2][key]) and torch.equal(seen[2][key], seen[3][key])
     with pytest.raises(Exception, match="freeze_bn_after"):
         TrainConfig(freeze_bn_after=-1)
+
+
+def test_bn_activation_check_script_reports_both_modes(
+    trained: tuple[TDMI, list[float]], tmp_path: Path
+) -> None:
+    """scripts/bn_activation_check.py: the evidence behind --freeze-bn-after; the checkpoint is untouched."""
+    import json
+    import subprocess
+    import sys
+
+    from tdmi.model import save_checkpoint
+
+    ckpt = save_checkpoint(trained[0], tmp_path / "t.pt")
+    before = _bn_stats(load_checkpoint(ckpt))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bn_activation_check.py"
+    out = tmp_path / "bn.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(ckpt), "--clips", "3", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for mode in ("inference", "per_clip_stats"):
+        r = report[mode]
+        assert 0.0 <= r["pck"] <= 1.0 and 0 <= r["failed_clips"] <= 3 and r["heatmap_max"] > 0
+        assert {"backbone.conv1", "tde", "head"} <= set(r["stage_peaks"])
+    # same weights, other normalisation: the outputs must differ, or the switch did nothing
+    assert report["inference"]["heatmap_max"] != report["per_clip_stats"]["heatmap_max"]
+    after = _bn_stats(load_checkpoint(ckpt))
+    assert all(torch.equal(before[k], after[k]) for k in before)
