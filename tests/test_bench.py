@@ -142,6 +142,7 @@ def test_missing_neighbour_frames_without_nearest(
         (["--iters", "0"], 2, "--iters must be >= 1"),
         (["--missing-frames", "skip"], 2, "--missing-frames must be"),
         (["--config", "tdmi-w64"], 1, "unknown preset 'tdmi-w64'"),
+        (["--int8-op-types", "Conv,Ad"], 2, "--int8-op-types: unknown ONNX op types Ad"),
     ],
 )
 def test_bad_options(
@@ -247,6 +248,22 @@ def test_checkpoint_weights_are_benchmarked(cache_dir: Path, tmp_path: Path) -> 
     assert Path(report["settings"]["cache"]) != random_folder  # keyed by the checkpoint's hash
     ort = next(r for r in report["latency"] if r["name"] == "ort-fp32")
     assert ort["kp_agreement"] >= 0.95 and ort["hm_max_rel"] < 1e-3
+
+
+@pytest.mark.filterwarnings("ignore:calibrating on the built-in sample clips")
+def test_int8_op_types_make_their_own_cache_entry(tmp_path: Path) -> None:
+    """``--int8-op-types`` builds a graph with that recipe, never reusing the default one's file."""
+    from tdmi.export import build_calibration_set, inspect
+    from tdmi.model import get_preset
+
+    cfg = get_preset("tdmi-tiny")
+    cache = ArtifactCache.open(tmp_path, cfg)
+    calib = build_calibration_set(cfg, None, num_clips=2)
+    default = cache.artifact_path("int8-onnxruntime", 2, None, "percentile")
+    path = cache.variant("int8-onnxruntime", 2, lambda: calib, None, "percentile", ("Conv", "Add"))
+    assert path != default and not default.exists()
+    recipe = inspect(path)["extra"]["recipe"]
+    assert recipe["op_types"] == ["Conv", "Add"] and recipe["calibration"] == "percentile"
 
 
 def test_cache_heals_truncated_weights_like_onnx(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from tdmi.export.int8_recipes import (
     Int8Recipe,
     collect_stats,
     entropy_threshold,
+    parse_op_types,
     percentile_threshold,
     quantizable_regions,
     ranges_from_stats,
@@ -152,8 +153,72 @@ def test_bad_recipes_are_clear() -> None:
         Int8Recipe(target="tensorrt", calibration="percentile")
     with pytest.raises(ExportError, match="activations"):
         Int8Recipe(activations="int4")
+    with pytest.raises(ExportError, match="unknown ONNX op types to quantize: Convv"):
+        Int8Recipe(target="tensorrt", calibration="max", op_types=("Convv",))
+    with pytest.raises(ExportError, match="needs op types"):
+        Int8Recipe(op_types=())
     r = Int8Recipe(fp32_regions=("head",))
     assert Int8Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert parse_op_types(None) is None and parse_op_types("all") == ()
+    assert parse_op_types("Conv, Add") == ("Conv", "Add")
+    trt = Int8Recipe(target="tensorrt", calibration="max", fp32_regions=(), op_types=())
+    assert "ops: ModelOpt default" in trt.label() and "ops:" not in r.label()
+
+
+def test_tensorrt_search_tries_convolutions_only_when_modelopts_set_misses(
+    fp32: ExportResult, calib: CalibrationSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ModelOpt's Q/DQ on the fuse sums can cost the budget: convolutions only is the next base.
+
+    The graphs are real ModelOpt graphs scored on real clips; the evaluator adds 5 points to the
+    drop of graphs built with ModelOpt's op-type set, so the rule is exercised whatever tiny's
+    random weights score.
+    """
+    from tdmi.eval.synthetic import synthetic_set
+    from tdmi.export import int8_search
+    from tdmi.export.int8_recipes import QUANTIZED_OPS
+
+    real_score = int8_search._Evaluator.score
+
+    def score(self: object, path: Path, recipe: Int8Recipe, timed: bool) -> object:
+        res = real_score(self, path, recipe, timed)  # type: ignore[arg-type]
+        if not recipe.op_types:
+            res.drop_pck += 5.0
+        return res
+
+    monkeypatch.setattr(int8_search._Evaluator, "score", score)
+    monkeypatch.setattr(int8_search, "sensitivity", lambda *a, **k: [])  # one step at a time
+    data = synthetic_set(get_preset(PRESET), 2)
+    found = int8_search.search(fp32.path, calib, data, target="tensorrt", max_drop=1.0, calibrations=["max"])
+    ops = [tuple(c.recipe["op_types"]) for c in found.candidates]
+    assert ops == [(), QUANTIZED_OPS]
+    assert all(c.speedup is None for c in found.candidates)  # accuracy only: ORT CPU says nothing of TensorRT
+    convs = found.candidates[1]
+    assert "ops: Conv,Gemm,MatMul" in convs.label
+    if convs.drop_pck <= 1.0:
+        assert found.chosen is convs
+    # op types given: no fallback, the caller's choice is the base
+    fixed = int8_search.search(
+        fp32.path, calib, data, target="tensorrt", max_drop=1.0, calibrations=["max"], op_types=()
+    )
+    assert [tuple(c.recipe["op_types"]) for c in fixed.candidates] == [()]
+
+
+def test_export_op_types_reach_modelopt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "conv.onnx"
+    args = ["onnx", "--config", PRESET, "--precision", "int8", "--target", "tensorrt", "--no-verify"]
+    rc = run_app(app, [*args, "-o", str(out), "--op-types", "Conv", "--calib-method", "max"])
+    assert rc == 0, capsys.readouterr().err
+    model = onnx.load(str(out))
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    fed = {n.op_type for n in model.graph.node if any(i in dq_out for i in n.input)}
+    assert "Conv" in fed and "Resize" not in fed  # ModelOpt's default set quantizes Resize too
+    assert inspect(out)["extra"]["recipe"]["op_types"] == ["Conv"]
+    bad = tmp_path / "bad.onnx"
+    rc = run_app(app, [*args, "-o", str(bad), "--op-types", "Convv"])
+    assert rc != 0 and "Convv" in capsys.readouterr().err and not bad.exists()
+    rc = run_app(app, ["onnx", "--config", PRESET, "-o", str(bad), "--op-types", "Conv"])
+    assert rc != 0 and "--op-types applies to --precision int8" in capsys.readouterr().err
 
 
 def test_sensitivity_and_budget_cli(

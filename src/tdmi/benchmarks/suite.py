@@ -317,7 +317,12 @@ class ArtifactCache:
         return self.folder / "weights.pt"
 
     def artifact_path(
-        self, kind: str, calib_clips: int, calib_data: Path | None = None, method: str = "max"
+        self,
+        kind: str,
+        calib_clips: int,
+        calib_data: Path | None = None,
+        method: str = "max",
+        op_types: tuple[str, ...] | None = None,
     ) -> Path:
         if kind == "fp32":
             return self.folder / "model-fp32.onnx"
@@ -325,6 +330,8 @@ class ArtifactCache:
         if calib_data is not None:
             source = hashlib.sha256(str(Path(calib_data).resolve()).encode()).hexdigest()[:10]
         how = f"-{method}" if kind.startswith("int8") else ""
+        if kind.startswith("int8") and op_types is not None:
+            how += "-ops-" + ("_".join(op_types) or "all")
         return self.folder / f"model-{kind}-calib{calib_clips}-{source}{how}.onnx"
 
     def engines(self) -> list[Path]:
@@ -386,33 +393,50 @@ class ArtifactCache:
         calibration: Callable[[], Any],
         calib_data: Path | None = None,
         method: str = "max",
+        op_types: tuple[str, ...] | None = None,
     ) -> Path:
-        """A precision variant of the FP32 graph; ``calibration()`` is only called when one is built."""
+        """A precision variant of the FP32 graph; ``calibration()`` is only called when one is built.
+
+        ``op_types`` (INT8 only) replaces the target's default op types to quantize.
+        """
         if method == "auto" and kind.startswith("int8-"):
             from tdmi.export.precision import DEFAULT_CALIBRATION
 
             method = DEFAULT_CALIBRATION[kind.split("-", 1)[1]]
-        path = self.artifact_path(kind, calib_clips, calib_data, method)
+        path = self.artifact_path(kind, calib_clips, calib_data, method, op_types)
         with entry_lock(path):
             if _usable_onnx(path):
                 return path
-            return self._make_variant(kind, path, calibration, method)
+            return self._make_variant(kind, path, calibration, method, op_types)
 
-    def _make_variant(self, kind: str, path: Path, calibration: Callable[[], Any], method: str) -> Path:
+    def _make_variant(
+        self,
+        kind: str,
+        path: Path,
+        calibration: Callable[[], Any],
+        method: str,
+        op_types: tuple[str, ...] | None = None,
+    ) -> Path:
+        import dataclasses
+
         from tdmi.export import convert_fp16, quantize_int8
+        from tdmi.export.precision import default_recipe
 
         src = self.fp32_onnx()
         if kind == "fp16-tensorrt":
             result = _call(convert_fp16, src, path, calibration(), progress=self.progress)
         elif kind in ("int8-onnxruntime", "int8-tensorrt"):
             target = kind.split("-", 1)[1]
+            recipe = default_recipe(target, method)  # type: ignore[arg-type]
+            if op_types is not None:
+                recipe = dataclasses.replace(recipe, op_types=op_types)
             result = _call(
                 quantize_int8,
                 src,
                 path,
                 calibration(),
                 target=target,
-                method=method,
+                recipe=recipe,
                 progress=self.progress,
             )
         else:
@@ -520,6 +544,7 @@ class BenchOptions:
     calib_clips: int = 4  # ORT calibration holds every activation of every clip (~2.3 GB each at W48)
     calib_method: str = "auto"  # INT8 ranges: auto (the measured default), max, percentile, entropy
     calib_data: Path | None = None  # PoseTrack folder for calibration; None: built-in synthetic clips
+    int8_op_types: tuple[str, ...] | None = None  # INT8 op types to quantize; None: each target's default
     threads: int | None = None
     cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph per batch size
     # PoseTrack accuracy harness (runs when ``data`` is set)
@@ -659,6 +684,9 @@ def _load_runners(
             f"the FP16 / INT8 graphs are calibrated on {opts.calib_clips} clips from {source}; "
             f"INT8 ranges by {how} (ONNX Runtime: the toolkit's own histograms, see the graph's metadata)"
         )
+        if opts.int8_op_types is not None:
+            ops = ",".join(opts.int8_op_types) or "ModelOpt's own set"
+            setup.notes.append(f"INT8 op types quantized: {ops} (--int8-op-types; default: each target's)")
     return setup
 
 
@@ -711,7 +739,12 @@ def _open_variant(
             assert spec.artifact is not None
             try:
                 path = cache.variant(
-                    spec.artifact, opts.calib_clips, calibration, opts.calib_data, opts.calib_method
+                    spec.artifact,
+                    opts.calib_clips,
+                    calibration,
+                    opts.calib_data,
+                    opts.calib_method,
+                    opts.int8_op_types if spec.artifact.startswith("int8") else None,
                 )
             except (ImportError, ExportError) as e:
                 # A precision variant that cannot be made here is a row with the reason, not a crash.
@@ -795,6 +828,12 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         )
     if opts.calib_clips < 1:
         raise UsageError(f"--calib-clips must be positive, got {opts.calib_clips}")
+    if opts.int8_op_types:
+        import onnx
+
+        unknown = [t for t in opts.int8_op_types if not onnx.defs.has(t)]
+        if unknown:
+            raise UsageError(f"--int8-op-types: unknown ONNX op types {', '.join(unknown)} (e.g. Conv,Add)")
     from tdmi.benchmarks.task_accuracy import ACCURACY_CHOICES
 
     if opts.accuracy not in ACCURACY_CHOICES:
@@ -907,6 +946,7 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
             "time_checks": opts.time_checks,
             "calib_clips": opts.calib_clips,
             "calib_method": opts.calib_method,
+            "int8_op_types": None if opts.int8_op_types is None else list(opts.int8_op_types),
             "calib_data": str(opts.calib_data) if opts.calib_data else "built-in sample clips",
             "threads": opts.threads,
             "load": {"others": load.others, "loadavg": load.loadavg},

@@ -88,6 +88,14 @@ def bench(
             "'percentile' (ONNX Runtime only) or 'entropy'.",
         ),
     ] = "auto",
+    int8_op_types: Annotated[
+        str | None,
+        typer.Option(
+            "--int8-op-types",
+            help="INT8 variants: ONNX op types to quantize, comma-separated (e.g. Conv,Gemm,MatMul); "
+            "'all' is ModelOpt's own set. Default: each target's (ORT: Conv,Gemm,MatMul; TensorRT: all).",
+        ),
+    ] = None,
     calib_data: Annotated[
         Path | None,
         typer.Option(
@@ -197,6 +205,7 @@ def bench(
         return
     from tdmi.benchmarks.report import render_console, write_report
     from tdmi.benchmarks.suite import BenchOptions, parse_backends, parse_batches, run_bench
+    from tdmi.export.int8_recipes import parse_op_types
 
     try:
         backends = parse_backends(backend) if backend else None
@@ -240,6 +249,7 @@ def bench(
         calib_clips=calib_clips,
         calib_data=calib_data,
         calib_method=calib_method,
+        int8_op_types=parse_op_types(int8_op_types),
         threads=threads,
         cuda_graph=cuda_graph,
         data=data,

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from tdmi.cli.common import Verbose, console, err_console, main_for
-from tdmi.cli.int8 import register_int8_commands
+from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
 
@@ -124,6 +124,7 @@ def onnx_cmd(
             "(default 1: never an INT8 graph slower than FP32).",
         ),
     ] = None,
+    op_types: Annotated[str | None, typer.Option("--op-types", help=OP_TYPES_HELP)] = None,
     split: Annotated[
         bool,
         typer.Option(
@@ -163,6 +164,8 @@ def onnx_cmd(
         raise UsageError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
     if min_speedup is not None and max_drop is None:
         raise UsageError("--min-speedup applies with --max-drop only (it constrains the recipe search)")
+    if op_types is not None and precision != "int8":
+        raise UsageError("--op-types applies to --precision int8 only")
     batch_spec = _parse_batch(batch)
     if precision != "fp32" and target is None:
         target = "tensorrt"
@@ -171,6 +174,12 @@ def onnx_cmd(
             if precision == "int8"
             else "FP16 target: tensorrt (the only FP16 target)"
         )
+    if op_types is not None:
+        from tdmi.export.int8_recipes import Int8Recipe, parse_op_types
+
+        ops = parse_op_types(op_types)
+        if ops is not None:  # checked before the export, not after minutes of it
+            Int8Recipe(target=target or "tensorrt", calibration="max", op_types=ops)
     check_outputs(
         {"--output": output},
         {
@@ -206,7 +215,7 @@ def onnx_cmd(
                 from tdmi.cli.int8 import quantize_for_cli
 
                 final, search = quantize_for_cli(
-                    fp32, output, cs, target, calib_method, max_drop, result.config, min_speedup
+                    fp32, output, cs, target, calib_method, max_drop, result.config, min_speedup, op_types
                 )
     _show_warnings(caught)
     console.print(

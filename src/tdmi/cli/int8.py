@@ -13,6 +13,11 @@ from rich.table import Table
 from tdmi.cli.common import Verbose, console, err_console
 from tdmi.errors import ExportError, UsageError
 
+OP_TYPES_HELP = (
+    "INT8: ONNX op types to quantize, comma-separated (e.g. Conv). Default: the target's own "
+    "(ORT: Conv,Gemm,MatMul; TensorRT: ModelOpt's set, also adds, pooling, resize, concat; 'all')."
+)
+
 
 def _log(msg: str) -> None:
     err_console.print(msg, markup=False, highlight=False)
@@ -27,7 +32,9 @@ def quantize_for_cli(
     max_drop: float | None,
     config: Any,
     min_speedup: float | None = None,
+    op_types: str | None = None,
 ) -> tuple[Any, Any]:
+    from tdmi.export.int8_recipes import parse_op_types
     from tdmi.export.int8_search import DEFAULT_MIN_SPEEDUP, quantize_with_budget
 
     return quantize_with_budget(
@@ -39,6 +46,7 @@ def quantize_for_cli(
         method=method,
         max_drop=max_drop,
         min_speedup=DEFAULT_MIN_SPEEDUP if min_speedup is None else min_speedup,
+        op_types=parse_op_types(op_types),
         log=_log,
     )
 
@@ -121,12 +129,14 @@ def register_int8_commands(app: typer.Typer) -> None:
                 help="With --max-drop: choose only recipes at least this much faster than FP32.",
             ),
         ] = 1.0,
+        op_types: Annotated[str | None, typer.Option("--op-types", help=OP_TYPES_HELP)] = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
         verbose: Verbose = False,
     ) -> None:
         """Quantize one region at a time and rank the regions by PCK loss and latency gain."""
         from tdmi.eval.synthetic import synthetic_set
         from tdmi.export.calibration import load_calibration
+        from tdmi.export.int8_recipes import parse_op_types
         from tdmi.export.int8_search import search, sensitivity
         from tdmi.export.metadata import load_onnx_checked, read_metadata
         from tdmi.export.precision import default_recipe
@@ -150,7 +160,8 @@ def register_int8_commands(app: typer.Typer) -> None:
         base = default_recipe(target, calib_method)  # type: ignore[arg-type]
         import dataclasses
 
-        base = dataclasses.replace(base, fp32_regions=())
+        ops = parse_op_types(op_types)
+        base = dataclasses.replace(base, fp32_regions=(), **({} if ops is None else {"op_types": ops}))
         rows = sensitivity(src, cs, data, base, granularity=granularity, timing_rounds=rounds, log=_log)  # type: ignore[arg-type]
         table = Table(
             title=f"INT8 sensitivity ({target}, {base.calibration}): one region quantized at a time"
@@ -197,6 +208,7 @@ def register_int8_commands(app: typer.Typer) -> None:
                 log=_log,
                 known_sensitivity=rows,
                 min_speedup=min_speedup,
+                op_types=ops,
             )
             console.print(candidates_table(found))
             if found.chosen is not None:

@@ -60,6 +60,11 @@ class Int8Recipe:
             raise ExportError(f"the calibration percentile must be in (50, 100], got {self.percentile}")
         if self.activations not in ("int8", "int16"):
             raise ExportError(f"activations must be int8 or int16, got {self.activations!r}")
+        if not self.op_types and self.target == "onnxruntime":
+            raise ExportError("an ONNX Runtime INT8 recipe needs op types to quantize (e.g. Conv)")
+        unknown = [t for t in self.op_types if not onnx.defs.has(t)]
+        if unknown:
+            raise ExportError(f"unknown ONNX op types to quantize: {', '.join(unknown)} (e.g. Conv,Add)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,6 +86,8 @@ class Int8Recipe:
             parts.append("A16W8" if self.activations == "int16" else "A8W8")
             parts.append("per-channel" if self.per_channel else "per-tensor")
         parts.append("fp32: " + (",".join(self.fp32_regions) if self.fp32_regions else "none"))
+        if self.target == "tensorrt" or self.op_types != QUANTIZED_OPS:
+            parts.append("ops: " + (",".join(self.op_types) if self.op_types else "ModelOpt default"))
         return " ".join(parts)
 
 
@@ -330,8 +337,10 @@ def recipe_json(recipe: Int8Recipe) -> str:
     return json.dumps(recipe.to_dict(), sort_keys=True)
 
 
-def parse_regions(text: str | None) -> tuple[str, ...]:
-    """``"head,rdm"`` -> ("head", "rdm"); "" or "none" -> ()."""
-    if text is None or text.strip().lower() in ("", "none"):
+def parse_op_types(text: str | None) -> tuple[str, ...] | None:
+    """``--op-types``: None or "" -> None (the target's default); "all" -> () (ModelOpt's own set)."""
+    if text is None or not text.strip():
+        return None
+    if text.strip().lower() == "all":
         return ()
-    return tuple(r.strip() for r in re.split(r"[,\s]+", text) if r.strip())
+    return tuple(t.strip() for t in re.split(r"[,\s]+", text) if t.strip())

@@ -30,6 +30,7 @@ from tdmi.eval.metrics import task_scores
 from tdmi.eval.synthetic import SyntheticSet, predict_keypoints
 from tdmi.export.calibration import CalibrationSet
 from tdmi.export.int8_recipes import (
+    QUANTIZED_OPS,
     ActivationStats,
     Granularity,
     Int8Recipe,
@@ -231,6 +232,7 @@ def search(
     log: Log | None = None,
     known_sensitivity: list[SensitivityRow] | None = None,
     min_speedup: float = DEFAULT_MIN_SPEEDUP,
+    op_types: Sequence[str] | None = None,
 ) -> SearchResult:
     """The smallest set of FP32 regions (and the calibration) that keeps the PCK drop within ``max_drop``.
 
@@ -241,8 +243,15 @@ def search(
        and the shipped default recipe is always measured beside them (the incumbent to beat).
     Among the measured recipes that fit the budget the fastest wins (ORT), provided it runs at
     least ``min_speedup`` times as fast as FP32 (A16W8 fits budgets easily but has no fast CPU
-    kernels); for TensorRT, the one with the fewest FP32 regions. ``known_sensitivity`` reuses
-    rows already measured with the same calibration method instead of measuring them again.
+    kernels); for TensorRT, the one with the fewest FP32 regions, then the one quantizing the most
+    op types. ``known_sensitivity`` reuses rows already measured with the same calibration method
+    and op types instead of measuring them again.
+
+    ``op_types`` fixes the op types to quantize. Left ``None`` for TensorRT, ModelOpt's own choice
+    (convolutions plus residual adds, pooling, resize, concat) comes first and, when it misses the
+    budget, convolutions only (ORT's set) are measured too: the non-convolution Q/DQ pairs sit on
+    the HRNet fuse sums, whose ranges are the widest in the network, so they are the first
+    suspects; which base wins is measured, then regions are kept FP32 on top of it.
     """
     if max_drop < 0:
         raise ExportError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
@@ -273,8 +282,10 @@ def search(
             return res
 
         base_kw: dict[str, Any] = {"target": target, "fp32_regions": ()}
-        if not ort:
-            base_kw["op_types"] = ()
+        if op_types is not None:
+            base_kw["op_types"] = tuple(op_types)
+        elif not ort:
+            base_kw["op_types"] = ()  # ModelOpt's default op types
         if ort:
             from tdmi.export.precision import default_recipe
 
@@ -283,9 +294,16 @@ def search(
         best_res, best_method = min(scored, key=lambda t: (t[0].drop_pck, -(t[0].speedup or 0.0)))
         base = Int8Recipe(calibration=best_method, **base_kw)
         current, current_res = base, best_res
+        if not ort and op_types is None and current_res.drop_pck > max_drop:
+            convs = dataclasses.replace(base, op_types=QUANTIZED_OPS)
+            convs_res = measure(convs)
+            if convs_res.drop_pck < current_res.drop_pck:
+                base, current, current_res = convs, convs, convs_res
         if current_res.drop_pck > max_drop:
             reuse = known_sensitivity and all(
-                r.result is not None and r.result.recipe.get("calibration") == best_method
+                r.result is not None
+                and r.result.recipe.get("calibration") == base.calibration
+                and tuple(r.result.recipe.get("op_types", ())) == base.op_types
                 for r in known_sensitivity
             )
             result.sensitivity = (
@@ -312,7 +330,10 @@ def search(
         if ort:
             result.chosen = max(fast, key=lambda c: (c.speedup or 0.0, -c.drop_pck))
         else:
-            result.chosen = min(fast, key=lambda c: (len(c.recipe["fp32_regions"]), c.drop_pck))
+            result.chosen = min(
+                fast,
+                key=lambda c: (len(c.recipe["fp32_regions"]), bool(c.recipe["op_types"]), c.drop_pck),
+            )
     elif fitting:
         best = max(fitting, key=lambda c: c.speedup or 0.0)
         result.note = (
@@ -339,6 +360,7 @@ def quantize_with_budget(
     max_drop: float | None = None,
     eval_clips: int = 32,
     min_speedup: float = DEFAULT_MIN_SPEEDUP,
+    op_types: Sequence[str] | None = None,
     log: Log | None = None,
 ) -> tuple[Any, SearchResult | None]:
     """``--precision int8``: the measured default recipe, or with ``max_drop`` the searched one.
@@ -350,6 +372,8 @@ def quantize_with_budget(
 
     if max_drop is None:
         recipe = default_recipe(target, method)  # type: ignore[arg-type]
+        if op_types is not None:
+            recipe = dataclasses.replace(recipe, op_types=tuple(op_types))
         return quantize_int8(fp32_path, output, calib, target=target, recipe=recipe), None  # type: ignore[arg-type]
     data = synthetic_set(config, eval_clips)
     cals = None if method == "auto" else [method]
@@ -362,6 +386,7 @@ def quantize_with_budget(
         calibrations=cals,
         log=log,
         min_speedup=min_speedup,
+        op_types=op_types,
     )
     if found.chosen is None:
         raise ExportError(f"{found.note}: nothing written; raise --max-drop or keep FP32")
