@@ -27,7 +27,7 @@ from tdmi.benchmarks.report import (
     to_markdown,
     write_report,
 )
-from tdmi.benchmarks.suite import parse_backends, parse_batches
+from tdmi.benchmarks.suite import cpu_int8_isa, parse_backends, parse_batches
 from tdmi.data.posetrack import load_annotation_file
 from tdmi.data.transforms import render_gaussian
 from tdmi.errors import ConfigError, DataError
@@ -184,6 +184,25 @@ def _report(rows: Any, acc: Any = None) -> BenchReport:
         latency=rows,
         accuracy=acc,
     )
+
+
+def test_header_says_whether_the_cpu_has_vnni() -> None:
+    """INT8 speed-ups differ several-fold between AVX2 and VNNI CPUs: the report must say which ran."""
+    from tdmi.benchmarks.report import header_lines
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n"
+    zen4 = "flags\t: fpu avx avx2 avx512f avx512_vnni avx512_bf16\n"
+    assert cpu_int8_isa(zen3) == ["avx2"]
+    assert cpu_int8_isa(zen4) == ["avx2", "avx512f", "avx512_vnni"]
+    assert cpu_int8_isa("model name : Apple M3\n") is None
+    report = _report([])
+    report.machine["cpu_int8_isa"] = ["avx2"]
+    assert "INT8 ISA: avx2 (no VNNI" in header_lines(report)[1]
+    report.machine["cpu_int8_isa"] = ["avx2", "avx512f", "avx512_vnni"]
+    line = header_lines(report)[1]
+    assert "INT8 ISA: avx2, avx512f, avx512_vnni" in line and "no VNNI" not in line
+    report.machine.pop("cpu_int8_isa")
+    assert "INT8 ISA" not in header_lines(report)[1]  # reports written before the field: no claim
 
 
 def test_measure_interleaves_and_counts_calls() -> None:

@@ -325,10 +325,14 @@ def accuracy_cells(row: AccuracyRow) -> list[str]:
 def header_lines(report: BenchReport) -> list[str]:
     m = report.machine
     v = m.get("versions", {})
+    isa = m.get("cpu_int8_isa")
+    int8 = "" if isa is None else "; INT8 ISA: " + (", ".join(isa) or "no AVX2")
+    if isa is not None and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(isa):
+        int8 += " (no VNNI: CPU INT8 speed-ups run well below those of VNNI CPUs)"
     lines = [
         f"model: {report.config.get('name')} (input {report.config.get('input_size')}, "
         f"T={report.config.get('num_frames')}); weights: {report.weights}",
-        f"machine: {m.get('cpu')} ({m.get('cpu_cores')} cores, {m.get('cpu_cores_usable')} usable); "
+        f"machine: {m.get('cpu')} ({m.get('cpu_cores')} cores, {m.get('cpu_cores_usable')} usable{int8}); "
         f"GPU: {m.get('gpu') or 'none'}",
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"date: {m.get('date')}; git commit: {m.get('git_commit') or 'unknown'}; "
