@@ -161,6 +161,8 @@ def test_bad_recipes_are_clear() -> None:
     assert Int8Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     assert parse_op_types(None) is None and parse_op_types("all") == ()
     assert parse_op_types("Conv, Add") == ("Conv", "Add")
+    with pytest.raises(ExportError, match="no op type"):
+        parse_op_types(",,")  # not silently "all"
     trt = Int8Recipe(target="tensorrt", calibration="max", fp32_regions=(), op_types=())
     assert "ops: ModelOpt default" in trt.label() and "ops:" not in r.label()
 

@@ -767,7 +767,7 @@ def _open_variant(
                     calibration,
                     opts.calib_data,
                     opts.calib_method,
-                    opts.int8_op_types if spec.artifact.startswith("int8") else None,
+                    opts.int8_op_types,  # FP16 variants ignore it
                 )
             except (ImportError, ExportError) as e:
                 # A precision variant that cannot be made here is a row with the reason, not a crash.
@@ -851,12 +851,13 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         )
     if opts.calib_clips < 1:
         raise UsageError(f"--calib-clips must be positive, got {opts.calib_clips}")
-    if opts.int8_op_types:
-        import onnx
+    if opts.int8_op_types is not None:
+        from tdmi.export.int8_recipes import check_op_types
 
-        unknown = [t for t in opts.int8_op_types if not onnx.defs.has(t)]
-        if unknown:
-            raise UsageError(f"--int8-op-types: unknown ONNX op types {', '.join(unknown)} (e.g. Conv,Add)")
+        try:
+            check_op_types(opts.int8_op_types)
+        except ExportError as e:
+            raise UsageError(f"--int8-op-types: {e}") from None
     from tdmi.benchmarks.task_accuracy import ACCURACY_CHOICES
 
     if opts.accuracy not in ACCURACY_CHOICES:

@@ -174,12 +174,11 @@ def onnx_cmd(
             if precision == "int8"
             else "FP16 target: tensorrt (the only FP16 target)"
         )
-    if op_types is not None:
-        from tdmi.export.int8_recipes import Int8Recipe, parse_op_types
+    from tdmi.export.int8_recipes import check_op_types, parse_op_types
 
-        ops = parse_op_types(op_types)
-        if ops is not None:  # checked before the export, not after minutes of it
-            Int8Recipe(target=target or "tensorrt", calibration="max", op_types=ops)
+    ops = parse_op_types(op_types)
+    if ops is not None:  # checked before the export, not after minutes of it
+        check_op_types(ops, target)
     check_outputs(
         {"--output": output},
         {
@@ -215,7 +214,7 @@ def onnx_cmd(
                 from tdmi.cli.int8 import quantize_for_cli
 
                 final, search = quantize_for_cli(
-                    fp32, output, cs, target, calib_method, max_drop, result.config, min_speedup, op_types
+                    fp32, output, cs, target, calib_method, max_drop, result.config, min_speedup, ops
                 )
     _show_warnings(caught)
     console.print(

@@ -32,9 +32,8 @@ def quantize_for_cli(
     max_drop: float | None,
     config: Any,
     min_speedup: float | None = None,
-    op_types: str | None = None,
+    op_types: tuple[str, ...] | None = None,
 ) -> tuple[Any, Any]:
-    from tdmi.export.int8_recipes import parse_op_types
     from tdmi.export.int8_search import DEFAULT_MIN_SPEEDUP, quantize_with_budget
 
     return quantize_with_budget(
@@ -46,7 +45,7 @@ def quantize_for_cli(
         method=method,
         max_drop=max_drop,
         min_speedup=DEFAULT_MIN_SPEEDUP if min_speedup is None else min_speedup,
-        op_types=parse_op_types(op_types),
+        op_types=op_types,
         log=_log,
     )
 

@@ -60,11 +60,7 @@ class Int8Recipe:
             raise ExportError(f"the calibration percentile must be in (50, 100], got {self.percentile}")
         if self.activations not in ("int8", "int16"):
             raise ExportError(f"activations must be int8 or int16, got {self.activations!r}")
-        if not self.op_types and self.target == "onnxruntime":
-            raise ExportError("an ONNX Runtime INT8 recipe needs op types to quantize (e.g. Conv)")
-        unknown = [t for t in self.op_types if not onnx.defs.has(t)]
-        if unknown:
-            raise ExportError(f"unknown ONNX op types to quantize: {', '.join(unknown)} (e.g. Conv,Add)")
+        check_op_types(self.op_types, self.target)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -337,10 +333,22 @@ def recipe_json(recipe: Int8Recipe) -> str:
     return json.dumps(recipe.to_dict(), sort_keys=True)
 
 
+def check_op_types(op_types: Sequence[str], target: str | None = None) -> None:
+    """The one check of op types to quantize: every name an ONNX op; ORT needs at least one."""
+    if not op_types and target == "onnxruntime":
+        raise ExportError("an ONNX Runtime INT8 recipe needs op types to quantize (e.g. Conv)")
+    unknown = [t for t in op_types if not onnx.defs.has(t)]
+    if unknown:
+        raise ExportError(f"unknown ONNX op types to quantize: {', '.join(unknown)} (e.g. Conv,Add)")
+
+
 def parse_op_types(text: str | None) -> tuple[str, ...] | None:
     """``--op-types``: None or "" -> None (the target's default); "all" -> () (ModelOpt's own set)."""
     if text is None or not text.strip():
         return None
     if text.strip().lower() == "all":
         return ()
-    return tuple(t.strip() for t in re.split(r"[,\s]+", text) if t.strip())
+    ops = tuple(t.strip() for t in re.split(r"[,\s]+", text) if t.strip())
+    if not ops:
+        raise ExportError(f"no op type in {text!r}: give names like Conv,Add, or 'all'")
+    return ops
