@@ -385,3 +385,61 @@ def test_ground_truth_without_people_gives_nan_not_zero() -> None:
     unlabelled = frame([Person(np.zeros((NUM_JOINTS, 3)), head_box_xywh=HEAD_BOX.copy())], image_id=2)
     res = evaluate_frames([(unlabelled, [])])
     assert math.isnan(res.total) and all(math.isnan(v) for v in res.ap.values())
+
+
+# ----------------------------------------------------------------------------- bounded memory, bad ids
+
+
+def _crowd(n_pred: int, seed: int = 0) -> tuple[Frame, list[Person]]:
+    """One frame: 3 GT people, an ignore region, and ``n_pred`` predictions with repeats and score ties."""
+    rng = np.random.default_rng(seed)
+    region = np.array([[0.0, 0.0], [300.0, 0.0], [300.0, 300.0], [150.0, 350.0], [0.0, 300.0]])
+    gts = [person(full_pose(100.0 + 200 * k, 100.0 + 40 * k)) for k in range(3)]
+    base = [full_pose(100.0 + 200 * k, 100.0 + 40 * k) for k in range(3)]
+    preds = []
+    for i in range(n_pred):
+        pose = {n: (x + rng.normal(0, 12), y + rng.normal(0, 12)) for n, (x, y) in base[i % 3].items()}
+        preds.append(person(pose, float(rng.integers(0, 4)) / 4))  # few distinct scores: many ties
+    preds += [copy.deepcopy(p) for p in preds[:5]]  # exact duplicates: first-on-ties matters
+    return frame(gts, [region]), preds
+
+
+def test_chunked_evaluation_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of one prediction (or one point) give exactly the one-chunk (unchunked) answer."""
+    from tdmi.eval import poseval
+
+    f, preds = _crowd(60)
+    monkeypatch.setattr(poseval, "CHUNK_ELEMENTS", 1 << 40)
+    whole = evaluate_frames([(copy.deepcopy(f), copy.deepcopy(preds))]).to_dict()
+    monkeypatch.setattr(poseval, "CHUNK_ELEMENTS", 1)
+    chunked = evaluate_frames([(copy.deepcopy(f), copy.deepcopy(preds))]).to_dict()
+    assert chunked == whole
+    assert 0.0 < whole["total"] < 100.0 and whole["counts"]["pred_persons"] > 0
+
+
+def test_many_predictions_on_one_frame_run_in_bounded_memory() -> None:
+    """The ignore-region test and the matching were dense in the number of predictions (10^6: 7.4 GiB)."""
+    import tracemalloc
+
+    f, preds = _crowd(20_000, seed=1)
+    tracemalloc.start()
+    try:
+        res = evaluate_frames([(f, preds)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.counts["pred_persons"] > 0
+    # Inputs are ~20k x 15 joints; dense point x vertex or prediction x GT x joint arrays were > 200 MB.
+    assert peak < 48 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_predictions_for_unknown_image_ids_are_an_error(posetrack18: Path, tmp_path: Path) -> None:
+    """They scored 0.0 with exit 0; now the error names the ids."""
+    perfect_predictions(load_split(posetrack18), tmp_path)
+    path = tmp_path / "009473_mpii_test.json"
+    doc = json.loads(path.read_text())
+    for a in doc["annotations"]:
+        a["image_id"] = 0  # what tdmi-infer wrote before issue 20
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"009473_mpii_test\.json: 2 prediction\(s\) have image ids \[0\]"):
+        evaluate(posetrack18 / "annotations/val", tmp_path)

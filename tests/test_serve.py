@@ -372,6 +372,18 @@ def _bad_requests() -> list[tuple[str, str, list[tuple[str, np.ndarray, str]], s
             [("images", ok_frames, "UINT8"), ("boxes", np.repeat(ok_box, 9, 0), "FP32")],
             r"9 boxes in one request, at most 8",
         ),
+        (  # answered 200 with NaN keypoints before the scale check
+            "huge box",
+            "tdmi_pose",
+            [("images", ok_frames, "UINT8"), ("boxes", np.array([[0, 0, 3e38, 3e38]], np.float32), "FP32")],
+            r"box 0 .* is more than 16x the 160x120 frame",
+        ),
+        (
+            "NaN box",
+            "tdmi_pose",
+            [("images", ok_frames, "UINT8"), ("boxes", np.array([[0, np.nan, 5, 5]], np.float32), "FP32")],
+            r"box 0 .* contains NaN or Inf",
+        ),
     ]
 
 
@@ -385,8 +397,12 @@ def test_bad_request_is_refused_and_the_server_keeps_serving(
 
     _, model, inputs, message = case
     client = _http(server)
-    with pytest.raises(InferenceServerException, match=message):
+    with pytest.raises(InferenceServerException, match=message) as refused:
         client.infer(model, [_inp(httpclient, n, x, d) for n, x, d in inputs])  # type: ignore[attr-defined]
+    assert refused.value.status() == "400", (
+        refused.value.status(),
+        refused.value.message(),
+    )  # a client error
     assert server.running() and server.ready()
     x = np.random.default_rng(5).standard_normal((1, T, 3, H, W)).astype(np.float32)
     got = client.infer("tdmi", [_inp(httpclient, "frames", x, "FP32")]).as_numpy("heatmaps")  # type: ignore[attr-defined]

@@ -26,9 +26,18 @@ _UMASK = _current_umask()
 
 
 # Our temp names carry the writing process id, so a later run can tell a file orphaned by a killed
-# process (SIGKILL, power loss) from one a live run is still writing.
-_TMP_FILE = re.compile(r"^\..+\.tdmi-(\d+)-[^.]+\.tmp$")
+# process (SIGKILL, power loss) from one a live run is still writing. Every temp name beside an
+# artifact is ``.<target name>.tdmi-<pid>-<random>.tmp`` (:func:`temp_prefix` + ``TMP_SUFFIX``), plus
+# the target's own extension where a writer needs it (OpenCV picks the container by it):
+# ``….tmp.mp4``. The sweeper matches exactly these names.
+TMP_SUFFIX = ".tmp"
+_TMP_FILE = re.compile(r"^\..+\.tdmi-(\d+)-[^.]+\.tmp(\.[A-Za-z0-9]{1,8})?$")
 _RUN_ROOT = re.compile(r"^tdmi-run-(\d+)-")
+
+
+def temp_prefix(target: str | os.PathLike[str]) -> str:
+    """The start of every temp name beside ``target`` (the sweeper's pattern); end it with ``TMP_SUFFIX``."""
+    return f".{Path(target).name}.tdmi-{os.getpid()}-"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,12 +76,14 @@ def sweep_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
 
     Artifacts (ONNX files, engines, reports) must never be left half-written: a crash or a
     failed check leaves the previous file (or nothing) in place, and temp files orphaned by a
-    killed run are swept the next time something is written in that folder.
+    killed run are swept the next time something is written in that folder. ``keep_suffix``: the
+    temp name ends with the target's extension too (``….tmp.mp4``), for writers that choose the
+    format by it.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -82,9 +93,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise TdmiError(f"output folder {parent} is not writable: choose another path")
     sweep_stale_temps(parent)
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.tdmi-{os.getpid()}-", suffix=".tmp", dir=parent
-        )
+        suffix = TMP_SUFFIX + (target.suffix if keep_suffix else "")
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix, dir=parent)
     except OSError as e:
         raise TdmiError(f"cannot write {target}: {e.strerror or e}") from None
     os.close(fd)
@@ -125,14 +135,13 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
     if not os.access(parent, os.W_OK | os.X_OK):
         raise TdmiError(f"output folder {parent} is not writable: choose another path")
     sweep_stale_temps(parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tdmi-{os.getpid()}-", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=parent))
     old: Path | None = None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
         if target.exists():
-            prefix = f".{target.name}.tdmi-{os.getpid()}-"
-            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=parent))
             os.rmdir(old)
             os.replace(target, old)
         os.replace(tmp, target)
@@ -174,18 +183,21 @@ def check_outputs(
     outputs: Mapping[str, str | os.PathLike[str] | None],
     inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
     *,
+    input_dirs: Mapping[str, str | os.PathLike[str] | None] | None = None,
     force: bool = False,
     force_option: str = "--force",
 ) -> None:
     """Check every output location before any work starts, naming the option the user typed.
 
     ``outputs``/``inputs`` map an option name (``--json``, ``SRC``) to a path (``None``: not given).
-    Refused: an output that is an input (symlinks resolved; allowed in place with ``force``), two
-    outputs that are one file, a folder where a file goes, an unwritable folder. Missing parent
-    folders are created.
+    ``input_dirs`` are folders read as a whole (a folder of frames): nothing may be written into them,
+    since the next run would read it as input. Refused: an output that is an input (symlinks resolved;
+    allowed in place with ``force``), an output inside an input folder, two outputs that are one
+    file, a folder where a file goes, an unwritable folder. Missing parent folders are created.
     """
     outs = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
     ins = [(opt, Path(p)) for opt, p in (inputs or {}).items() if p is not None]
+    in_dirs = [(opt, Path(p)) for opt, p in (input_dirs or {}).items() if p is not None]
     for i, (opt, path) in enumerate(outs):
         for other_opt, other in outs[:i]:
             if _same_file(path, other):
@@ -198,9 +210,15 @@ def check_outputs(
                 raise TdmiError(
                     f"{opt} {path} would overwrite the input {in_opt} {src}: choose another path{hint}"
                 )
+        parent = path.parent if str(path.parent) else Path(".")
+        for in_opt, folder in in_dirs:
+            if _same_file(parent, folder):
+                raise TdmiError(
+                    f"{opt} {path} would be written into the input folder {in_opt} {folder}, "
+                    "which the next run would read as input: choose another output folder"
+                )
         if path.is_dir():
             raise TdmiError(f"{opt} {path} is a folder: give a file name inside it")
-        parent = path.parent if str(path.parent) else Path(".")
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

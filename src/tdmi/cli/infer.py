@@ -95,6 +95,14 @@ def run(
         float | None, typer.Option("--fps", help="Frame rate of a frame folder (default 25).")
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write the overlay video.")] = True,
+    allow_short: Annotated[
+        bool,
+        typer.Option(
+            "--allow-short",
+            help="A damaged video that decodes fewer frames than its container declares: warn and "
+            "process what decodes (default: refuse, naming the first lost frame).",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
@@ -140,6 +148,7 @@ def run(
             refine=refine,
             overlay=overlay,
             fps=fps,
+            allow_short=allow_short,
             progress=progress,
         )
     s = out.result.summary()
@@ -151,6 +160,14 @@ def run(
     )
     written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]
     console.print("wrote " + ", ".join(str(p) for p in written))
+    if out.overlay_codec is not None:
+        c = out.overlay_codec
+        note = (
+            "plays in browsers"
+            if c.browser_playable
+            else "this OpenCV cannot encode H.264; browsers may not play it"
+        )
+        console.print(f"overlay codec: {c.label} ({c.fourcc}; {note})")
 
 
 def main() -> None:

@@ -396,6 +396,15 @@ def _videos_from_coco(
             )
             videos[key] = video
         video.frames.append(frame)
+    if require_annotations:  # a prediction for an image the file does not list would be scored as nothing
+        listed = {f.image_id for v in videos.values() for f in v.frames}
+        orphans = sorted(set(by_image) - listed)
+        if orphans:
+            n = sum(len(by_image[i]) for i in orphans)
+            raise DataError(
+                f"{path}: {n} prediction(s) have image ids {orphans[:5]}{' ...' if len(orphans) > 5 else ''} "
+                "that match no entry of 'images' (the ground truth's ids): write the GT image ids"
+            )
     return list(videos.values())
 
 

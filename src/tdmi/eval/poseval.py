@@ -88,11 +88,29 @@ def _orientation(
     return sign
 
 
+# Work arrays are at most this many elements (points x polygon vertices, predictions x GT people
+# x joints): memory stays bounded however many predictions one frame has.
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _chunks(n: int, per_item: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(1, per_item))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Shapely's ``Polygon.contains(Point)`` for [M, 2] points: strictly inside, boundary excluded.
 
-    GEOS's ``RayCrossingCounter`` (what shapely runs), segment by segment, vectorised.
+    GEOS's ``RayCrossingCounter`` (what shapely runs), segment by segment, vectorised over chunks
+    of points (each point's answer depends on it alone, so chunking changes nothing).
     """
+    out = np.zeros(len(pts), dtype=bool)
+    for part in _chunks(len(pts), len(poly)):
+        out[part] = _inside_chunk(poly, pts[part])
+    return out
+
+
+def _inside_chunk(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
     shape = (len(pts), len(poly))
     px = np.broadcast_to(pts[:, 0:1], shape)
     py = np.broadcast_to(pts[:, 1:2], shape)
@@ -130,31 +148,47 @@ def _usable_polygons(regions: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def _remove_ignored(poses: list[_Pose], polys: list[np.ndarray]) -> list[_Pose]:
     """poseval's ``removeIgnoredPointsRects``: drop points in a region, then people left without any."""
-    owners = [(i, j) for i, pose in enumerate(poses) for j in np.flatnonzero(pose.has)]
-    if owners and polys:
-        pts = np.asarray([poses[i].xy[j] for i, j in owners], dtype=np.float64)
+    if poses and polys:
+        rows, cols = np.nonzero(np.stack([pose.has for pose in poses]))
+        pts = np.stack([pose.xy for pose in poses])[rows, cols].astype(np.float64, copy=False)
         ignored = np.zeros(len(pts), dtype=bool)
         for poly in polys:
             ignored |= _inside(poly, pts)
-        for k in np.flatnonzero(ignored):
-            i, j = owners[k]
+        for i, j in zip(rows[ignored].tolist(), cols[ignored].tolist(), strict=True):
             poses[i].has[j] = False
     return [pose for pose in poses if pose.has.any()]
 
 
 @dataclass
 class _Accum:
-    scores: list[list[float]] = field(default_factory=lambda: [[] for _ in range(NUM_EVAL_JOINTS)])
-    labels: list[list[int]] = field(default_factory=lambda: [[] for _ in range(NUM_EVAL_JOINTS)])
+    """Per joint, the scores and true/false labels of predicted joints, in prediction order."""
+
+    scores: list[list[np.ndarray]] = field(default_factory=lambda: [[] for _ in range(NUM_EVAL_JOINTS)])
+    labels: list[list[np.ndarray]] = field(default_factory=lambda: [[] for _ in range(NUM_EVAL_JOINTS)])
     n_gt: np.ndarray = field(default_factory=lambda: np.zeros(NUM_EVAL_JOINTS))
     frames: int = 0
     gt_persons: int = 0
     pred_persons: int = 0
 
-    def add(self, pose: _Pose, labels: np.ndarray) -> None:
-        for j in np.flatnonzero(pose.has):
-            self.scores[j].append(float(pose.score[j]))
-            self.labels[j].append(int(bool(labels[j])))
+    def add(self, poses: Sequence[_Pose], labels: np.ndarray) -> None:
+        """``labels`` [len(poses), 15]: whether each predicted joint is a true positive."""
+        if not poses:
+            return
+        has = np.stack([p.has for p in poses])
+        score = np.stack([p.score for p in poses]).astype(np.float64, copy=False)
+        for j in range(NUM_EVAL_JOINTS):
+            sel = has[:, j]
+            if sel.any():
+                self.scores[j].append(score[sel, j])
+                self.labels[j].append(labels[sel, j].astype(np.int8))
+
+    def joint(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.scores[j]:
+            return np.zeros(0, np.float64), np.zeros(0, np.int8)
+        return np.concatenate(self.scores[j]), np.concatenate(self.labels[j])
+
+    def count(self, j: int) -> int:
+        return sum(len(a) for a in self.scores[j])
 
 
 def _distances(prs: list[_Pose], gts: list[_Pose]) -> np.ndarray:
@@ -180,34 +214,50 @@ def _distances(prs: list[_Pose], gts: list[_Pose]) -> np.ndarray:
     return dist
 
 
+def _match(prs: list[_Pose], gts: list[_Pose]) -> tuple[np.ndarray, np.ndarray]:
+    """Which joints hit ([P, G, 15]) and poseval's ``pck`` ([P, G]) for a chunk of predictions."""
+    match = _distances(prs, gts) <= DIST_THRESH
+    n_gtp = np.stack([g.has for g in gts]).sum(axis=1)
+    pck = 1.0 * np.sum(match, axis=2)
+    for j in range(len(gts)):
+        if n_gtp[j] > 0:
+            pck[:, j] = pck[:, j] / n_gtp[j]
+    return match, pck
+
+
 def _assign_frame(gts: list[_Pose], prs: list[_Pose], acc: _Accum) -> None:
-    """poseval's ``assignGTmulti`` for one frame."""
+    """poseval's ``assignGTmulti`` for one frame, over chunks of predictions.
+
+    poseval ties each prediction to its best GT person (first on ties; a row of ``pck`` keeps only
+    that entry), then each GT person keeps the first best prediction tied to it (``argmax`` down the
+    column; none when the best is 0). Both steps read one row or a running column maximum, so
+    chunks of predictions give exactly poseval's answer in memory bounded by the chunk.
+    """
     if prs and gts:
-        dist = _distances(prs, gts)
-        has_gt = np.stack([g.has for g in gts])
-        n_gtp = has_gt.sum(axis=1)
-        match = dist <= DIST_THRESH
-        pck = 1.0 * np.sum(match, axis=2)
-        for j in range(len(gts)):
-            if n_gtp[j] > 0:
-                pck[:, j] = pck[:, j] / n_gtp[j]
-        idx = np.argmax(pck, axis=1)
-        for r in range(pck.shape[0]):
-            keep = pck[r, idx[r]]
-            pck[r, :] = 0
-            pck[r, idx[r]] = keep
-        pr_to_gt = np.argmax(pck, axis=0)
-        val = np.max(pck, axis=0)
-        pr_to_gt[val == 0] = -1
-        for r, pr in enumerate(prs):
-            hit = np.flatnonzero(pr_to_gt == r)
-            if hit.size:
-                acc.add(pr, match[r, hit[0], :])
-            else:
-                acc.add(pr, np.zeros(NUM_EVAL_JOINTS, dtype=bool))
-    elif not gts:
-        for pr in prs:  # no GT: every prediction is a false positive
-            acc.add(pr, np.zeros(NUM_EVAL_JOINTS, dtype=bool))
+        n_gt = len(gts)
+        best_val = np.zeros(n_gt)
+        best_row = np.full(n_gt, -1)
+        for part in _chunks(len(prs), n_gt * NUM_EVAL_JOINTS):
+            _, pck = _match(prs[part], gts)
+            rows = np.arange(pck.shape[0])
+            idx = np.argmax(pck, axis=1)
+            col = np.zeros_like(pck)
+            col[rows, idx] = pck[rows, idx]
+            top, arg = col.max(axis=0), col.argmax(axis=0)
+            better = top > best_val  # strictly: an earlier prediction wins ties, as argmax does
+            best_val[better] = top[better]
+            best_row[better] = arg[better] + part.start
+        winners = {int(r): g for g, r in enumerate(best_row.tolist()) if r >= 0}
+        kept = sorted(winners)
+        hits = _match([prs[r] for r in kept], gts)[0] if kept else None
+        for part in _chunks(len(prs), NUM_EVAL_JOINTS):
+            labels = np.zeros((part.stop - part.start, NUM_EVAL_JOINTS), dtype=bool)
+            for k, r in enumerate(kept):
+                if part.start <= r < part.stop:
+                    labels[r - part.start] = hits[k, winners[r]]  # type: ignore[index]
+            acc.add(prs[part], labels)
+    elif not gts:  # no GT: every prediction is a false positive
+        acc.add(prs, np.zeros((len(prs), NUM_EVAL_JOINTS), dtype=bool))
     for g in gts:
         acc.n_gt += g.has
 
@@ -266,8 +316,7 @@ def _finish(acc: _Accum, extra_counts: dict[str, Any] | None = None) -> EvalResu
     pre_all = np.zeros(NUM_EVAL_JOINTS + 1)
     rec_all = np.zeros(NUM_EVAL_JOINTS + 1)
     for j in range(NUM_EVAL_JOINTS):
-        scores = np.asarray(acc.scores[j], dtype=np.float64)
-        labels = np.asarray(acc.labels[j], dtype=np.int8)
+        scores, labels = acc.joint(j)
         if acc.n_gt.sum() == 0:  # no labelled joint anywhere: AP is undefined, not 0
             ap_all[j] = pre_all[j] = rec_all[j] = np.nan
             continue
@@ -288,7 +337,7 @@ def _finish(acc: _Accum, extra_counts: dict[str, Any] | None = None) -> EvalResu
         "gt_persons": acc.gt_persons,
         "pred_persons": acc.pred_persons,
         "gt_joints": {names[j]: int(acc.n_gt[j]) for j in range(NUM_EVAL_JOINTS)},
-        "pred_joints": {names[j]: len(acc.scores[j]) for j in range(NUM_EVAL_JOINTS)},
+        "pred_joints": {names[j]: acc.count(j) for j in range(NUM_EVAL_JOINTS)},
     }
     if extra_counts:
         counts.update(extra_counts)

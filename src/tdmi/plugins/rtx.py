@@ -22,6 +22,7 @@ from typing import Any
 
 from tdmi.errors import BackendUnavailableError
 from tdmi.plugins.availability import Availability
+from tdmi.utils import TMP_SUFFIX, temp_prefix
 
 RTX_MISSING = (
     "TensorRT-RTX is not installed: pip install 'tdmi-deploy[rtx]' "
@@ -81,7 +82,7 @@ def ensure_library_name(libdir: Path | None = None) -> Path:
     with _LOCK:
         if link.exists():  # a file, or a link that resolves
             return link
-        tmp = libdir / f".{LIB_NAME}.{os.getpid()}.tmp"
+        tmp = libdir / f"{temp_prefix(link)}link{TMP_SUFFIX}"  # a name the sweeper knows
         try:
             if tmp.is_symlink():
                 tmp.unlink()

@@ -6,8 +6,10 @@ DLPack (through torch): the stub in nvidia-pytriton 0.7.0 is built against the n
 numpy 2 its ``as_numpy()`` reads zeros and ``Tensor(name, ndarray)`` sends empty outputs (checked on
 2026-11-30; tests pin that served answers are non-empty and correct). DLPack works with either numpy.
 
-A bad request gets an error response naming what is wrong; the other requests of the same batch
-are still answered, and the model keeps serving.
+A bad request gets an error response naming what is wrong, with Triton's ``INVALID_ARG`` code
+(HTTP 400, gRPC INVALID_ARGUMENT); a failure on our side is ``INTERNAL`` (HTTP 500). The other
+requests of the same batch are still answered, and the model keeps serving. No answer carries NaN:
+``tdmi_post`` turns non-finite keypoints into an error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tdmi.data.boxes import check_boxes
 from tdmi.errors import TdmiError
 from tdmi.serve.config import BOXES, CENTERS, IMAGES, KEYPOINTS, SCALES, SCORES, ServeConfig
 
@@ -43,9 +46,13 @@ def from_numpy(name: str, array: np.ndarray) -> Any:
     return _pb().Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(t))
 
 
-def error_response(message: str) -> Any:
+def error_response(message: str, *, client: bool = True) -> Any:
+    """An error answer: ``client`` errors (the request is wrong) are 400, others 500."""
     pb = _pb()
-    return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message))
+    err = pb.TritonError
+    code = getattr(err, "INVALID_ARG" if client else "INTERNAL", None)
+    error = err(message) if code is None else err(message, code)  # codes: python backend >= 23.x
+    return pb.InferenceResponse(output_tensors=[], error=error)
 
 
 def _parameters(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -103,7 +110,7 @@ class HeatmapModel:
                 y = self.predictor.predict(np.concatenate([x for _, x in good], axis=0))
             except TdmiError as e:
                 for i, _ in good:
-                    responses[i] = error_response(str(e))
+                    responses[i] = error_response(str(e), client=False)
             else:
                 start = 0
                 for i, x in good:
@@ -116,35 +123,6 @@ class HeatmapModel:
 
     def finalize(self) -> None:
         self.predictor.close()
-
-
-def check_boxes(boxes: np.ndarray, frame_hw: tuple[int, int], max_boxes: int) -> None:
-    """Person boxes a clip can be cut from: [N, 4] finite x, y, w, h, w/h > 0, overlapping the frame."""
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise TdmiError(
-            f"boxes must be [N, 4] (x, y, w, h in key-frame pixels), got shape {list(boxes.shape)}"
-        )
-    n = boxes.shape[0]
-    if n == 0:
-        raise TdmiError("boxes is empty: send at least one person box [x, y, w, h]")
-    if n > max_boxes:
-        raise TdmiError(f"{n} boxes in one request, at most {max_boxes} (the heatmap model's max_batch_size)")
-    finite = np.isfinite(boxes).all(axis=1)
-    if not finite.all():
-        raise TdmiError(f"boxes contain NaN or Inf (box index {np.flatnonzero(~finite)[:8].tolist()})")
-    size_ok = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-    if not size_ok.all():
-        raise TdmiError(
-            f"boxes need positive width and height (box index {np.flatnonzero(~size_ok)[:8].tolist()})"
-        )
-    h, w = frame_hw
-    x, y, bw, bh = boxes.T
-    inside = (x < w) & (y < h) & (x + bw > 0) & (y + bh > 0)
-    if not inside.all():
-        i = int(np.flatnonzero(~inside)[0])
-        raise TdmiError(
-            f"box {i} {boxes[i].tolist()} lies outside the {w}x{h} frame (x, y, w, h in key-frame pixels)"
-        )
 
 
 class PreprocessModel:
@@ -165,7 +143,9 @@ class PreprocessModel:
             try:
                 images = _input(r, IMAGES)
                 boxes = _input(r, BOXES)
-                check_boxes(boxes, images.shape[1:3], self.serve.max_batch_size)
+                if images.ndim != 4:
+                    raise TdmiError(f"images must be [T, H, W, 3], got shape {list(images.shape)}")
+                check_boxes(boxes, images.shape[1:3], max_boxes=self.serve.max_batch_size)
                 cfg = self.config
                 clips, infos = crop_clips(
                     list(images), boxes, cfg.input_size, cfg.bbox_padding, bgr=self.serve.bgr
@@ -208,6 +188,11 @@ class PostprocessModel:
                 )
             except TdmiError as e:
                 out.append(error_response(str(e)))
+                continue
+            bad = ~(np.isfinite(kps).all(axis=(1, 2)) & np.isfinite(scores).all(axis=1))
+            if bad.any():  # never answer 200 with NaN: the boxes were checked, so this is ours
+                idx = np.flatnonzero(bad)[:8].tolist()
+                out.append(error_response(f"non-finite keypoints for box index {idx}", client=False))
                 continue
             out.append(
                 pb.InferenceResponse(

@@ -7,9 +7,11 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from tdmi.data.boxes import check_boxes
 from tdmi.errors import DataError
 
 POSETRACK_ID_MIN = 10**9  # PoseTrack image ids are TSSSSSSFFFF: the frame index is the last 4 digits
@@ -20,6 +22,7 @@ class Det:
     box: np.ndarray  # [4] x, y, w, h
     score: float
     track_id: int | None = None
+    where: str = ""  # file and line (or record) it came from, for error messages
 
 
 @dataclass
@@ -67,12 +70,18 @@ def _frame_from_image_id(image_id: int) -> int:
 
 
 def _box(values: list[float], where: str) -> np.ndarray:
+    """Four numbers; whether a clip can be cut from them is :func:`check_dets`' job (it knows the frame)."""
     box = np.asarray(values, dtype=np.float64)
-    if box.shape != (4,) or not np.isfinite(box).all():
-        raise DataError(f"{where}: a box must be 4 finite numbers x, y, w, h, got {values}")
-    if not (box[2] > 0 and box[3] > 0):
-        raise DataError(f"{where}: box {values} has no area (w and h must be > 0)")
+    if box.shape != (4,):
+        raise DataError(f"{where}: a box must be 4 numbers x, y, w, h, got {values}")
     return box
+
+
+def check_dets(dets: dict[int, list[Det]], width: int, height: int) -> None:
+    """Every box checked as serving checks it (:func:`tdmi.data.boxes.check_boxes`), naming its line."""
+    flat = [d for ds in dets.values() for d in ds]
+    if flat:
+        check_boxes(np.stack([d.box for d in flat]), (height, width), where=[d.where for d in flat])
 
 
 def load_mot_csv(path: Path, score_thr: float = 0.0) -> dict[int, list[Det]]:
@@ -97,7 +106,9 @@ def load_mot_csv(path: Path, score_thr: float = 0.0) -> dict[int, list[Det]]:
                 raise DataError(f"{where}: frame {frame}: MOT frames count from 1")
             if score < score_thr:
                 continue
-            out.setdefault(frame - 1, []).append(Det(_box(vals, where), score, None if tid < 0 else tid))
+            out.setdefault(frame - 1, []).append(
+                Det(_box(vals, where), score, None if tid < 0 else tid, where)
+            )
     return out
 
 
@@ -129,8 +140,9 @@ def load_detections_json(
     out: dict[int, list[Det]] = {}
     for image_id, dets in by_id.items():
         frame = _frame_from_image_id(image_id)
-        for d in dets:
-            out.setdefault(frame, []).append(Det(_box(list(d.bbox_xywh), str(path)), d.score))
+        for n, d in enumerate(dets):
+            where = f"{path} image_id {image_id} detection {n}"
+            out.setdefault(frame, []).append(Det(_box(list(d.bbox_xywh), where), d.score, None, where))
     return out
 
 
@@ -147,10 +159,32 @@ def load_gt(path: Path) -> dict[int, list[Det]]:
         for box, score, person in boxes_from_gt(frame, require_keypoints=False):
             if person.track_id is None:
                 raise DataError(f"{path}: frame {frame.frame_index} has a person without track_id")
-            out.setdefault(frame.frame_index, []).append(Det(box, score, int(person.track_id)))
+            where = f"{path} image {frame.image_id} track_id {person.track_id}"
+            out.setdefault(frame.frame_index, []).append(Det(box, score, int(person.track_id), where))
     if not out:
         raise DataError(f"{path}: no person boxes in the ground truth")
     return out
+
+
+def _boxes_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read boxes file {path}: {e}") from None
+
+
+def gt_file(spec: str | Path, annotations: str | Path | None = None) -> Path | None:
+    """The PoseTrack annotation file the boxes come from (``gt``, or a .json of ground truth), else None."""
+    if str(spec) == "gt":
+        if annotations is None:
+            raise DataError("--boxes gt needs the video's PoseTrack annotation file: --annotations FILE.json")
+        return Path(annotations)
+    p = Path(spec)
+    if p.suffix.lower() == ".json" and p.is_file():
+        data = _boxes_json(p)
+        if isinstance(data, dict) and "annotations" in data:
+            return p
+    return None
 
 
 def load_boxes(
@@ -160,10 +194,9 @@ def load_boxes(
     video_name: str | None = None,
 ) -> dict[int, list[Det]]:
     """Boxes per 0-based frame from ``gt`` (with ``annotations``), a .csv (MOT) or a .json file."""
-    if str(spec) == "gt":
-        if annotations is None:
-            raise DataError("--boxes gt needs the video's PoseTrack annotation file: --annotations FILE.json")
-        return load_gt(Path(annotations))
+    gt = gt_file(spec, annotations)
+    if gt is not None:
+        return load_gt(gt)
     p = Path(spec)
     if not p.is_file():
         raise DataError(f"boxes file {p} not found: give a detections .json, a MOT .csv, or 'gt'")
@@ -173,13 +206,43 @@ def load_boxes(
         raise DataError(
             f"boxes file {p}: expected .json (PoseTrack detections or ground truth) or .csv (MOT)"
         )
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read boxes file {p}: {e}") from None
-    if isinstance(data, dict) and "annotations" in data:
-        return load_gt(p)
     return load_detections_json(p, score_thr, video_name)
+
+
+def annotation_images(
+    spec: str | Path, annotations: str | Path | None = None
+) -> dict[int, dict[str, Any]] | None:
+    """Frame index -> the annotation's ``images`` entry, when the boxes are PoseTrack ground truth.
+
+    Predictions written with these entries (ids, file names) are what ``tdmi-eval`` pairs with that
+    ground truth; None for other boxes.
+    """
+    path = gt_file(spec, annotations)
+    if path is None:
+        return None
+    from tdmi.data.posetrack import load_annotation_file
+    from tdmi.eval.io import frame_image_entry
+
+    videos = load_annotation_file(path)
+    if len(videos) != 1:
+        raise DataError(f"{path} holds {len(videos)} videos: give the per-video annotation file")
+    out: dict[int, dict[str, Any]] = {}
+    for frame in videos[0].frames:
+        if frame.frame_index in out:
+            raise DataError(f"{path}: two images for frame {frame.frame_index} ({frame.file_name})")
+        out[frame.frame_index] = frame_image_entry(frame, videos[0])
+    return out
+
+
+def check_annotation_frames(images: dict[int, dict[str, Any]], num_frames: int) -> None:
+    """The annotation's images must be frames of the input (else it annotates another video)."""
+    beyond = sorted(f for f in images if f >= num_frames or f < 0)
+    if beyond:
+        names = ", ".join(str(images[f].get("file_name")) for f in beyond[:3])
+        raise DataError(
+            f"the annotation lists frame(s) {beyond[:5]} ({names}) but the input has frames "
+            f"0..{num_frames - 1}: is the annotation for another video?"
+        )
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -11,10 +11,26 @@ from typing import Any
 import numpy as np
 
 from tdmi.errors import DataError
-from tdmi.video.boxes import BoxTrack, full_frame_tracks, load_boxes, make_tracks
+from tdmi.utils import check_outputs
+from tdmi.video.boxes import (
+    BoxTrack,
+    annotation_images,
+    check_annotation_frames,
+    check_dets,
+    full_frame_tracks,
+    load_boxes,
+    make_tracks,
+)
 from tdmi.video.pipeline import InferResult, PersonPose, run_video
 from tdmi.video.source import VideoSource, open_source
-from tdmi.video.writers import ContactSheet, draw_poses, overlay_video, write_png, write_tables
+from tdmi.video.writers import (
+    ContactSheet,
+    VideoCodec,
+    draw_poses,
+    overlay_video,
+    write_png,
+    write_tables,
+)
 
 
 @dataclass
@@ -24,6 +40,7 @@ class InferOutputs:
     csv: Path
     overlay: Path | None
     sheet: Path | None
+    overlay_codec: VideoCodec | None = None
 
 
 def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
@@ -52,6 +69,7 @@ def build_tracks(
     if full_frame:
         return full_frame_tracks(source.width, source.height)
     dets = load_boxes(boxes, annotations, score_thr, source.name)  # type: ignore[arg-type]
+    check_dets(dets, source.width, source.height)
     return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
 
 
@@ -71,21 +89,26 @@ def infer_video(
     overlay: bool = True,
     sheet: bool = True,
     fps: float | None = None,
+    allow_short: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> InferOutputs:
-    """Run the whole pipeline; every output is written atomically and only when the run succeeds."""
-    source = open_source(input_path, fps)
+    """Run the whole pipeline; every output is written atomically and only when the run succeeds.
+
+    ``allow_short``: a video that decodes fewer frames than its container declares is processed
+    with a warning instead of refused. With PoseTrack ground-truth boxes the JSON carries the
+    annotation's image ids and file names, so ``tdmi-eval`` scores it against that annotation.
+    """
+    source = open_source(input_path, fps, allow_short=allow_short)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"output {out} is a file: -o takes a folder")
-    out.mkdir(parents=True, exist_ok=True)
     paths = output_paths(out, source.name)
-    src = Path(input_path).resolve()
-    for p in paths.values():
-        if p.resolve() == src or (
-            source.kind == "frames" and p.resolve() in {f.resolve() for f in source.files}
-        ):
-            raise DataError(f"output {p} would overwrite the input: choose another -o folder")
+    check_outputs(
+        {f"-o ({kind})": p for kind, p in paths.items()},
+        {"SOURCE": input_path} if source.kind == "video" else {},
+        input_dirs={"SOURCE": input_path} if source.kind == "frames" else None,
+        force_option="",
+    )
     tracks = build_tracks(
         source,
         full_frame=full_frame,
@@ -94,6 +117,7 @@ def infer_video(
         tracker=tracker,
         score_thr=score_thr,
     )
+    gt_images = annotation_images(boxes, annotations) if boxes is not None else None
     contact = ContactSheet() if sheet else None
     with contextlib.ExitStack() as stack:
         writer = (
@@ -124,7 +148,10 @@ def infer_video(
         if writer is not None and writer.frames_written != result.num_frames:
             raise DataError(f"overlay has {writer.frames_written} frames, the input {result.num_frames}")
         names = [f"{source.name}/{f.name}" for f in source.files] if source.kind == "frames" else []
-        write_tables(result, paths["json"], paths["csv"], source.name, names)
+        if gt_images is not None:
+            check_annotation_frames(gt_images, max(result.num_frames, source.num_frames or 0))
+        extra = {"overlay": writer.codec.to_dict()} if writer is not None else {}
+        write_tables(result, paths["json"], paths["csv"], source.name, names, gt_images, extra)
         if contact is not None:
             write_png(paths["sheet"], contact.render())
     return InferOutputs(
@@ -133,4 +160,5 @@ def infer_video(
         csv=paths["csv"],
         overlay=paths["overlay"] if overlay else None,
         sheet=paths["sheet"] if sheet else None,
+        overlay_codec=writer.codec if writer is not None else None,
     )

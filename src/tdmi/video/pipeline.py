@@ -226,7 +226,9 @@ def run_video(
             next_key += 1
     if count == 0:
         raise DataError(f"{source.path}: no frames could be decoded")
-    check_frames_exist(tracks, count)
+    # Boxes on frames the container declares but that were lost (--allow-short) are not another
+    # video's: the reader already reported those frames; only boxes past the declared end are.
+    check_frames_exist(tracks, max(count, source.num_frames or 0))
     while next_key < count:
         process(next_key, count)
         next_key += 1

@@ -1,7 +1,9 @@
 """Outputs of a video run: PoseTrack18 JSON, a per-joint CSV, an overlay video and a contact sheet.
 
 All are written through :func:`tdmi.utils.atomic_path`; the overlay video streams into a temp file
-beside its target (with the container's extension, which OpenCV needs) and is renamed at the end.
+beside its target (``….tmp.mp4``: OpenCV picks the container by the extension) and is renamed at the
+end. The overlay is H.264 where this OpenCV's FFmpeg can encode it (browsers play it), else MPEG-4
+Part 2; which one is reported.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import contextlib
 import csv
 import io
 import json
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,28 @@ from tdmi.errors import DataError, TdmiError
 from tdmi.eval.io import CATEGORY, SKELETON
 from tdmi.utils import atomic_path, write_bytes_atomic, write_text_atomic
 from tdmi.video.pipeline import InferResult, PersonPose
+from tdmi.video.source import quiet_video_log
 
-OVERLAY_FOURCC = "mp4v"
+
+@dataclass(frozen=True)
+class VideoCodec:
+    """An overlay encoding: the FourCC OpenCV is asked for, and what it is called."""
+
+    fourcc: str
+    name: str  # FFmpeg's codec name, as ffprobe prints it
+    label: str
+    browser_playable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"codec": self.name, "fourcc": self.fourcc, "browser_playable": self.browser_playable}
+
+
+# Tried in order. The opencv-python wheels carry no H.264 encoder (FFmpeg without libx264/openh264),
+# so there the overlay is MPEG-4 Part 2; an OpenCV built on an FFmpeg with one writes H.264.
+OVERLAY_CODECS = (
+    VideoCodec("avc1", "h264", "H.264", True),
+    VideoCodec("mp4v", "mpeg4", "MPEG-4 Part 2", False),
+)
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
@@ -75,17 +97,25 @@ def draw_poses(image: np.ndarray, poses: Sequence[PersonPose], min_score: float 
 
 
 class OverlayWriter:
-    """Streams overlay frames into the temp video; ``frames_written`` for checks."""
+    """Streams overlay frames into the temp video; ``codec`` is the first of ``codecs`` that opens."""
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+    def __init__(
+        self, path: Path, fps: float, size: tuple[int, int], codecs: Sequence[VideoCodec] = OVERLAY_CODECS
+    ) -> None:
         self.path = path
         self.size = size  # (W, H)
         self.frames_written = 0
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*OVERLAY_FOURCC), fps, size)
-        if not self._writer.isOpened():
-            raise TdmiError(
-                f"OpenCV cannot write a {OVERLAY_FOURCC} video to {path}: no video support in this OpenCV?"
-            )
+        with quiet_video_log():  # a codec FFmpeg lacks is not an error worth its log lines
+            for codec in codecs:
+                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, size)
+                if self._writer.isOpened():
+                    self.codec = codec
+                    break
+            else:
+                tried = ", ".join(f"{c.label} ({c.fourcc})" for c in codecs)
+                raise TdmiError(
+                    f"OpenCV cannot write {tried} video to {path}: no video support in this OpenCV?"
+                )
 
     def write(self, image: np.ndarray) -> None:
         self._writer.write(image)
@@ -96,21 +126,23 @@ class OverlayWriter:
 
 
 @contextlib.contextmanager
-def overlay_video(target: Path, fps: float, size: tuple[int, int]) -> Iterator[OverlayWriter]:
-    """An overlay video written atomically: nothing appears at ``target`` unless the block succeeds."""
-    with atomic_path(target) as tmp:
-        staged = tmp.with_name(tmp.name + target.suffix)
-        writer = OverlayWriter(staged, fps, size)
+def overlay_video(
+    target: Path, fps: float, size: tuple[int, int], codecs: Sequence[VideoCodec] = OVERLAY_CODECS
+) -> Iterator[OverlayWriter]:
+    """An overlay video written atomically: nothing appears at ``target`` unless the block succeeds.
+
+    The temp file is ``.<name>.tdmi-<pid>-<random>.tmp.mp4`` beside ``target``, a name the sweeper
+    removes after a ``kill -9``.
+    """
+    with atomic_path(target, keep_suffix=True) as tmp:
+        writer = OverlayWriter(tmp, fps, size, codecs)
         try:
             yield writer
             writer.close()
-            if writer.frames_written == 0 or not staged.is_file():
+            if writer.frames_written == 0 or tmp.stat().st_size == 0:
                 raise TdmiError(f"no overlay frames were written to {target}")
-            os.replace(staged, tmp)
         finally:
             writer.close()
-            if staged.exists():
-                staged.unlink()
 
 
 class ContactSheet:
@@ -159,23 +191,41 @@ def write_png(path: Path, image: np.ndarray) -> None:
     write_bytes_atomic(path, buf.tobytes())
 
 
-def posetrack_json(result: InferResult, video_name: str, file_names: Sequence[str]) -> dict[str, Any]:
-    """PoseTrack18 predictions (one image per frame, ``track_id`` per person), plus a ``tdmi`` run record."""
-    images = [
-        {
-            "id": i,
-            "frame_id": i,
-            "file_name": file_names[i] if i < len(file_names) else f"{video_name}/{i:06d}.jpg",
-            "vid_id": video_name,
-            "nframes": result.num_frames,
-            "is_labeled": True,
-            "width": result.width,
-            "height": result.height,
-        }
-        for i in range(result.num_frames)
-    ]
+def posetrack_json(
+    result: InferResult,
+    video_name: str,
+    file_names: Sequence[str],
+    gt_images: Mapping[int, Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """PoseTrack18 predictions (``track_id`` per person), plus a ``tdmi`` run record (and ``extra``).
+
+    ``gt_images`` (frame index -> the annotation's ``images`` entry, when the boxes came from
+    PoseTrack ground truth): the images are those entries as given, and poses carry their ids, so
+    ``tdmi-eval`` pairs them with that ground truth. Otherwise one image per frame, ids from 0.
+    """
+    if gt_images is not None:
+        images = [dict(im) for _, im in sorted(gt_images.items())]
+        ids = {f: int(im["id"]) for f, im in gt_images.items()}
+    else:
+        images = [
+            {
+                "id": i,
+                "frame_id": i,
+                "file_name": file_names[i] if i < len(file_names) else f"{video_name}/{i:06d}.jpg",
+                "vid_id": video_name,
+                "nframes": result.num_frames,
+                "is_labeled": True,
+                "width": result.width,
+                "height": result.height,
+            }
+            for i in range(result.num_frames)
+        ]
+        ids = {i: i for i in range(result.num_frames)}
     anns = []
     for n, p in enumerate(result.poses):
+        if p.frame not in ids:
+            raise DataError(f"a pose on frame {p.frame}, which the annotation's images do not list")
         kp = np.concatenate([p.keypoints.astype(np.float64), p.scores[:, None].astype(np.float64)], axis=1)
         if not np.isfinite(kp).all():
             raise DataError(
@@ -184,7 +234,7 @@ def posetrack_json(result: InferResult, video_name: str, file_names: Sequence[st
         anns.append(
             {
                 "id": n,
-                "image_id": p.frame,
+                "image_id": ids[p.frame],
                 "track_id": p.track_id,
                 "category_id": 1,
                 "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
@@ -197,7 +247,7 @@ def posetrack_json(result: InferResult, video_name: str, file_names: Sequence[st
         "images": images,
         "annotations": anns,
         "categories": [CATEGORY],
-        "tdmi": {"config": result.config.to_dict(), **result.summary()},
+        "tdmi": {"config": result.config.to_dict(), **result.summary(), **(extra or {})},
     }
 
 
@@ -221,7 +271,14 @@ def csv_text(result: InferResult) -> str:
 
 
 def write_tables(
-    result: InferResult, json_path: Path, csv_path: Path, video_name: str, file_names: Sequence[str]
+    result: InferResult,
+    json_path: Path,
+    csv_path: Path,
+    video_name: str,
+    file_names: Sequence[str],
+    gt_images: Mapping[int, Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    write_text_atomic(json_path, json.dumps(posetrack_json(result, video_name, file_names)))
+    doc = posetrack_json(result, video_name, file_names, gt_images, extra)
+    write_text_atomic(json_path, json.dumps(doc))
     write_text_atomic(csv_path, csv_text(result))
