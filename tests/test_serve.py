@@ -552,3 +552,83 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- error codes of the Python models, without a server ------------------------------------------
+
+
+class _FakeTritonError:
+    INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        self.message, self.code = message, code
+
+
+class _FakeResponse:
+    def __init__(self, output_tensors: list, error: _FakeTritonError | None = None) -> None:
+        self.outputs, self.error = output_tensors, error
+
+
+@pytest.fixture()
+def fake_pb(monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+    """``triton_python_backend_utils`` as the stub has it: requests are dicts of numpy inputs."""
+    import types
+
+    from tdmi.serve import backend
+
+    pb = types.SimpleNamespace(
+        TritonError=_FakeTritonError,
+        InferenceResponse=_FakeResponse,
+        get_input_tensor_by_name=lambda request, name: request.get(name),
+    )
+    monkeypatch.setattr(backend, "_pb", lambda: pb)
+    monkeypatch.setattr(backend, "to_numpy", lambda t: np.asarray(t))
+    monkeypatch.setattr(backend, "from_numpy", lambda name, a: (name, np.asarray(a)))
+    return {}
+
+
+def test_client_errors_are_invalid_arg_and_nan_answers_are_internal(fake_pb: dict) -> None:
+    from tdmi.serve import backend
+
+    class NanModel:  # finite clips in, NaN heatmaps out (broken weights, FP16 overflow)
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            y = np.zeros((x.shape[0], J, 32, 24), np.float32)
+            y[-1, 0, 0, 0] = np.nan
+            return y
+
+    heat = backend.HeatmapModel()
+    heat.input_name, heat.output_name, heat.predictor = "frames", "heatmaps", NanModel()
+    nan_clip = np.zeros((1, T, 3, H, W), np.float32)
+    nan_clip[0, 0, 0, 0, 0] = np.nan
+    ok, bad_in, bad_out = heat.execute(
+        [
+            {"frames": np.zeros((2, T, 3, H, W), np.float32)},
+            {"frames": nan_clip},
+            {"frames": np.zeros((1, T, 3, H, W), np.float32)},
+        ]
+    )
+    assert ok.error is None and ok.outputs[0][1].shape == (2, J, 32, 24)
+    assert bad_in.error.code == "INVALID_ARG" and "NaN or Inf" in bad_in.error.message
+    assert bad_out.error.code == "INTERNAL" and "NaN or Inf heatmaps" in bad_out.error.message
+
+    pre = backend.PreprocessModel()
+    pre.config, pre.serve = (
+        get_preset("tdmi-tiny").replace(num_frames=T),
+        ServeConfig(max_batch_size=8, preferred_batch_sizes=(8,)),
+    )
+    pre.clip_dtype = np.float32
+    frames = np.zeros((T, 120, 160, 3), np.uint8)
+    (huge,) = pre.execute([{"images": frames, "boxes": np.array([[0, 0, 3e38, 3e38]], np.float32)}])
+    assert huge.error.code == "INVALID_ARG" and "more than 16x" in huge.error.message
+
+    post = backend.PostprocessModel()
+    post.config, post.serve = (
+        get_preset("tdmi-tiny"),
+        ServeConfig(max_batch_size=8, preferred_batch_sizes=(8,)),
+    )
+    hm = np.zeros((2, J, 32, 24), np.float32)
+    hm[:, :, -1, -1] = 1.0  # every joint at the far corner of the crop
+    centers = np.array([[50.0, 60.0], [3e38, 3e38]], np.float32)  # finite, but not in float32 once added to
+    scales = np.array([[40.0, 50.0], [3e38, 3e38]], np.float32)
+    (nan_kp,) = post.execute([{"heatmaps": hm, "centers": centers, "scales": scales}])
+    assert nan_kp.error is not None and nan_kp.error.code == "INTERNAL", nan_kp.error

@@ -115,10 +115,16 @@ class HeatmapModel:
                 start = 0
                 for i, x in good:
                     n = x.shape[0]
-                    responses[i] = _pb().InferenceResponse(
-                        [from_numpy(self.output_name, y[start : start + n])]
-                    )
+                    part = y[start : start + n]
                     start += n
+                    bad = nonfinite_items(part)
+                    if bad:  # never 200 with NaN: the clips were finite, so the model is at fault
+                        responses[i] = error_response(
+                            f"the model gave NaN or Inf heatmaps for finite clips (batch index {bad[:8]})",
+                            client=False,
+                        )
+                        continue
+                    responses[i] = _pb().InferenceResponse([from_numpy(self.output_name, part)])
         return responses
 
     def finalize(self) -> None:
@@ -189,17 +195,12 @@ class PostprocessModel:
             except TdmiError as e:
                 out.append(error_response(str(e)))
                 continue
+            with np.errstate(over="ignore"):
+                kps, scores = kps.astype(np.float32), scores.astype(np.float32)
             bad = ~(np.isfinite(kps).all(axis=(1, 2)) & np.isfinite(scores).all(axis=1))
-            if bad.any():  # never answer 200 with NaN: the boxes were checked, so this is ours
+            if bad.any():  # never answer 200 with NaN/Inf: tdmi_pre checked the boxes, so this is ours
                 idx = np.flatnonzero(bad)[:8].tolist()
                 out.append(error_response(f"non-finite keypoints for box index {idx}", client=False))
                 continue
-            out.append(
-                pb.InferenceResponse(
-                    [
-                        from_numpy(KEYPOINTS, kps.astype(np.float32)),
-                        from_numpy(SCORES, scores.astype(np.float32)),
-                    ]
-                )
-            )
+            out.append(pb.InferenceResponse([from_numpy(KEYPOINTS, kps), from_numpy(SCORES, scores)]))
         return out

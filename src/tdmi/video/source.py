@@ -82,7 +82,6 @@ class VideoSource:
     num_frames: int | None  # exact for a folder; the container's declared count for a video
     files: list[Path] = field(default_factory=list)
     allow_short: bool = False  # a video that yields fewer frames than declared: warn, not fail
-    delivered: int | None = None  # frames the last ``frames()`` pass yielded
 
     @property
     def name(self) -> str:
@@ -94,7 +93,6 @@ class VideoSource:
                 img = read_image(f, i)
                 self._check_size(img, i, f.name)
                 yield img
-                self.delivered = i + 1
             return
         with quiet_video_log():
             cap = cv2.VideoCapture(str(self.path))
@@ -108,10 +106,8 @@ class VideoSource:
                 self._check_size(img, i, f"frame {i}")
                 yield img
                 i += 1
-                self.delivered = i
         finally:
             cap.release()
-        self.delivered = i
         self._check_count(i)
 
     def _check_count(self, got: int) -> None:
