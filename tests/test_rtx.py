@@ -267,6 +267,21 @@ def test_library_name_link_is_created_once(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [LIB_NAME, LIB_SONAME]
 
 
+def test_library_name_temp_left_by_a_killed_run_is_swept(tmp_path: Path) -> None:
+    """The link's temp name is the sweeper's (``.NAME.tdmi-PID-link.tmp``): a dead run's is removed."""
+    import subprocess
+    import sys
+
+    (tmp_path / LIB_SONAME).write_bytes(b"\x7fELF")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".{LIB_NAME}.tdmi-{int(dead.stdout)}-link.tmp"
+    stale.symlink_to(LIB_SONAME)
+    ensure_library_name(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LIB_NAME, LIB_SONAME]
+
+
 def test_library_name_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / LIB_SONAME).write_bytes(b"\x7fELF")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from tdmi.errors import BackendUnavailableError
 from tdmi.plugins.availability import Availability
-from tdmi.utils import TMP_SUFFIX, temp_prefix
+from tdmi.utils import TMP_SUFFIX, sweep_stale_temps, temp_prefix
 
 RTX_MISSING = (
     "TensorRT-RTX is not installed: pip install 'tdmi-deploy[rtx]' "
@@ -82,6 +82,7 @@ def ensure_library_name(libdir: Path | None = None) -> Path:
     with _LOCK:
         if link.exists():  # a file, or a link that resolves
             return link
+        sweep_stale_temps(libdir)  # links left by killed runs
         tmp = libdir / f"{temp_prefix(link)}link{TMP_SUFFIX}"  # a name the sweeper knows
         try:
             if tmp.is_symlink():
