@@ -203,6 +203,38 @@ def test_huge_finite_weights_do_not_crash_the_forward() -> None:
     assert "finished (2, 17, 32, 24) True True" in proc.stdout  # NaN offsets met; NaN reported, not hidden
 
 
+def test_onnxruntime_deformconv_range_checks_itself() -> None:
+    """Why exported graphs carry no guard: ONNX Runtime's DeformConv survives NaN, +-Inf and huge
+    offsets (those taps read zero), in a subprocess in case it ever stops doing so."""
+    proc = _run(
+        """
+        import numpy as np
+        from onnx import TensorProto as TP, helper as oh
+        import onnxruntime as ort
+        ins = ["x", "w", "off", "", "m"]
+        node = oh.make_node("DeformConv", ins, ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+        shapes = {"x": [1, 4, 8, 8], "w": [4, 4, 3, 3], "off": [1, 18, 8, 8], "m": [1, 9, 8, 8]}
+        inputs = [oh.make_tensor_value_info(n, TP.FLOAT, s) for n, s in shapes.items()]
+        graph = oh.make_graph([node], "g", inputs, [oh.make_tensor_value_info("y", TP.FLOAT, None)])
+        model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 19)])
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feed = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+        feed["m"] = np.abs(feed["m"])
+        feed["off"][:] = 0
+        base = sess.run(None, feed)[0]
+        for value in (float("nan"), float("inf"), -float("inf"), 3e38, 1e10):
+            feed["off"][0, 3, 2, 2] = value  # tap (0, 1) of pixel (2, 2): x far off the map
+            out = sess.run(None, feed)[0]
+            assert np.isfinite(out).all(), value
+            assert np.array_equal(out[..., 3:, :], base[..., 3:, :]), value  # other pixels untouched
+        print("survived")
+        """
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "survived" in proc.stdout
+
+
 @pytest.mark.slow
 def test_checkpoint_of_a_huge_learning_rate_step_runs(tmp_path: Path) -> None:
     """The case as filed: ``tdmi-train --lr 1e3`` for 1 step saves finite weights; every later forward
