@@ -11,8 +11,8 @@ from tdmi.cli.common import Verbose, console, err_console, main_for
 
 app = typer.Typer(
     add_completion=False,
-    help="Pose-track a drawn walking figure with the shipped synthetic tdmi-tiny weights (no download, "
-    "no PyTorch needed): writes the video, its boxes and tdmi-infer's outputs.",
+    help="Pose-track a drawn walking figure with the shipped synthetic tdmi-tiny weights (ONNX, no "
+    "download): writes the video, its boxes and tdmi-infer's outputs.",
 )
 
 

@@ -9,8 +9,8 @@ video says so in a banner across every frame (so the overlay and the contact she
 The demo draws a walking figure (:func:`tdmi.data.sample.moving_figure_video`), writes it as a video
 with its per-frame person boxes (MOT CSV, as a detector would give), runs the same
 :func:`tdmi.video.infer.infer_video` that ``tdmi-infer`` runs, and scores the predicted keypoints
-against the figure's drawn joints. It runs the shipped ONNX file through ONNX Runtime, so it needs no
-PyTorch.
+against the figure's drawn joints. It runs the shipped ONNX file through ONNX Runtime and imports
+no PyTorch itself, so it suits a runtime-only install.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ TOLERANCE = 0.1  # of the figure's height (head top to ankles): a joint within i
 
 
 def shipped_weights(kind: str = "onnx") -> Path:
-    """Path of the shipped synthetic tdmi-tiny model: ``onnx`` (runs without PyTorch) or ``pt``."""
+    """Path of the shipped synthetic tdmi-tiny model: ``onnx`` (for ONNX Runtime) or ``pt``."""
     if kind not in ("onnx", "pt"):
         raise DataError(f"shipped weights come as 'onnx' or 'pt', not {kind!r}")
     ref = importlib.resources.files("tdmi.data").joinpath("weights", f"{SHIPPED_STEM}.{kind}")
