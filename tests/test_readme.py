@@ -12,7 +12,7 @@ import pytest
 import typer
 
 from tdmi.benchmarks import gpu_check
-from tdmi.cli import bench, build_engine, eval, export, infer, serve, train
+from tdmi.cli import bench, build_engine, demo, eval, export, infer, serve, train
 from tdmi.cli.common import run_app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -24,6 +24,7 @@ APPS: dict[str, typer.Typer] = {
     "tdmi-infer": infer.app,
     "tdmi-train": train.app,
     "tdmi-serve": serve.app,
+    "tdmi-demo": demo.app,
 }
 
 

@@ -12,6 +12,14 @@ group ``g`` reads the input at ``y = ho * sh - ph + i * dh + offset[:, g*2K + 2k
 ``(2p + 1) / S - 1``, which also holds for ``S == 1``; its zero padding drops each out-of-range
 corner exactly as torchvision does.
 
+Offset guard (:func:`guard_offsets`, :func:`deform_conv2d_guarded`): torchvision's CPU kernel turns a
+NaN sampling position into a memory index and crashes the process (segfault), which a checkpoint with
+finite but huge weights reaches. A sample at or beyond one pixel outside the map is zero in every
+form (bilinear, zeros outside), so clamping each offset to a bound that keeps it at least that far
+outside changes nothing: offsets within the bound are passed through untouched (bit-identical
+results) and offsets beyond it, +-Inf included, contribute zero before and after. NaN has no
+position; its output pixels are NaN, as the decomposed form gives, so a broken model is not hidden.
+
 This module imports only torch, so other tools (GPU timing kits) can use it on its own.
 """
 
@@ -22,6 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IMPLEMENTATIONS = ("native", "decomposed")
+__all__ = [
+    "IMPLEMENTATIONS",
+    "deform_conv2d_decomposed",
+    "deform_conv2d_guarded",
+    "guard_offsets",
+    "offset_bounds",
+    "sampling_base",
+]
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -93,3 +109,80 @@ def deform_conv2d_decomposed(
     # [N*G, Cin/G, K*Ho, Wo] -> [N, Cin*K, Ho, Wo]: channel c*K + k, the order of weight's (c, i, j).
     cols = cols.reshape(n, cin * k, ho, wo)
     return F.conv2d(cols, weight.reshape(cout, cin_per_group * k, 1, 1), bias, groups=groups)
+
+
+def offset_bounds(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[float, float]:
+    """Per-axis offset bound ``(by, bx)`` past which every tap samples zero, whatever its position.
+
+    Tap positions before the offset span ``[-p, (Ho-1)*s - p + (k-1)*d]`` on each axis. An offset
+    ``o >= H + p + 1`` puts every one of them at ``>= H + 1``, and ``o <= -(pos_max + 2)`` at
+    ``<= -2``: both outside the one-pixel band where bilinear sampling still reads the map (the
+    extra pixel is margin). Clamping to these bounds therefore leaves every sample as it was.
+    """
+    bounds = []
+    for size, out, k, s, p, d in zip(in_hw, out_hw, kernel, stride, padding, dilation, strict=True):
+        pos_max = (out - 1) * s - p + (k - 1) * d
+        bounds.append(float(max(size + p, pos_max + 1) + 1))
+    return bounds[0], bounds[1]
+
+
+def guard_offsets(
+    offset: Tensor,
+    in_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+) -> tuple[Tensor, Tensor]:
+    """Offsets safe for torchvision's kernel, and the ``[N, 1, Ho, Wo]`` mask of pixels with a NaN offset.
+
+    Finite offsets within :func:`offset_bounds` are returned untouched; larger ones and +-Inf are
+    clamped to the bound (still sampling zero, see there); NaN becomes 0 here, and the caller marks
+    those output pixels NaN with the returned mask.
+    """
+    stride, padding, dilation, kernel = _pair(stride), _pair(padding), _pair(dilation), _pair(kernel)
+    out_hw = (offset.shape[-2], offset.shape[-1])
+    by, bx = offset_bounds(in_hw, out_hw, kernel, stride, padding, dilation)
+    # Offset channels are (dy, dx) pairs: the bound alternates between the two axes.
+    bound = torch.tensor([by, bx], dtype=offset.dtype, device=offset.device).repeat(offset.shape[1] // 2)
+    bound = bound.reshape(1, -1, 1, 1)
+    nan = torch.isnan(offset)
+    safe = torch.clamp(torch.nan_to_num(offset, nan=0.0), min=-bound, max=bound)
+    return safe, nan.any(dim=1, keepdim=True)
+
+
+def deform_conv2d_guarded(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    mask: Tensor | None = None,
+) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` that cannot crash on huge or non-finite offsets.
+
+    Bit-identical to torchvision wherever its offsets are finite and within :func:`offset_bounds`;
+    beyond them the samples are zero as torchvision's own range check gives; output pixels with a
+    NaN offset are NaN (all channels). The bounds are shape-derived constants, so the guard costs a
+    clamp, a NaN test and a masked fill.
+    """
+    from torchvision.ops import deform_conv2d
+
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    kernel = (weight.shape[-2], weight.shape[-1])
+    safe, nan_px = guard_offsets(
+        offset, (input.shape[-2], input.shape[-1]), kernel, stride, padding, dilation
+    )
+    out = deform_conv2d(
+        input, safe, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask
+    )
+    return out.masked_fill(nan_px, float("nan"))

@@ -7,6 +7,7 @@ subtraction and a concatenation so they export as plain static ONNX ops, in modu
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 from tdmi.model.config import TDMIConfig, get_preset
-from tdmi.model.dcn import deform_conv2d_decomposed
+from tdmi.model.dcn import deform_conv2d_decomposed, guard_offsets
 from tdmi.model.hrnet import BasicBlock, HRNet, make_blocks
 
 
@@ -33,11 +34,22 @@ class TemporalDifference(nn.Module):
         return torch.cat(diffs, dim=2).reshape(-1, (t - 1) * c, h, w)
 
 
+def _in_onnx_export() -> bool:
+    """``torch.onnx.is_in_onnx_export()`` without importing ``torch.onnx`` (0.5 s) when nothing exports."""
+    onnx_mod = sys.modules.get("torch.onnx")
+    return onnx_mod is not None and bool(onnx_mod.is_in_onnx_export())
+
+
 class ModulatedDeformConv(nn.Module):
     """DCN v2: offsets and mask from a conv on the same input, mask through a sigmoid.
 
     ``impl`` picks torchvision's kernel (ONNX ``DeformConv``) or the standard-op form of
     :mod:`tdmi.model.dcn` (ONNX ``GridSample`` + ``Conv``); the parameters are the same.
+
+    In PyTorch the offsets pass :func:`tdmi.model.dcn.guard_offsets` first: a checkpoint with huge
+    (finite) weights gives NaN offsets, on which torchvision's CPU kernel segfaults; the guard is exact
+    (see there) and makes both forms agree on +-Inf offsets too. It is left out of ONNX exports, whose
+    graphs stay as before: ONNX Runtime's DeformConv range-checks NaN and huge offsets itself (tested).
     """
 
     def __init__(self, channels: int, kernel: int = 3, offset_groups: int = 1, impl: str = "native") -> None:
@@ -60,7 +72,12 @@ class ModulatedDeformConv(nn.Module):
         offset, mask = om[:, :n], torch.sigmoid(om[:, n:])
         p = self.kernel // 2
         op = deform_conv2d_decomposed if self.impl == "decomposed" else deform_conv2d
-        return op(x, offset, self.weight, self.bias, padding=(p, p), mask=mask)
+        if _in_onnx_export():
+            return op(x, offset, self.weight, self.bias, padding=(p, p), mask=mask)
+        k = (self.kernel, self.kernel)
+        safe, nan_px = guard_offsets(offset, (x.shape[-2], x.shape[-1]), k, padding=(p, p))
+        out = op(x, safe, self.weight, self.bias, padding=(p, p), mask=mask)
+        return out.masked_fill(nan_px, float("nan"))
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
