@@ -189,7 +189,7 @@ def test_export_triton_cli_refuses_fixed_batch_and_non_empty_output(
 def test_serve_config_is_checked_and_round_trips() -> None:
     s = ServeConfig(max_batch_size=4, preferred_batch_sizes=(2, 4), refine="quarter")
     assert ServeConfig.from_json(s.to_json()) == s
-    with pytest.raises(ConfigError, match="preferred batch sizes"):
+    with pytest.raises(ConfigError, match="preferred_batch_sizes must lie in"):
         ServeConfig(max_batch_size=4, preferred_batch_sizes=(8,))
     with pytest.raises(ConfigError, match="refine"):
         ServeConfig(refine="argmax")
