@@ -39,13 +39,12 @@ def test_tests_that_need_an_absent_extra_skip_and_name_it() -> None:
     selected = [
         "tests/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
         "tests/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
-        "tests/test_rtx.py::test_missing_rtx_wheels_are_one_clear_error",  # checks the message: runs
         "tests/test_serve.py::test_taken_port_is_named_before_starting",
     ]
     proc = _pytest(selected, _env(**{HIDE_ENV: "rtx,modelopt,serve"}), REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert re.search(r"\b1 passed, 3 skipped\b", out), out[-2000:]
+    assert re.search(r"\b3 skipped\b", out) and "passed" not in out and "failed" not in out, out[-2000:]
     skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
     assert sum("pip install 'tdmi-deploy[rtx]'" in s for s in skips) == 2, skips
     assert sum("pip install 'tdmi-deploy[modelopt]'" in s for s in skips) == 1, skips

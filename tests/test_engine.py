@@ -197,7 +197,6 @@ def test_build_without_tensorrt_says_how_to_install_and_writes_nothing(
 
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-@pytest.mark.skipif(bool(NO_TRT), reason=NO_TRT or "TensorRT available")
 def test_build_writes_engine_sidecar_and_timing_cache(tiny: dict[str, Path], tmp_path: Path) -> None:
     engine, cache = tmp_path / "tiny.engine", tmp_path / "timing.cache"
     args = [
@@ -223,7 +222,6 @@ def test_build_writes_engine_sidecar_and_timing_cache(tiny: dict[str, Path], tmp
 
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-@pytest.mark.skipif(bool(NO_TRT), reason=NO_TRT or "TensorRT available")
 def test_parser_errors_name_node_and_op(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
