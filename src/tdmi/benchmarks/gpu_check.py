@@ -22,7 +22,9 @@ and a global time limit (the cheap sections run first, the latency section with 
 last), and the JSON / Markdown reports are rewritten after every section; a worker writes its
 partial result after every row, so a section stopped by the time guard keeps what it measured.
 ``--device cpu --quick`` is the dry run CI executes: every section at toy sizes, the GPU-only parts
-skipped with their reason.
+skipped with their reason. A section is ``ok`` only when the subject its title names ran
+(:data:`SUBJECTS`, judged by :mod:`tdmi.checks`): on a CPU the PTX sections are ``skipped`` although
+the PyTorch reference ran, and a section that ran part of its rows is ``partial`` with the counts.
 """
 
 from __future__ import annotations
