@@ -1,16 +1,176 @@
-"""Shared fixtures. Real PoseTrack18 files are read from ../shared (never copied into the repo)."""
+"""Shared fixtures, the markers for what a test needs, and the cache isolation every test runs under.
+
+Real PoseTrack18 files are read from ../shared (never copied into the repo).
+
+Markers (the one place they are mapped to "is it here?"): a test marked ``rtx`` / ``modelopt`` /
+``serve`` / ``tensorrt`` / ``cuda`` / ``nvcc`` is skipped, with the reason and the install command,
+where that is absent, so the README's set-up line followed by its test command passes whichever
+optional extras are installed. A test that needs an extra and is not marked fails there instead:
+``TDMI_TEST_HIDE_EXTRAS=rtx,serve`` makes the named extras unimportable for the whole run to find
+such tests without uninstalling anything (tests/test_conftest.py does that).
+
+Caches: a test run never writes into the user's real cache; ``TDMI_CACHE_DIR``, ``XDG_CACHE_HOME``
+(which the artifact cache and torch read) and ``MPLCONFIGDIR`` point into one temporary folder for
+the whole session, subprocesses included.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
+
+from tdmi.plugins.availability import (
+    Availability,
+    cuda_gpu_available,
+    nvcc_available,
+    tensorrt_available,
+    torch_cuda_available,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDMI_SHARED", REPO.parent / "shared"))
 POSETRACK18 = SHARED / "fixtures" / "posetrack18"
 REFERENCE = SHARED / "reference"
+
+# The cache environment the code (and the libraries it drives) reads -> its folder in the session's
+# temporary cache (matplotlib keeps its font cache in MPLCONFIGDIR, else ~/.config/matplotlib).
+CACHE_ENV: dict[str, str] = {"TDMI_CACHE_DIR": "tdmi", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": "matplotlib"}
+# Optional extras (pyproject) -> the top-level modules they provide.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "rtx": ("tensorrt_rtx_libs", "tensorrt_rtx_bindings"),
+    "modelopt": ("modelopt",),
+    "serve": ("tritonclient", "pytriton"),
+    "trt": ("tensorrt",),
+    "cuda": ("cupy",),
+}
+HIDE_ENV = "TDMI_TEST_HIDE_EXTRAS"
+
+
+def _modules_present(extra: str, hint: str) -> Availability:
+    missing = [m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None]
+    return Availability(not missing, f"{', '.join(missing)} not installed: {hint}" if missing else "")
+
+
+def _rtx() -> Availability:
+    from tdmi.plugins.rtx import rtx_available  # imports nothing heavy until asked
+
+    return rtx_available()
+
+
+def _cuda() -> Availability:
+    """A CUDA GPU seen by the driver (cuda-python) and by PyTorch (the launcher takes torch tensors)."""
+    driver = cuda_gpu_available()
+    return driver if not driver else torch_cuda_available()
+
+
+def _tensorrt() -> Availability:
+    trt = tensorrt_available()
+    return trt if not trt else cuda_gpu_available()
+
+
+# marker -> (description for --markers, availability check)
+MARKERS: dict[str, tuple[str, Callable[[], Availability]]] = {
+    "tensorrt": ("needs TensorRT (pip install 'tdmi-deploy[trt]') and an NVIDIA GPU", _tensorrt),
+    "cuda": ("needs a CUDA GPU (driver via cuda-python, and PyTorch with CUDA)", _cuda),
+    "nvcc": ("needs the CUDA compiler nvcc on PATH", nvcc_available),
+    "rtx": ("needs TensorRT-RTX: pip install 'tdmi-deploy[rtx]' (no GPU needed)", _rtx),
+    "modelopt": (
+        "needs NVIDIA ModelOpt (FP16, TensorRT INT8)",
+        lambda: _modules_present("modelopt", "pip install 'tdmi-deploy[modelopt]'"),
+    ),
+    "serve": (
+        "needs Triton (tritonclient, nvidia-pytriton)",
+        lambda: _modules_present(
+            "serve",
+            "pip install 'tdmi-deploy[serve]' and pip install --no-deps tritonclient nvidia-pytriton "
+            "(README, Serving)",
+        ),
+    ),
+}
+
+
+@cache
+def availability(marker: str) -> Availability:
+    """Whether what ``marker`` stands for is here (asked once per run)."""
+    return MARKERS[marker][1]()
+
+
+def _install_hider(extras: Iterable[str]) -> None:
+    """Make the modules of ``extras`` unimportable, as if never installed (find_spec says None)."""
+    import sys
+    from importlib.machinery import PathFinder
+
+    hidden = frozenset(m for e in extras for m in EXTRA_MODULES[e.strip()])
+
+    class _Hide:
+        @staticmethod
+        def find_spec(name: str, path: object = None, target: object = None) -> object:
+            if name.partition(".")[0] in hidden:
+                return None
+            return PathFinder.find_spec(name, path, target)  # type: ignore[arg-type]
+
+        @staticmethod
+        def invalidate_caches() -> None:
+            PathFinder.invalidate_caches()
+
+        @staticmethod
+        def find_distributions(*args: object, **kwargs: object) -> object:
+            return PathFinder.find_distributions(*args, **kwargs)  # type: ignore[arg-type]
+
+    for name in [m for m in sys.modules if m.partition(".")[0] in hidden]:
+        del sys.modules[name]
+    sys.meta_path[:] = [_Hide if f is PathFinder else f for f in sys.meta_path]
+
+
+_CACHE_ROOT: Path | None = None
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, (description, _) in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}; skipped with the reason where absent")
+    if os.environ.get(HIDE_ENV):
+        _install_hider(e for e in os.environ[HIDE_ENV].split(",") if e.strip())
+    # Before collection: modules imported while collecting (matplotlib) may pick their cache then.
+    global _CACHE_ROOT
+    _CACHE_ROOT = Path(tempfile.mkdtemp(prefix="tdmi-test-cache-"))
+    for name, sub in CACHE_ENV.items():
+        _SAVED_ENV[name] = os.environ.get(name)
+        os.environ[name] = str(_CACHE_ROOT / sub)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if _CACHE_ROOT is not None:
+        shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = dict.fromkeys(m.name for m in item.iter_markers() if m.name in MARKERS)
+        missing = [found.reason for name in needs if not (found := availability(name))]
+        if missing:
+            item.add_marker(pytest.mark.skip(reason="; ".join(missing)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache() -> Iterator[Path]:
+    """The session's cache folder; fails loudly if something re-pointed the cache at the real one."""
+    assert _CACHE_ROOT is not None
+    for name in CACHE_ENV:
+        assert Path(os.environ[name]).is_relative_to(_CACHE_ROOT), f"{name} escaped the test cache"
+    yield _CACHE_ROOT
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,7 @@ def test_onnx_only_no_fuse_keeps_plain_ops(tiny: dict[str, Path], tmp_path: Path
     assert not _plugin_nodes(model) and not read_metadata(model)["fused"]
 
 
+@pytest.mark.modelopt
 def test_onnx_only_fp16(tiny: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "fp16.onnx"
     assert (
@@ -112,6 +113,7 @@ def test_onnx_only_fp16(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert onnx.TensorProto.FLOAT16 in inits
 
 
+@pytest.mark.modelopt
 def test_onnx_only_int8_with_a_tiny_calibration_set(tiny: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
     assert (
@@ -124,6 +126,7 @@ def test_onnx_only_int8_with_a_tiny_calibration_set(tiny: dict[str, Path], tmp_p
     assert read_metadata(model)["precision"] == "int8"
 
 
+@pytest.mark.modelopt
 def test_an_already_converted_export_is_used_as_is(tiny: dict[str, Path], tmp_path: Path) -> None:
     fp16, again, int8 = tmp_path / "fp16.onnx", tmp_path / "again.onnx", tmp_path / "int8.onnx"
     opts = EngineBuildOptions(precision="fp16", calib=tiny["calib"], fuse=False)
@@ -197,7 +200,6 @@ def test_build_without_tensorrt_says_how_to_install_and_writes_nothing(
 
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-@pytest.mark.skipif(bool(NO_TRT), reason=NO_TRT or "TensorRT available")
 def test_build_writes_engine_sidecar_and_timing_cache(tiny: dict[str, Path], tmp_path: Path) -> None:
     engine, cache = tmp_path / "tiny.engine", tmp_path / "timing.cache"
     args = [
@@ -223,7 +225,6 @@ def test_build_writes_engine_sidecar_and_timing_cache(tiny: dict[str, Path], tmp
 
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-@pytest.mark.skipif(bool(NO_TRT), reason=NO_TRT or "TensorRT available")
 def test_parser_errors_name_node_and_op(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 

@@ -120,8 +120,16 @@ def test_cpu_dry_run_in_the_gpu_image(image_site: dict[str, str], tmp_path: Path
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], detail)
     assert list(secs) == list(gc.SECTIONS)
     assert all(s["status"] in gc.STATUSES and s["title"] == gc.TITLES[n] for n, s in secs.items())
-    for name in ("environment", "kernel_correctness", "kernel_bandwidth", "torch_latency", "ort_cpu"):
+    for name in ("environment", "ort_cpu"):
         assert secs[name]["status"] == "ok", detail[name]
+    # Nothing of the PTX kernel runs on a CPU: those sections are skipped (never ok), with counts.
+    for name in ("kernel_correctness", "kernel_bandwidth"):
+        assert secs[name]["status"] == "skipped" and "CUDA GPU" in secs[name]["reason"], detail[name]
+        assert secs[name]["counts"]["ran"] == 0 and secs[name]["counts"]["skipped"] > 0
+    assert secs["torch_latency"]["status"] == "partial", detail["torch_latency"]
+    assert secs["torch_latency"]["counts"] == {"ran": 2, "failed": 0, "skipped": 10, "not_run": 0}
+    assert "ran 2 of 12" in secs["torch_latency"]["reason"]
+    assert "skipped 2. TemporalDiff kernel correctness" in " ".join(proc.stdout.split())
 
     env = secs["environment"]
     assert env["gpu"]["available"] is False and "CUDA GPU" in env["gpu"]["reason"]
@@ -190,7 +198,7 @@ def test_a_failing_section_is_recorded_and_the_next_one_runs(
         raise RuntimeError("device fell off the bus")
 
     def fine(opts: gc.Options, rec: gc.Recorder) -> None:
-        rec.set("rows", [{"status": "ok", "value": 2}])
+        rec.set("rows", [{"status": "ok", "value": 2, "kernel_gbps": 900.0}])
 
     _stub_sections(monkeypatch, {"kernel_correctness": broken, "kernel_bandwidth": fine})
     js, mdp = tmp_path / "r.json", tmp_path / "r.md"
@@ -201,6 +209,56 @@ def test_a_failing_section_is_recorded_and_the_next_one_runs(
     assert bad["rows"] == [{"status": "ok", "value": 1}]  # measured before the failure: kept
     assert on_disk["sections"]["kernel_bandwidth"]["status"] == "ok"
     assert gc.exit_code(report) == 1 and "device fell off the bus" in mdp.read_text()
+
+
+def _cases(*statuses: str) -> list[dict[str, Any]]:
+    ref = [{"path": "torch-vs-numpy", "status": "ok", "bit_exact": True}] * 3
+    ptx = [
+        {"path": "cupy", "status": s, **({"reason": "no CUDA GPU"} if s == "skipped" else {})}
+        for s in statuses
+    ]
+    return ref + ptx
+
+
+@pytest.mark.parametrize(
+    ("statuses", "status", "reason"),
+    [
+        (
+            ("skipped", "skipped"),
+            "skipped",
+            "ran 0 of 2 PTX kernel cases (cuda-python, cupy); 2 skipped: no CUDA GPU",
+        ),
+        (
+            ("ok", "skipped"),
+            "partial",
+            "ran 1 of 2 PTX kernel cases (cuda-python, cupy); 1 skipped: no CUDA GPU",
+        ),
+        (("ok", "ok"), "ok", ""),
+        ((), "skipped", "no PTX kernel cases (cuda-python, cupy) to run"),
+    ],
+)
+def test_a_section_is_ok_only_when_its_subject_ran(
+    monkeypatch: pytest.MonkeyPatch, statuses: tuple[str, ...], status: str, reason: str
+) -> None:
+    """The reference (torch vs numpy) running is not the kernel running: the title's subject counts."""
+    _stub_sections(monkeypatch, {"kernel_correctness": lambda opts, rec: rec.set("cases", _cases(*statuses))})
+    report = gc.run_kit(gc.Options(device="cpu"), ["kernel_correctness"], 60, isolate=False)
+    section = report["sections"]["kernel_correctness"]
+    assert (section["status"], section["reason"]) == (status, reason)
+    assert section["counts"]["ran"] == statuses.count("ok")
+    assert section["counts"]["skipped"] == statuses.count("skipped")
+    assert gc.exit_code(report) == 0
+    row = next(line for line in gc.to_markdown(report).splitlines() if line.startswith("| 2. "))
+    assert f"| {status} | {statuses.count('ok')} / {statuses.count('skipped')} |" in row
+
+
+def test_bandwidth_rows_without_the_kernel_do_not_count_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"status": "ok", "kernel_gbps": None, "copy_gbps": 10.0, "kernel_note": "kernel not run: no GPU"}]
+    _stub_sections(monkeypatch, {"kernel_bandwidth": lambda opts, rec: rec.set("rows", rows * 2)})
+    section = gc.run_kit(gc.Options(device="cpu"), ["kernel_bandwidth"], 60, isolate=False)["sections"][
+        "kernel_bandwidth"
+    ]
+    assert section["status"] == "skipped" and "2 skipped: kernel not run: no GPU" in section["reason"]
 
 
 def test_global_time_guard_leaves_sections_out_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:

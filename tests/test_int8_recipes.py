@@ -167,6 +167,7 @@ def test_bad_recipes_are_clear() -> None:
     assert "ops: ModelOpt default" in trt.label() and "ops:" not in r.label()
 
 
+@pytest.mark.modelopt
 def test_tensorrt_search_tries_convolutions_only_when_modelopts_set_misses(
     fp32: ExportResult, calib: CalibrationSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,6 +207,7 @@ def test_tensorrt_search_tries_convolutions_only_when_modelopts_set_misses(
     assert [tuple(c.recipe["op_types"]) for c in fixed.candidates] == [()]
 
 
+@pytest.mark.modelopt
 def test_export_op_types_reach_modelopt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "conv.onnx"
     args = ["onnx", "--config", PRESET, "--precision", "int8", "--target", "tensorrt", "--no-verify"]

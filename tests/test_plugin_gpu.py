@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 
 from tdmi.plugins import build
-from tdmi.plugins.availability import compute_capability, cuda_gpu_available, torch_cuda_available
+from tdmi.plugins.availability import compute_capability
 from tdmi.plugins.temporal_diff import temporal_diff_reference
 
-TORCH_GPU = torch_cuda_available()
-DRIVER_GPU = cuda_gpu_available()
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not TORCH_GPU, reason=TORCH_GPU.reason),
-    pytest.mark.skipif(not DRIVER_GPU, reason=DRIVER_GPU.reason),
-]
+pytestmark = pytest.mark.cuda  # a GPU seen by the driver and by PyTorch (tests/conftest.py)
 
 SHAPES = [
     (2, 3, 3, 5, 7),  # plane 105: scalar path, short tail slot

@@ -8,11 +8,8 @@ import pytest
 
 from tdmi.errors import BackendUnavailableError
 from tdmi.plugins import build
-from tdmi.plugins.availability import nvcc_available
 from tdmi.plugins.launch_params import KERNEL_NAMES, KERNEL_PARAM_TYPES
 
-NVCC = nvcc_available()
-needs_nvcc = pytest.mark.skipif(not NVCC, reason=NVCC.reason)
 EXPECTED_ENTRIES = {name: list(KERNEL_PARAM_TYPES) for name in KERNEL_NAMES.values()}
 
 
@@ -93,7 +90,6 @@ def test_build_without_nvcc_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tm
 
 
 @pytest.mark.nvcc
-@needs_nvcc
 def test_rebuild_has_expected_entries_for_every_arch(tmp_path: Path) -> None:
     written = build.build_ptx(tmp_path, archs=list(build.DEFAULT_ARCHS))
     assert sorted(written) == list(build.DEFAULT_ARCHS)
@@ -106,7 +102,6 @@ def test_rebuild_has_expected_entries_for_every_arch(tmp_path: Path) -> None:
 
 
 @pytest.mark.nvcc
-@needs_nvcc
 def test_rebuild_reproduces_committed_ptx(tmp_path: Path) -> None:
     shipped_version = build.ptx_header(build.read_ptx(build.ptx_path()))["nvcc"]
     local_version = build.nvcc_version()
@@ -121,7 +116,6 @@ def test_rebuild_reproduces_committed_ptx(tmp_path: Path) -> None:
 
 
 @pytest.mark.nvcc
-@needs_nvcc
 def test_explicit_unsupported_arch_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="cannot target"):
         build.build_ptx(tmp_path, archs=[52])
@@ -145,7 +139,6 @@ def test_shipped_ptx_has_16_byte_vector_path(arch: int) -> None:
 
 
 @pytest.mark.nvcc
-@needs_nvcc
 @pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
 def test_shipped_ptx_assembles_for_its_gpu_generation(arch: int) -> None:
     # ptxas is what the driver's JIT runs on the user's GPU: assembling here proves the PTX is valid
@@ -158,7 +151,6 @@ def test_shipped_ptx_assembles_for_its_gpu_generation(arch: int) -> None:
 
 
 @pytest.mark.nvcc
-@needs_nvcc
 def test_freshness_check_flags_edited_ptx(tmp_path: Path) -> None:
     for arch in build.shipped_archs():
         (tmp_path / build.ptx_filename(arch)).write_text(build.read_ptx(build.ptx_path(arch)))

@@ -14,15 +14,11 @@ from tdmi.plugins import trt_plugin
 from tdmi.plugins.availability import (
     TENSORRT_MISSING,
     Availability,
-    cuda_gpu_available,
     tensorrt_available,
-    torch_cuda_available,
 )
 from tdmi.plugins.temporal_diff import make_node, opset_import, output_shape, temporal_diff_reference
 
 TRT = tensorrt_available()
-GPU = torch_cuda_available()
-DRIVER = cuda_gpu_available()
 
 
 @pytest.mark.skipif(bool(TRT), reason="TensorRT is installed; the forced variant below covers this path")
@@ -109,9 +105,6 @@ def run_engine(engine_bytes: bytes, x_host: np.ndarray, out_shape: tuple[int, ..
 )
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-@pytest.mark.skipif(not DRIVER, reason=DRIVER.reason)
-@pytest.mark.skipif(not GPU, reason=GPU.reason)
-@pytest.mark.skipif(not TRT, reason=TRT.reason)
 def test_onnx_node_builds_and_runs_through_tensorrt(
     tmp_path: Path, b: int, t: int, c: int, h: int, w: int, dtype: type
 ) -> None:

@@ -124,6 +124,7 @@ def test_calibration_errors(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ variants
 
 
+@pytest.mark.modelopt
 def test_every_variant_runs_on_ort_and_reports_error(variants: dict[str, PrecisionResult]) -> None:
     clips = example_clips(get_preset(PRESET), 2)
     for name, res in variants.items():
@@ -138,6 +139,7 @@ def test_every_variant_runs_on_ort_and_reports_error(variants: dict[str, Precisi
         assert out.shape == (2, 17, 32, 24) and np.isfinite(out).all()
 
 
+@pytest.mark.modelopt
 def test_fp16_graph(variants: dict[str, PrecisionResult]) -> None:
     res = variants["fp16-tensorrt"]
     model = onnx.load(str(res.path))
@@ -148,6 +150,7 @@ def test_fp16_graph(variants: dict[str, PrecisionResult]) -> None:
     assert extra["kept_fp32_nodes"] == res.kept_fp32_nodes and extra["calibration"]["smoke_only"] is True
 
 
+@pytest.mark.modelopt
 def test_int8_tensorrt_graph(variants: dict[str, PrecisionResult]) -> None:
     for key, method in (("int8-tensorrt", "entropy"), ("int8-tensorrt-max", "max")):
         model = onnx.load(str(variants[key].path))
@@ -158,6 +161,7 @@ def test_int8_tensorrt_graph(variants: dict[str, PrecisionResult]) -> None:
         assert not any(n.op_type == "QuantizeLinear" and "diff" in n.input[0] for n in model.graph.node)
 
 
+@pytest.mark.modelopt
 def test_int8_onnxruntime_graph(variants: dict[str, PrecisionResult]) -> None:
     model = onnx.load(str(variants["int8-onnxruntime"].path))
     inits = {i.name: i for i in model.graph.initializer}
@@ -177,6 +181,7 @@ def test_int8_onnxruntime_graph(variants: dict[str, PrecisionResult]) -> None:
     assert all(f"tde/stage{j}/diff/Sub_0" in names for j in range(1, 5))
 
 
+@pytest.mark.modelopt
 def test_int8_onnxruntime_keeps_the_sensitive_head_fp32(variants: dict[str, PrecisionResult]) -> None:
     model = onnx.load(str(variants["int8-onnxruntime"].path))
     inits = {i.name for i in model.graph.initializer}
@@ -189,6 +194,7 @@ def test_int8_onnxruntime_keeps_the_sensitive_head_fp32(variants: dict[str, Prec
     assert set(variants["int8-onnxruntime"].kept_fp32_nodes) >= head
 
 
+@pytest.mark.modelopt
 def test_variants_then_fuse(variants: dict[str, PrecisionResult]) -> None:
     """Precision first, fusion after: the rewrite still finds all four blocks in FP16 and Q/DQ graphs."""
     for name in ("fp16-tensorrt", "int8-tensorrt"):
@@ -199,6 +205,7 @@ def test_variants_then_fuse(variants: dict[str, PrecisionResult]) -> None:
         assert np.abs(a - b).max() <= 1e-3 * max(np.abs(a).max(), 1e-6), name
 
 
+@pytest.mark.modelopt
 def test_precision_refuses_fused_or_converted_input(
     variants: dict[str, PrecisionResult], calib: CalibrationSet
 ) -> None:
@@ -231,6 +238,7 @@ def test_cli_int8_onnxruntime_with_saved_calibration(
     assert "not found" in _flat(capsys.readouterr().err) and not bad.exists()
 
 
+@pytest.mark.modelopt
 def test_fp16_keeps_overflowing_nodes_fp32(fp32: ExportResult, calib: CalibrationSet, tmp_path: Path) -> None:
     """Overflow is decided on the calibration clips: with a tiny range limit, those nodes stay FP32."""
     model = onnx.load(str(fp32.path))

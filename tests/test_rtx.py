@@ -31,11 +31,15 @@ from tdmi.export.engine import (
 from tdmi.export.onnx_export import export_onnx
 from tdmi.export.preflight import check_onnx
 from tdmi.export.sidecar import BatchProfile, BuildEnvironment, GpuInfo, load_sidecar, sidecar_path
-from tdmi.plugins.rtx import LIB_NAME, LIB_SONAME, ensure_library_name, rtx_available
+from tdmi.plugins.rtx import LIB_NAME, LIB_SONAME, ensure_library_name
 from tdmi.plugins.temporal_diff import SPEC
 
-RTX = rtx_available()
-needs_rtx = pytest.mark.skipif(not RTX, reason=RTX.reason or "TensorRT-RTX available")
+# FP16 and INT8 conversions run NVIDIA ModelOpt (the ``modelopt`` extra).
+PRECISIONS = [
+    "fp32",
+    pytest.param("fp16", marks=pytest.mark.modelopt),
+    pytest.param("int8", marks=pytest.mark.modelopt),
+]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -94,8 +98,8 @@ def _parsed_layers(model: onnx.ModelProto, tmp_path: Path) -> list[str]:
 # -- real builds -----------------------------------------------------------------------------------
 
 
-@needs_rtx
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.rtx
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("batch", ["static", "dynamic"])
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
 def test_cpu_only_build(
@@ -127,7 +131,8 @@ def test_cpu_only_build(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parse.onnx", "tiny.engine", "tiny.engine.json"]
 
 
-@needs_rtx
+@pytest.mark.rtx
+@pytest.mark.modelopt
 def test_cli_builds_fp16_on_a_gpu_less_machine(
     tiny: dict[str, Path], converted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -187,6 +192,7 @@ def test_preflight_knows_rtx_has_no_deformconv(tiny: dict[str, Path]) -> None:
     assert check_onnx(tiny["dynamic"]).ok  # TensorRT takes DeformConv (its plugin)
 
 
+@pytest.mark.rtx
 def test_native_deformconv_for_rtx_fails_before_building(
     tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -198,6 +204,8 @@ def test_native_deformconv_for_rtx_fails_before_building(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.rtx
+@pytest.mark.modelopt
 def test_fp16_of_a_graph_that_cannot_be_made_fp16(tiny: dict[str, Path], converted, tmp_path: Path) -> None:
     # An INT8 (Q/DQ) graph is already converted: FP16 cannot be made of it.
     src = converted("int8", "static")
@@ -222,8 +230,6 @@ def test_missing_rtx_wheels_are_one_clear_error(
 
 @pytest.fixture(scope="module")
 def rtx_engine(tiny: dict[str, Path], converted, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not RTX:
-        pytest.skip(RTX.reason)
     engine = tmp_path_factory.mktemp("rtx-engine") / "tiny.engine"
     build_engine(converted("fp32", "static"), engine, _options("fp32", tiny, compute_capabilities=(86, 89)))
     return engine
@@ -233,11 +239,13 @@ def _env(cc: str, version: str) -> BuildEnvironment:
     return BuildEnvironment(version, "12.9", "13.0", GpuInfo("NVIDIA RTX test", cc))
 
 
+@pytest.mark.rtx
 def test_rtx_engine_opened_with_tensorrt_is_refused(rtx_engine: Path) -> None:
     with pytest.raises(EngineError, match=r"is a TensorRT-RTX engine .* cannot be opened with TensorRT"):
         runtime.load(rtx_engine, target="tensorrt")
 
 
+@pytest.mark.rtx
 def test_tensorrt_engine_opened_with_rtx_is_refused(rtx_engine: Path, tmp_path: Path) -> None:
     engine = tmp_path / "trt.engine"
     shutil.copy(rtx_engine, engine)
@@ -248,6 +256,7 @@ def test_tensorrt_engine_opened_with_rtx_is_refused(rtx_engine: Path, tmp_path: 
         runtime.load(engine, target="tensorrt-rtx")
 
 
+@pytest.mark.rtx
 def test_gpu_outside_the_built_compute_capabilities_is_named(rtx_engine: Path) -> None:
     version = load_sidecar(rtx_engine).environment.tensorrt_version
     with pytest.raises(
@@ -331,7 +340,7 @@ print("plan bytes:", plan.nbytes)
 """
 
 
-@needs_rtx
+@pytest.mark.rtx
 def test_plugin_in_a_fresh_install_builds_instead_of_aborting(tmp_path: Path) -> None:
     """A copy of the libs package without the link (as pip installs it): the plugin still works.
 
@@ -367,7 +376,7 @@ def test_plugin_in_a_fresh_install_builds_instead_of_aborting(tmp_path: Path) ->
 # -- full size -------------------------------------------------------------------------------------
 
 
-@needs_rtx
+@pytest.mark.rtx
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("TDMI_SLOW"), reason="full-size presets (minutes): TDMI_SLOW=1")
 def test_w48_fp16_cpu_only_build(tmp_path: Path) -> None:

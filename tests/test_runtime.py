@@ -333,9 +333,6 @@ def _tensorrt_reason() -> str:
     return ""
 
 
-requires_trt = pytest.mark.skipif(bool(_tensorrt_reason()), reason=_tensorrt_reason() or "TensorRT available")
-
-
 def test_without_tensorrt_the_message_says_how_to_install(tmp_path: Path) -> None:
     if not _tensorrt_reason():
         pytest.skip("TensorRT and a GPU are present")
@@ -346,7 +343,6 @@ def test_without_tensorrt_the_message_says_how_to_install(tmp_path: Path) -> Non
 
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-@requires_trt
 def test_tensorrt_backend_agrees_with_onnxruntime(
     tiny_onnx: dict[str, Path], tmp_path: Path, clips: np.ndarray
 ) -> None:

@@ -78,6 +78,7 @@ def _io(cfg: object) -> tuple[dict[str, tuple[int, list[int]]], dict[str, tuple[
     return ins, outs
 
 
+@pytest.mark.serve
 def test_exported_repository_parses_and_wires_up(tiny_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "model_repository"
     serve = ServeConfig(
@@ -136,6 +137,7 @@ def _engine(tmp_path: Path, profile: BatchProfile, io_dtype: str = "float32") ->
     return engine
 
 
+@pytest.mark.serve
 def test_engine_repository_is_a_tensorrt_plan_within_the_profile(tmp_path: Path) -> None:
     engine = _engine(tmp_path, BatchProfile(1, 8, 16))
     out = tmp_path / "repo"
@@ -161,6 +163,7 @@ def test_engine_repository_is_a_tensorrt_plan_within_the_profile(tmp_path: Path)
     assert not (tmp_path / "r2").exists()
 
 
+@pytest.mark.serve
 def test_export_triton_cli_refuses_fixed_batch_and_non_empty_output(
     tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -186,12 +189,13 @@ def test_export_triton_cli_refuses_fixed_batch_and_non_empty_output(
 def test_serve_config_is_checked_and_round_trips() -> None:
     s = ServeConfig(max_batch_size=4, preferred_batch_sizes=(2, 4), refine="quarter")
     assert ServeConfig.from_json(s.to_json()) == s
-    with pytest.raises(ConfigError, match="preferred batch sizes"):
+    with pytest.raises(ConfigError, match="preferred_batch_sizes must lie in"):
         ServeConfig(max_batch_size=4, preferred_batch_sizes=(8,))
     with pytest.raises(ConfigError, match="refine"):
         ServeConfig(refine="argmax")
 
 
+@pytest.mark.serve
 def test_taken_port_is_named_before_starting(tmp_path: Path) -> None:
     port = free_port()  # port, port + 1 and port + 2 free: take the gRPC one
     with socket.socket() as s:
@@ -220,6 +224,7 @@ def _noop_repository(root: Path) -> Path:
     return root / "repo"
 
 
+@pytest.mark.serve
 def test_server_that_fails_to_bind_is_a_port_error(tmp_path: Path) -> None:
     """A port taken after the check (a race) is still reported as a port problem, and nothing is left."""
     port = free_port()
@@ -301,6 +306,7 @@ def _inp(mod: object, name: str, x: np.ndarray, dtype: str) -> object:
     return i
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_served_heatmaps_equal_the_runtime(
@@ -319,6 +325,7 @@ def test_served_heatmaps_equal_the_runtime(
         np.testing.assert_allclose(got, reference.predict(x), rtol=0, atol=1e-4)
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 def test_served_pose_equals_runtime_keypoints(server: TritonServer, reference: runtime.Predictor) -> None:
     rng = np.random.default_rng(4)
@@ -387,6 +394,7 @@ def _bad_requests() -> list[tuple[str, str, list[tuple[str, np.ndarray, str]], s
     ]
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 @pytest.mark.parametrize("case", _bad_requests(), ids=lambda c: c[0])
 def test_bad_request_is_refused_and_the_server_keeps_serving(
@@ -409,6 +417,7 @@ def test_bad_request_is_refused_and_the_server_keeps_serving(
     np.testing.assert_allclose(got, reference.predict(x), rtol=0, atol=1e-4)
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 def test_load_test_loses_nothing_and_matches_the_runtime(
     server: TritonServer, reference: runtime.Predictor
@@ -435,6 +444,7 @@ def test_load_test_loses_nothing_and_matches_the_runtime(
     assert b["checked"] and b["mean_batch_off"] == 2.0 and b["mean_batch_on"] >= 2.0 and b["ratio_median"] > 0
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 def test_tdmi_bench_server_cli_writes_the_report(
     server: TritonServer, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -471,6 +481,7 @@ def test_tdmi_bench_server_cli_writes_the_report(
     assert report["protocol"] == "grpc" and report["parity"]["ok"] and report["totals"]["lost"] == 0
 
 
+@pytest.mark.serve
 def test_load_test_names_an_unreachable_server() -> None:
     from tdmi.benchmarks.load_test import LoadTestOptions, run_load_test
 
@@ -481,6 +492,7 @@ def test_load_test_names_an_unreachable_server() -> None:
 # -- tdmi-serve, as a user runs it -----------------------------------------------------------------
 
 
+@pytest.mark.serve
 @pytest.mark.slow
 def test_tdmi_serve_config_tiny_serves_and_stops_cleanly_on_sigterm(
     tmp_path: Path, reference: runtime.Predictor

@@ -22,7 +22,9 @@ and a global time limit (the cheap sections run first, the latency section with 
 last), and the JSON / Markdown reports are rewritten after every section; a worker writes its
 partial result after every row, so a section stopped by the time guard keeps what it measured.
 ``--device cpu --quick`` is the dry run CI executes: every section at toy sizes, the GPU-only parts
-skipped with their reason.
+skipped with their reason. A section is ``ok`` only when the subject its title names ran
+(:data:`SUBJECTS`, judged by :mod:`tdmi.checks`): on a CPU the PTX sections are ``skipped`` although
+the PyTorch reference ran, and a section that ran part of its rows is ``partial`` with the counts.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tdmi.checks import Tally, judge, tally
 from tdmi.errors import TdmiError
 from tdmi.utils import source_commit, write_text_atomic
 
@@ -73,8 +76,9 @@ RUN_ORDER: tuple[str, ...] = (
     "ort_cpu",
     "torch_latency",
 )
-# ok: everything ran; partial: some rows failed or were cut by the time guard; skipped: nothing to
-# run here (with the reason); failed: an error or a wrong result; timeout: the worker was stopped.
+# ok: everything of the section's subject ran; partial: some of it was skipped, failed in a row or was
+# cut by the time guard (the reason says how much ran); skipped: nothing of the subject ran here (with
+# the reason); failed: an error or a wrong result; timeout: the worker was stopped.
 STATUSES: tuple[str, ...] = ("ok", "partial", "skipped", "failed", "timeout", "not_run")
 # The packages of the GPU image this kit is written for (the CPU dry run blocks everything else).
 IMAGE_PACKAGES: tuple[str, ...] = (
@@ -662,6 +666,8 @@ def section_kernel_bandwidth(opts: Options, rec: Recorder) -> None:
                         compiled=compiled,
                     )
                     out = r.to_dict()
+                    if not cuda:
+                        out["kernel_note"] = f"kernel not run: {_device_reason(opts)}"
                     out["compile_s"] = compile_s
                     if compile_error:
                         out["compile_error"] = compile_error
@@ -1053,6 +1059,56 @@ def section_ort_cpu(opts: Options, rec: Recorder) -> None:
         rec.degrade("fewer timed rounds than asked (time guard)")
 
 
+def _as_kernel_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A bandwidth row counts for the kernel only when the kernel itself was timed."""
+    if row.get("status") == "ok" and row.get("kernel_gbps") is None:
+        return {"status": "skipped", "reason": row.get("kernel_note") or "the kernel was not timed"}
+    return row
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a section's title promises: the rows that must run for the section to be ``ok``."""
+
+    table: str
+    what: str
+    rows: Callable[[dict[str, Any]], bool] = lambda r: True
+    as_item: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: r
+
+
+SUBJECTS: dict[str, Subject] = {
+    "kernel_correctness": Subject(
+        "cases",
+        "PTX kernel cases (cuda-python, cupy)",
+        rows=lambda r: r.get("path") in ("cuda-python", "cupy"),
+    ),
+    "kernel_bandwidth": Subject("rows", "kernel bandwidth rows", as_item=_as_kernel_row),
+    "torch_latency": Subject("rows", "latency rows (variant x batch)"),
+    "dcn_forms": Subject("rows", "DCN rows (form x dtype x batch)"),
+    "ort_cpu": Subject("rows", "backend rows"),
+}
+
+
+def subject_counts(name: str, data: dict[str, Any]) -> Tally | None:
+    """How much of section ``name``'s subject ran, from its recorded rows."""
+    subject = SUBJECTS.get(name)
+    if subject is None:
+        return None
+    return tally(subject.as_item(r) for r in data.get(subject.table, []) if subject.rows(r))
+
+
+def apply_subject(name: str, data: dict[str, Any]) -> None:
+    """Record the counts and make the status honest: nothing of the subject ran is never ``ok``."""
+    counts = subject_counts(name, data)
+    if counts is None:
+        return
+    data["counts"] = counts.to_dict()
+    status, reason = judge(data["status"], counts, SUBJECTS[name].what)
+    data["status"] = status
+    if reason:
+        data["reason"] = "; ".join(r for r in (reason, data.get("reason")) if r)
+
+
 SECTION_FUNCS: dict[str, Callable[[Options, Recorder], None]] = {
     "environment": section_environment,
     "kernel_correctness": section_kernel_correctness,
@@ -1078,6 +1134,7 @@ def run_section(name: str, opts: Options, out: Path | None, deadline: float) -> 
         rec.degrade(str(e))
     except Exception as e:
         rec.data.update(status="failed", reason=_one_line(e), traceback=traceback.format_exc()[-4000:])
+    apply_subject(name, rec.data)
     rec.data["seconds"] = round(time.perf_counter() - t0, 2)
     rec.flush()
     return rec.data
@@ -1251,7 +1308,16 @@ MD_COLUMNS: dict[str, list[str]] = {
 }  # fmt: skip
 
 
-MD_FACTS = ("setup", "paths", "summary", "goals_met", "export_s", "session_s", "ort_speedup_vs_torch")
+MD_FACTS = (
+    "setup",
+    "paths",
+    "counts",
+    "summary",
+    "goals_met",
+    "export_s",
+    "session_s",
+    "ort_speedup_vs_torch",
+)
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -1265,12 +1331,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Machine: **{machine}**; started {report['started_utc']}, "
         f"commit {env.get('git_commit') or 'unknown'}; options {_cell(json.dumps(report['options']))}.",
         "",
-        "| section | status | seconds | reason |",
-        "|---|---|---|---|",
+        "| section | status | ran / skipped | seconds | reason |",
+        "|---|---|---|---|---|",
     ]
     for name in SECTIONS:
         s = secs[name]
-        cells = (s["title"], s["status"], _cell(s.get("seconds")), _cell(s.get("reason")))
+        c = s.get("counts")
+        ran = f"{c['ran']} / {c['skipped'] + c['not_run']}" if c else "-"
+        cells = (s["title"], s["status"], ran, _cell(s.get("seconds")), _cell(s.get("reason")))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for name in SECTIONS:

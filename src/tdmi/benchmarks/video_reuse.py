@@ -280,15 +280,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
+    from tdmi.benchmarks.suite import default_cache_dir
 
     args = _parse(argv)
     t0 = time.perf_counter()
     if args.cmd == "speed":
-        cache = (
-            args.cache_dir
-            or Path(os.environ.get("TDMI_CACHE_DIR", Path.home() / ".cache" / "tdmi")) / "video"
-        )
+        cache = args.cache_dir or default_cache_dir() / "video"
         rows = speed(
             args.presets.split(","), args.backends.split(","), args.frames, args.rounds, cache, args.threads
         )

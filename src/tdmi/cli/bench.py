@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, main_for
+from tdmi.cli.common import Verbose, console, main_for, preset_or_json
 from tdmi.errors import ConfigError
 from tdmi.utils import check_outputs
 
@@ -33,7 +33,10 @@ def bench(
     config: Annotated[
         str | None,
         typer.Option(
-            "--config", "-c", help="Preset or config JSON (default: the checkpoint's, else tdmi-w48-384x288)."
+            "--config",
+            "-c",
+            help="Preset or config JSON (default: the checkpoint's, else tdmi-w48-384x288).",
+            callback=preset_or_json,
         ),
     ] = None,
     checkpoint: Annotated[

@@ -172,6 +172,71 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
+@contextlib.contextmanager
+def options_of_config(**renames: str) -> Iterator[None]:
+    """Build a config from the running command's options: its validation errors name the option.
+
+    Configs (``TrainConfig``, ``ServeConfig``, ...) check their fields and name them in the message
+    (``save_every must be >= 0``); here each field name is replaced, once for every command, by the
+    option that set it (``--save-every``: the option of the parameter with the field's name, or of
+    the parameter ``renames`` maps the field to), and the error becomes a usage error (exit 2).
+    A message naming no option's field is left as it is.
+    """
+    import re
+
+    from tdmi.errors import ConfigError
+
+    try:
+        yield
+    except UsageError:
+        raise
+    except ConfigError as e:
+        ctx = click_context()
+        if ctx is None:
+            raise
+        options = {
+            p.name: max(p.opts, key=len)
+            for p in ctx.command.params
+            if p.name and p.opts and p.opts[0][:1] == "-"
+        }
+        fields = {f: options[renames.get(f, f)] for f in {*options, *renames} if renames.get(f, f) in options}
+        message, named = str(e), 0
+        for field in sorted(fields, key=len, reverse=True):
+            message, n = re.subn(rf"(?<![\w-]){re.escape(field)}(?!\w)", fields[field], message)
+            named += n
+        if not named:
+            raise
+        raise UsageError(message) from None
+
+
+def click_context() -> Any:
+    """The running command's click context (None outside a command, e.g. a library call)."""
+    import importlib
+
+    for name in ("typer._click.globals", "click"):  # typer >= 0.24 vendors click; older uses click's
+        try:
+            ctx = importlib.import_module(name).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def preset_or_json(value: str | None) -> str | None:
+    """``--config``: a preset name or a config ``.json`` file; an unknown name is a usage error (exit 2)
+    before any work starts (the file itself is read, and checked, where it is used)."""
+    if value is None or value.endswith(".json"):
+        return value
+    from tdmi.model.config import PRESETS
+
+    if value not in PRESETS:
+        raise typer.BadParameter(
+            f"unknown preset {value!r}; choose one of: {', '.join(PRESETS)} (or a config .json file)"
+        )
+    return value
+
+
 def main_for(app: typer.Typer, prog_name: str) -> None:
     sys.exit(run_app(app, prog_name=prog_name))
 

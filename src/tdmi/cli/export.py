@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tdmi.cli.common import Verbose, console, err_console, main_for
+from tdmi.cli.common import Verbose, console, err_console, main_for, options_of_config, preset_or_json
 from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
@@ -68,7 +68,12 @@ def onnx_cmd(
     ],
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="Preset name or config JSON (default: the checkpoint's own)."),
+        typer.Option(
+            "--config",
+            "-c",
+            help="Preset name or config JSON (default: the checkpoint's own).",
+            callback=preset_or_json,
+        ),
     ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
@@ -349,7 +354,7 @@ def fuse_cmd(
 def calib_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="The .npz file to write.")],
     config: Annotated[
-        str, typer.Option("--config", "-c", help="Preset name or config JSON.")
+        str, typer.Option("--config", "-c", help="Preset name or config JSON.", callback=preset_or_json)
     ] = "tdmi-w48-384x288",
     data: Annotated[
         Path | None,
@@ -393,7 +398,10 @@ def triton_cmd(
         Path | None, typer.Option("--engine", help="TensorRT engine (its .engine.json sidecar beside it).")
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Preset or config JSON: export ONNX first.")
+        str | None,
+        typer.Option(
+            "--config", "-c", help="Preset or config JSON: export ONNX first.", callback=preset_or_json
+        ),
     ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="TDMI checkpoint: export ONNX first.")
@@ -419,14 +427,15 @@ def triton_cmd(
     from tdmi.cli.serve import parse_sizes
     from tdmi.serve import ServeConfig, resolve_artifact, write_repository
 
-    settings = ServeConfig(
-        max_batch_size=max_batch,
-        preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
-        max_queue_delay_us=max_queue_delay_us,
-        instances=instances,
-        kind=kind,
-        refine=refine,
-    )
+    with options_of_config(max_batch_size="max_batch", preferred_batch_sizes="preferred_batch"):
+        settings = ServeConfig(
+            max_batch_size=max_batch,
+            preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
+            max_queue_delay_us=max_queue_delay_us,
+            instances=instances,
+            kind=kind,
+            refine=refine,
+        )
     inputs = {"--onnx": onnx, "--engine": engine, "--checkpoint": checkpoint}
     for opt, path in inputs.items():
         if path is not None and output.resolve() in path.resolve().parents:

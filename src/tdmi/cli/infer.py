@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tdmi.cli.common import Verbose, console, err_console, main_for
+from tdmi.cli.common import Verbose, console, err_console, main_for, preset_or_json
 from tdmi.errors import ConfigError
 
 app = typer.Typer(
@@ -61,7 +61,10 @@ def run(
         str | None, typer.Option("--model", "-m", help="Checkpoint .pt, ONNX .onnx or TensorRT .engine.")
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Preset or config JSON (alone: random weights).")
+        str | None,
+        typer.Option(
+            "--config", "-c", help="Preset or config JSON (alone: random weights).", callback=preset_or_json
+        ),
     ] = None,
     full_frame: Annotated[bool, typer.Option("--full-frame", help="One person: the whole frame.")] = False,
     boxes: Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, err_console, main_for
+from tdmi.cli.common import Verbose, console, err_console, main_for, options_of_config, preset_or_json
 from tdmi.errors import UsageError
 
 app = typer.Typer(
@@ -32,7 +32,10 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
 @app.command()
 def serve(
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Preset or config JSON (alone: random weights).")
+        str | None,
+        typer.Option(
+            "--config", "-c", help="Preset or config JSON (alone: random weights).", callback=preset_or_json
+        ),
     ] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="TDMI checkpoint to serve.")] = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Serve this exported ONNX file.")] = None,
@@ -75,14 +78,15 @@ def serve(
     from tdmi.serve import LOCAL_MODELS, Ports, ServeConfig, ServerError, TritonServer, resolve_artifact
     from tdmi.serve.repository import write_repository
 
-    settings = ServeConfig(
-        max_batch_size=max_batch,
-        preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
-        max_queue_delay_us=max_queue_delay_us,
-        instances=instances,
-        refine=refine,
-        threads=threads,
-    )
+    with options_of_config(max_batch_size="max_batch", preferred_batch_sizes="preferred_batch"):
+        settings = ServeConfig(
+            max_batch_size=max_batch,
+            preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
+            max_queue_delay_us=max_queue_delay_us,
+            instances=instances,
+            refine=refine,
+            threads=threads,
+        )
     ports = Ports.from_http(port, grpc_port, metrics_port)
     server = TritonServer(Path("."), ports, host=host, models=LOCAL_MODELS)
     server.check_ports()  # before a minute of exporting

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, main_for
+from tdmi.cli.common import Verbose, console, main_for, options_of_config, preset_or_json
 from tdmi.model import resolve_config
 from tdmi.train import TrainConfig, train
 
@@ -22,7 +22,9 @@ _D = TrainConfig()
 
 @app.command()
 def run(
-    config: Annotated[str, typer.Option("--config", "-c", help="Model preset or config JSON.")] = "tdmi-tiny",
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Model preset or config JSON.", callback=preset_or_json)
+    ] = "tdmi-tiny",
     data: Annotated[
         str, typer.Option("--data", help="PoseTrack root (annotations/SPLIT/) or 'synthetic'.")
     ] = "synthetic",
@@ -105,40 +107,41 @@ def run(
         raise typer.BadParameter(
             f"--milestones must be comma-separated fractions, got {milestones!r}"
         ) from None
-    tc = TrainConfig(
-        data="synthetic" if data == "synthetic" else str(Path(data)),
-        split=split,
-        val_split=val_split,
-        missing_frames=missing_frames,
-        steps=steps,
-        epochs=epochs,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        milestones=marks,
-        gamma=gamma,
-        warmup_steps=warmup_steps,
-        grad_clip=grad_clip,
-        freeze_bn_after=freeze_bn_after,
-        amp=amp,
-        seed=seed,
-        heatmap_weight=heatmap_weight,
-        mi_weight=mi_weight,
-        estimator_weight=estimator_weight,
-        flip=not no_augment_flip,
-        half_body_prob=half_body_prob,
-        scale_factor=scale_factor,
-        rotation_factor=rotation_factor,
-        clips_pool=clips_pool,
-        fresh_clips=fresh_clips,
-        val_every=val_every,
-        save_every=save_every,
-        log_every=log_every,
-        workers=workers,
-    )
+    with options_of_config():
+        tc = TrainConfig(
+            data="synthetic" if data == "synthetic" else str(Path(data)),
+            split=split,
+            val_split=val_split,
+            missing_frames=missing_frames,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            milestones=marks,
+            gamma=gamma,
+            warmup_steps=warmup_steps,
+            grad_clip=grad_clip,
+            freeze_bn_after=freeze_bn_after,
+            amp=amp,
+            seed=seed,
+            heatmap_weight=heatmap_weight,
+            mi_weight=mi_weight,
+            estimator_weight=estimator_weight,
+            flip=not no_augment_flip,
+            half_body_prob=half_body_prob,
+            scale_factor=scale_factor,
+            rotation_factor=rotation_factor,
+            clips_pool=clips_pool,
+            fresh_clips=fresh_clips,
+            val_every=val_every,
+            save_every=save_every,
+            log_every=log_every,
+            workers=workers,
+        )
     res = train(
         cfg,
         tc,

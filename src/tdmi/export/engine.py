@@ -221,8 +221,9 @@ def prepare_onnx(src: str | Path, options: EngineBuildOptions, workdir: Path) ->
         raise ExportError(
             f"{src} carries no tdmi model config in its metadata: export it with `tdmi-export` first"
         )
-    from tdmi.export.metadata import read_metadata
+    from tdmi.export.metadata import check_graph_io, read_metadata
 
+    check_graph_io(model, config, src)
     source_precision = read_metadata(model)["precision"]
     precision = options.precision
     steps = [f"source {src.name} ({source_precision})"]

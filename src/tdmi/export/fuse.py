@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from tdmi.errors import ExportError
-from tdmi.export.metadata import KEY_CONFIG, read_metadata, update_metadata
+from tdmi.export.metadata import KEY_CONFIG, check_graph_io, read_metadata, update_metadata
 from tdmi.plugins.temporal_diff import SPEC, node_attributes
 from tdmi.plugins.temporal_diff import opset_import as tdmi_opset_import
 from tdmi.utils import atomic_path
@@ -224,6 +224,7 @@ def fuse_file(src: Path | str, output: Path | str, *, check: bool = True) -> dic
     check_writable(output)
     model = load_onnx_checked(Path(src))
     meta = read_metadata(model)
+    check_graph_io(model, meta["config"], src)
     if meta["fused"] or temporal_diff_nodes(model):
         raise ExportError(f"{src} is already fused: give the unfused export")
     fused = fuse_temporal_diff(model, expected=4)

@@ -159,6 +159,44 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
+def check_graph_io(model: onnx.ModelProto, config: TDMIConfig, source: str | os.PathLike[str]) -> None:
+    """The graph's ``frames`` input and ``heatmaps`` output have the shapes its tdmi metadata promises.
+
+    A foreign graph carrying tdmi metadata (keys copied onto another model, a file edited after the
+    export) would otherwise fail deep inside a numeric check; this says so in one line first. Split
+    (backbone / head) files have other I/O and are left to their own loader.
+    """
+    if '"split"' in raw_metadata(model).get(KEY_EXTRA, ""):
+        return
+    inits = {i.name for i in model.graph.initializer}
+    graph_io = (
+        ("input", INPUT_NAME, [vi for vi in model.graph.input if vi.name not in inits],
+         (config.num_frames, 3, *config.input_size), "[B, T, 3, H, W]"),
+        ("output", OUTPUT_NAME, list(model.graph.output), (config.num_joints, *config.heatmap_size),
+         "[B, J, H/4, W/4]"),
+    )  # fmt: skip
+    for kind, name, values, want, layout in graph_io:
+        vi = next((v for v in values if v.name == name), None)
+        promised = (
+            f"its tdmi metadata (config {config.name}) says {layout} = [B, {', '.join(map(str, want))}]"
+        )
+        if vi is None:
+            got = ", ".join(v.name for v in values) or "none"
+            problem = f"has no graph {kind} '{name}' (it has: {got})"
+        else:
+            dims = _value_info_summary(vi)["shape"]
+            fits = len(dims) == len(want) + 1 and all(
+                not isinstance(d, int) or d <= 0 or d == w for d, w in zip(dims[1:], want, strict=True)
+            )
+            if fits:
+                continue
+            problem = f"{kind} '{name}' is [{', '.join(map(str, dims))}]"
+        raise ExportError(
+            f"{source} {problem} but {promised}: not a graph tdmi-export made (or edited since); "
+            "re-export it with `tdmi-export onnx`"
+        )
+
+
 def _value_info_summary(vi: onnx.ValueInfoProto) -> dict[str, Any]:
     t = vi.type.tensor_type
     dims: list[int | str] = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]

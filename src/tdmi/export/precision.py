@@ -41,7 +41,7 @@ from tdmi.export.int8_recipes import (
     ort_quantize,
     ranges_from_stats,
 )
-from tdmi.export.metadata import load_onnx_checked, read_metadata, update_metadata
+from tdmi.export.metadata import check_graph_io, load_onnx_checked, read_metadata, update_metadata
 from tdmi.export.onnx_export import HeatmapError, check_writable, compare_heatmaps, example_clips, steps
 from tdmi.export.ort_ops import make_session, require_onnxruntime, run_onnx, static_batch
 from tdmi.model.config import TDMIConfig
@@ -83,6 +83,7 @@ class PrecisionResult:
 def _load_fp32(src: Path | str | onnx.ModelProto) -> tuple[onnx.ModelProto, TDMIConfig]:
     model = src if isinstance(src, onnx.ModelProto) else load_onnx_checked(Path(src))
     meta = read_metadata(model)
+    check_graph_io(model, meta["config"], "the graph" if isinstance(src, onnx.ModelProto) else src)
     if meta["fused"]:
         raise ExportError(
             "this graph is already fused: convert the unfused FP32 export, then run `tdmi-export fuse`"

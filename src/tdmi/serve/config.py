@@ -49,7 +49,7 @@ class ServeConfig:
         bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
         if bad:
             raise ConfigError(
-                f"preferred batch sizes must lie in 1..max_batch_size={self.max_batch_size}, got {bad}"
+                f"preferred_batch_sizes must lie in 1..max_batch_size={self.max_batch_size}, got {bad}"
             )
         if self.max_queue_delay_us < 0:
             raise ConfigError(f"max_queue_delay_us must be 0 or more, got {self.max_queue_delay_us}")

@@ -79,28 +79,35 @@ class TrainConfig:
         need(self.missing_frames in ("error", "nearest"), "missing_frames must be 'error' or 'nearest'")
         need(self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(self.grad_accum >= 1, f"grad_accum must be at least 1, got {self.grad_accum}")
         need(
             self.batch_size % self.grad_accum == 0,
-            f"batch size {self.batch_size} is not divisible by grad_accum {self.grad_accum}",
+            f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}",
         )
         need(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, got {self.lr}")
-        need(self.weight_decay >= 0, "weight_decay must be >= 0")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run, in (0, 1)")
-        need(0 < self.gamma <= 1, "gamma must be in (0, 1]")
-        need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
-        need(self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)")
+        need(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         need(
             self.freeze_bn_after is None or self.freeze_bn_after >= 0,
             f"freeze_bn_after must be >= 0 (a step) or None, got {self.freeze_bn_after}",
         )
-        need(self.clips_pool >= 1, "clips_pool must be at least 1")
-        need(
-            0 <= self.half_body_prob <= 1 and 0 <= self.rotation_prob <= 1, "probabilities must be in [0, 1]"
-        )
-        need(0 <= self.scale_factor < 1, "scale_factor must be in [0, 1)")
-        need(min(self.val_every, self.save_every, self.log_every, self.workers) >= 0, "counts must be >= 0")
+        need(self.clips_pool >= 1, f"clips_pool must be at least 1, got {self.clips_pool}")
+        for name in ("half_body_prob", "rotation_prob"):
+            value = getattr(self, name)
+            need(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        need(0 <= self.scale_factor < 1, f"scale_factor must be in [0, 1), got {self.scale_factor}")
+        for name in (
+            "val_every",
+            "save_every",
+            "log_every",
+            "workers",
+        ):  # each named: the CLI names its option
+            value = getattr(self, name)
+            need(value >= 0, f"{name} must be >= 0, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
