@@ -44,15 +44,43 @@ def build_tracks(
     tracker: bool = True,
     score_thr: float = 0.3,
     iou_threshold: float = 0.3,
+    detector: Any | None = None,
 ) -> list[BoxTrack]:
-    if full_frame == (boxes is not None):
+    if sum((full_frame, boxes is not None, detector is not None)) != 1:
         raise DataError(
-            "say where person boxes come from: --full-frame, or --boxes FILE.json|FILE.csv|gt (one of them)"
+            "say where person boxes come from: --full-frame, --boxes FILE.json|FILE.csv|gt, or "
+            "--detector DET.onnx (one of them)"
         )
     if full_frame:
         return full_frame_tracks(source.width, source.height)
+    if detector is not None:
+        return detector_tracks(source, detector, tracker=tracker, iou_threshold=iou_threshold)
     dets = load_boxes(boxes, annotations, score_thr, source.name)  # type: ignore[arg-type]
     return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
+
+
+def detector_tracks(
+    source: VideoSource, detector: Any, *, tracker: bool = True, iou_threshold: float = 0.3
+) -> list[BoxTrack]:
+    """A detection pass over the whole input (a :class:`tdmi.video.detector.Detector`), then tracks."""
+    dets = detector.detect_frames(source.frames())
+    if not dets:
+        raise DataError(
+            f"the detector found no person in {source.name} ({detector.frames} frames) at score >= "
+            f"{detector.config.score_thr}: lower --det-score, or check --detector-format"
+        )
+    return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
+
+
+def detector_report(detector: Any, result: InferResult) -> dict[str, Any]:
+    """The detector's time per frame beside the pose pass's (decode, crops, pose model, decoding)."""
+    det_ms = 1000 * detector.seconds / max(detector.frames, 1)
+    pose_ms = 1000 * result.wall_s / max(result.num_frames, 1)
+    return {
+        **detector.timing(),
+        "pose_ms_per_frame": round(pose_ms, 3),
+        "share": round(det_ms / (det_ms + pose_ms), 4) if det_ms + pose_ms > 0 else 0.0,
+    }
 
 
 def infer_video(
@@ -72,6 +100,7 @@ def infer_video(
     sheet: bool = True,
     fps: float | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    detector: Any | None = None,
 ) -> InferOutputs:
     """Run the whole pipeline; every output is written atomically and only when the run succeeds."""
     source = open_source(input_path, fps)
@@ -93,6 +122,7 @@ def infer_video(
         annotations=annotations,
         tracker=tracker,
         score_thr=score_thr,
+        detector=detector,
     )
     contact = ContactSheet() if sheet else None
     with contextlib.ExitStack() as stack:
@@ -123,6 +153,8 @@ def infer_video(
         )
         if writer is not None and writer.frames_written != result.num_frames:
             raise DataError(f"overlay has {writer.frames_written} frames, the input {result.num_frames}")
+        if detector is not None:
+            result.extra["detector"] = detector_report(detector, result)
         names = [f"{source.name}/{f.name}" for f in source.files] if source.kind == "frames" else []
         write_tables(result, paths["json"], paths["csv"], source.name, names)
         if contact is not None:
