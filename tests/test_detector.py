@@ -276,7 +276,7 @@ def test_bad_detector_inputs(tmp_path: Path) -> None:
 
 
 def test_done_when_cli_tracks_detected_people(posetrack18: Path, tmp_path: Path, tiny_onnx: Path) -> None:
-    """`tdmi-infer video.mp4 --model tiny.onnx --detector det.onnx -o out/`: the detected people are tracked."""
+    """`tdmi-infer video.mp4 --model tiny.onnx --detector det.onnx -o out/` tracks the detected people."""
     video = posetrack18 / "videos" / CLIP / f"{CLIP}.mp4"
     det = e2e_detector(tmp_path / "det.onnx")
     out = tmp_path / "out"

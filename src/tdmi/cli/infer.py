@@ -169,8 +169,8 @@ def run(
     if "detector" in s:
         d = s["detector"]
         console.print(
-            f"detector ({d['format']}, {d['backend']}): {d['ms_per_frame']:.1f} ms/frame beside the pose pass's "
-            f"{d['pose_ms_per_frame']:.1f} ms/frame ({100 * d['share']:.1f}% of the time per frame)"
+            f"detector ({d['format']}, {d['backend']}): {d['ms_per_frame']:.1f} ms/frame beside the pose "
+            f"pass's {d['pose_ms_per_frame']:.1f} ms/frame ({100 * d['share']:.1f}% of the time per frame)"
         )
     written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]
     console.print("wrote " + ", ".join(str(p) for p in written))

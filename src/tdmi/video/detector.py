@@ -75,11 +75,11 @@ def letterbox_yolo(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray
     h0, w0 = image.shape[:2]
     th, tw = size
     r = min(th / h0, tw / w0)
-    nw, nh = int(round(w0 * r)), int(round(h0 * r))
+    nw, nh = round(w0 * r), round(h0 * r)
     dw, dh = (tw - nw) / 2, (th - nh) / 2
     img = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w0, h0) else image
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
     img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
     x = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
     return np.ascontiguousarray(x), Letterbox(r, float(left), float(top))
