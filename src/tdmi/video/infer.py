@@ -72,10 +72,14 @@ def detector_tracks(
     return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
 
 
-def detector_report(detector: Any, result: InferResult) -> dict[str, Any]:
-    """The detector's time per frame beside the pose pass's (decode, crops, pose model, decoding)."""
+def detector_report(detector: Any, result: InferResult, inline: bool = False) -> dict[str, Any]:
+    """The detector's time per frame beside the pose pass's (decode, crops, pose model, decoding).
+
+    ``inline``: the detector ran inside the pose pass (live sources), so its time is taken out of it.
+    """
     det_ms = 1000 * detector.seconds / max(detector.frames, 1)
-    pose_ms = 1000 * result.wall_s / max(result.num_frames, 1)
+    pose_s = result.wall_s - (detector.seconds if inline else 0.0)
+    pose_ms = 1000 * pose_s / max(result.num_frames, 1)
     return {
         **detector.timing(),
         "pose_ms_per_frame": round(pose_ms, 3),
