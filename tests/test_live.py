@@ -81,7 +81,14 @@ def test_online_equals_offline_and_emits_after_the_window(
 
     with serve_mjpeg(frames, gate=gate) as url:
         live = infer_live(
-            url, tmp_path / "live", pred, full_frame=True, jsonl=jl, overlay=False, sheet=False, stall_timeout=150
+            url,
+            tmp_path / "live",
+            pred,
+            full_frame=True,
+            jsonl=jl,
+            overlay=False,
+            sheet=False,
+            stall_timeout=150,
         )
     assert live.end_reason == "ended" and waited_out == []
     offline = infer_video(
@@ -90,7 +97,11 @@ def test_online_equals_offline_and_emits_after_the_window(
     a, b = _anns(live.json), _anns(offline.json)
     assert len(a) == len(b) == n
     for x, y in zip(a, b, strict=True):
-        assert (x["image_id"], x["track_id"], x["keypoints"]) == (y["image_id"], y["track_id"], y["keypoints"])
+        assert (x["image_id"], x["track_id"], x["keypoints"]) == (
+            y["image_id"],
+            y["track_id"],
+            y["keypoints"],
+        )
     lines = [json.loads(s) for s in jl.read_text().splitlines()]
     assert [r["frame"] for r in lines] == list(range(n))
     for r, x in zip(lines, a, strict=True):
@@ -103,13 +114,18 @@ def test_online_equals_offline_and_emits_after_the_window(
 
 def test_stall_ends_cleanly_keeping_outputs(jpegs: list[bytes], tmp_path: Path) -> None:
     """The server sends 5 frames, then holds the connection silent: the run reports a stall and writes all."""
-    with serve_mjpeg(jpegs, fps=None, hold_s=30.0) as url:
+    with serve_mjpeg(jpegs, fps=None, hold_s=600.0) as url:  # silent until the block ends
         t0 = time.perf_counter()
         live = infer_live(
-            url, tmp_path / "out", _predictor(3), full_frame=True, jsonl=tmp_path / "p.jsonl", stall_timeout=1.0
+            url,
+            tmp_path / "out",
+            _predictor(3),
+            full_frame=True,
+            jsonl=tmp_path / "p.jsonl",
+            stall_timeout=1.0,
         )
         took = time.perf_counter() - t0
-    assert live.end_reason == "stalled" and took < 10
+    assert live.end_reason == "stalled" and took < 300  # not the server's close, 600 s on
     assert len(_anns(live.json)) == 5 and live.overlay is not None and live.overlay.is_file()
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 5
     assert json.loads(live.json.read_text())["tdmi"]["live"]["end"] == "stalled"
@@ -136,7 +152,9 @@ def test_done_when_cli_stream_equals_offline(
     assert run_app(export_app, ["onnx", "--config", "tdmi-tiny", "-o", str(model)]) == 0
     capsys.readouterr()
     with serve_mjpeg(jpegs) as url:
-        rc = run_app(app, [url, "--model", str(model), "--full-frame", "-o", str(tmp_path / "live"), "--jsonl", "-"])
+        rc = run_app(
+            app, [url, "--model", str(model), "--full-frame", "-o", str(tmp_path / "live"), "--jsonl", "-"]
+        )
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     lines = [json.loads(s) for s in cap.out.splitlines()]  # stdout carries the JSON lines only
@@ -150,21 +168,28 @@ def test_done_when_cli_stream_equals_offline(
     assert doc["tdmi"]["live"]["latency_ms_p50"] > 0 and doc["tdmi"]["live"]["end"] == "ended"
     assert (tmp_path / "live" / "stream_overlay.mp4").is_file()
     # live-only options on a file are a usage error
-    assert run_app(app, [str(src), "--model", str(model), "--full-frame", "-o", str(tmp_path / "x"), "--jsonl", "-"])
+    assert run_app(
+        app, [str(src), "--model", str(model), "--full-frame", "-o", str(tmp_path / "x"), "--jsonl", "-"]
+    )
 
 
 def test_live_detector_tracks_online_as_offline(jpegs: list[bytes], tmp_path: Path) -> None:
     """With a detector, the IoU tracker is fed frame by frame: the same tracks and poses as offline."""
-    from test_detector import e2e_detector
-
     from tdmi.video.detector import Detector
+    from test_detector import e2e_detector
 
     det_path = e2e_detector(tmp_path / "det.onnx")
     pred = _predictor(3)
     with serve_mjpeg(jpegs) as url:
-        live = infer_live(url, tmp_path / "live", pred, detector=Detector(det_path), overlay=False, sheet=False)
+        live = infer_live(
+            url, tmp_path / "live", pred, detector=Detector(det_path), overlay=False, sheet=False
+        )
     offline = infer_video(
-        _mjpeg_file(jpegs, tmp_path / "s.mjpeg"), tmp_path / "off", pred, detector=Detector(det_path), overlay=False
+        _mjpeg_file(jpegs, tmp_path / "s.mjpeg"),
+        tmp_path / "off",
+        pred,
+        detector=Detector(det_path),
+        overlay=False,
     )
     a, b = _anns(live.json), _anns(offline.json)
     assert len(a) == 15 and {x["track_id"] for x in a} == {0, 1, 2}
