@@ -131,6 +131,30 @@ def test_stall_ends_cleanly_keeping_outputs(jpegs: list[bytes], tmp_path: Path) 
     assert json.loads(live.json.read_text())["tdmi"]["live"]["end"] == "stalled"
 
 
+def test_ctrl_c_ends_the_stream_cleanly(jpegs: list[bytes], tmp_path: Path) -> None:
+    """SIGINT while the stream is open (silent after 5 frames): the run ends with every output written."""
+    import os
+    import signal
+    import threading
+
+    jl = tmp_path / "p.jsonl"
+
+    def interrupt_when_four_out() -> None:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            if jl.is_file() and len(jl.read_text().splitlines()) >= 4:  # frame 4 waits for the end (clamp)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    before = signal.getsignal(signal.SIGINT)
+    with serve_mjpeg(jpegs, hold_s=600.0) as url:
+        threading.Thread(target=interrupt_when_four_out, daemon=True).start()
+        live = infer_live(url, tmp_path / "out", _predictor(3), full_frame=True, jsonl=jl, stall_timeout=300)
+    assert live.end_reason == "interrupted" and signal.getsignal(signal.SIGINT) is before
+    assert len(_anns(live.json)) == 5 and len(jl.read_text().splitlines()) == 5
+
+
 def test_unreachable_stream_is_one_line_error(tmp_path: Path) -> None:
     with serve_mjpeg([]) as url:
         pass  # the port is closed again

@@ -74,6 +74,7 @@ class LiveSource:
     arrivals: list[float] = field(default_factory=list)
     end_reason: str | None = None
     on_frame: Callable[[int, np.ndarray], None] | None = None  # e.g. the detector + online tracker
+    stop: threading.Event = field(default_factory=threading.Event)  # set (e.g. by Ctrl-C): end cleanly
     _cap: Any = None
     _first: np.ndarray | None = None
     _first_t: float = 0.0
@@ -94,13 +95,13 @@ class LiveSource:
         if self._first is None:
             raise DataError(f"{self.display}: the stream was already read (a live source is read once)")
         q: queue.Queue[Any] = queue.Queue()
-        stop = threading.Event()
+        halt = threading.Event()
         cap = self._cap
 
         def reader() -> None:
             last = time.perf_counter()
             try:
-                while not stop.is_set():
+                while not halt.is_set():
                     ok, img = cap.read()
                     now = time.perf_counter()
                     if not ok or img is None:
@@ -125,16 +126,10 @@ class LiveSource:
                 if self.max_frames is not None and count >= self.max_frames:
                     self.end_reason = "max-frames"
                     return
-                try:
-                    # the reader's own timeout normally fires first; this backstop covers backends
-                    # (cameras) that ignore OpenCV's read timeout
-                    item, info = q.get(timeout=self.stall_timeout + 1.0)
-                except queue.Empty:
-                    self.end_reason = "stalled"
+                got = self._next(q)
+                if got is None:
                     return
-                except KeyboardInterrupt:
-                    self.end_reason = "interrupted"
-                    return
+                item, info = got
                 if item is _END:
                     self.end_reason = info
                     return
@@ -149,10 +144,43 @@ class LiveSource:
                 count += 1
                 yield item
         finally:
-            stop.set()
+            halt.set()
             thread.join(timeout=self.stall_timeout + 2.0)
             if not thread.is_alive():  # never release a capture another thread is still reading
                 cap.release()
+
+    def _next(self, q: queue.Queue[Any]) -> tuple[Any, Any] | None:
+        """The reader's next item; None (with ``end_reason`` set) on a stop request or a stall.
+
+        The reader's own timeout normally reports a stall first; the deadline here is a backstop for
+        backends (cameras) that ignore OpenCV's read timeout.
+        """
+        deadline = time.monotonic() + self.stall_timeout + 1.0
+        while True:
+            if self.stop.is_set():
+                self.end_reason = "interrupted"
+                return None
+            try:
+                return q.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))  # type: ignore[no-any-return]
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    self.end_reason = "stalled"
+                    return None
+
+
+@contextlib.contextmanager
+def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C sets ``stop`` (the stream ends cleanly, outputs written) instead of aborting the run."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def open_live(
@@ -350,6 +378,7 @@ def infer_live(
     contact = ContactSheet() if sheet else None
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_on_sigint(source.stop))
         emit = stack.enter_context(jsonl_stream(jsonl))
         writer = (
             stack.enter_context(overlay_video(paths["overlay"], source.fps, (source.width, source.height)))
