@@ -191,9 +191,13 @@ def test_done_when_cli_stream_equals_offline(
     doc = json.loads((tmp_path / "live" / "stream.json").read_text())
     assert doc["tdmi"]["live"]["latency_ms_p50"] > 0 and doc["tdmi"]["live"]["end"] == "ended"
     assert (tmp_path / "live" / "stream_overlay.mp4").is_file()
-    # live-only options on a file are a usage error
-    assert run_app(
-        app, [str(src), "--model", str(model), "--full-frame", "-o", str(tmp_path / "x"), "--jsonl", "-"]
+    # live-only options on a file, and --boxes on a stream, are usage errors (exit 2)
+    assert run_app(app, [url, "--model", str(model), "--boxes", "b.csv", "-o", str(tmp_path / "y")]) == 2
+    assert (
+        run_app(
+            app, [str(src), "--model", str(model), "--full-frame", "-o", str(tmp_path / "x"), "--jsonl", "-"]
+        )
+        == 2
     )
 
 

@@ -98,7 +98,9 @@ def live_vs_offline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tdmi.benchmarks.live_latency", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tdmi.benchmarks.live_latency", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--model", required=True, help="ONNX (or engine) pose model")
     p.add_argument("--frames", required=True, type=Path, help="folder of JPEG frames (sorted by name)")
     p.add_argument("--repeat", type=int, default=1, help="stream the folder this many times over")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tdmi.cli.common import Verbose, console, err_console, main_for
-from tdmi.errors import ConfigError
+from tdmi.errors import ConfigError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -130,12 +130,20 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tdmi.video.infer import infer_video
+    from tdmi.video.live import is_live
     from tdmi.video.pipeline import BOX_POLICIES
 
     if box_policy not in BOX_POLICIES:
         raise ConfigError(f"--box-policy must be one of {', '.join(BOX_POLICIES)}, got {box_policy!r}")
     if refine not in ("quarter", "dark", "none"):
         raise ConfigError(f"--refine must be quarter, dark or none, got {refine!r}")
+    live = is_live(source)
+    if not live and (jsonl is not None or max_frames is not None):
+        raise UsageError("--jsonl and --max-frames are for live sources (a camera index or a stream URL)")
+    if live and boxes is not None:
+        raise UsageError(
+            "--boxes files are for stored videos: a live source takes --full-frame or --detector"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device)
@@ -153,16 +161,13 @@ def run(
         TextColumn("{task.fields[fps]:.1f} frames/s"),
         TimeRemainingColumn(),
     )
-    from tdmi.video.live import is_live
-
-    if is_live(source):
+    if live:
         _run_live(
             source,
             output,
             predictor,
             frame_predictor,
             full_frame,
-            boxes,
             det,
             box_policy,
             refine,
@@ -173,8 +178,6 @@ def run(
             max_frames,
         )
         return
-    if jsonl is not None or max_frames is not None:
-        raise ConfigError("--jsonl and --max-frames are for live sources (a camera index or a stream URL)")
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("pose tracking", total=None, fps=0.0)
 
@@ -226,7 +229,6 @@ def _run_live(
     predictor: Any,
     frame_predictor: Any,
     full_frame: bool,
-    boxes: str | None,
     det: Any,
     box_policy: str,
     refine: str,
@@ -239,10 +241,6 @@ def _run_live(
     """Online mode: poses as each frame's clip completes; a stall or a drop ends the run cleanly."""
     from tdmi.video.live import infer_live
 
-    if boxes is not None:
-        raise ConfigError(
-            "--boxes files are for stored videos: a live source takes --full-frame or --detector"
-        )
     # with --jsonl - stdout carries the poses only: every report goes to stderr
     say = err_console if jsonl == "-" else console
     out = infer_live(
