@@ -112,6 +112,8 @@ class LiveSource:
                     q.put((img, now))
             except Exception as e:  # a backend error ends the stream; the consumer reports it
                 q.put((_END, f"ended ({type(e).__name__}: {str(e)[:120]})"))
+            finally:
+                cap.release()  # the reader owns the capture: never released under a read in progress
 
         first, self._first = self._first, None
         self.arrivals.append(self._first_t)
@@ -144,10 +146,10 @@ class LiveSource:
                 count += 1
                 yield item
         finally:
+            # a read blocked on a silent stream returns at its timeout; the reader then stops and
+            # releases the capture by itself, so a stop request does not wait for it
             halt.set()
-            thread.join(timeout=self.stall_timeout + 2.0)
-            if not thread.is_alive():  # never release a capture another thread is still reading
-                cap.release()
+            thread.join(timeout=1.0)
 
     def _next(self, q: queue.Queue[Any]) -> tuple[Any, Any] | None:
         """The reader's next item; None (with ``end_reason`` set) on a stop request or a stall.
