@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tdmi.cli.common import Verbose, console, err_console, main_for, preset_or_json
-from tdmi.errors import ConfigError
+from tdmi.errors import ConfigError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -55,7 +55,13 @@ def load_predictors(
 
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(help="A video file or a folder of frames (sorted by name).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A video file, a folder of frames (sorted by name), a camera index (0) or a stream URL "
+            "(rtsp://, http(s):// MJPEG)."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")],
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Checkpoint .pt, ONNX .onnx or TensorRT .engine.")
@@ -106,23 +112,59 @@ def run(
             "process what decodes (default: refuse, naming the first lost frame).",
         ),
     ] = False,
+    detector: Annotated[
+        Path | None,
+        typer.Option("--detector", help="Person detector ONNX (ultralytics YOLO or mmdeploy/rtmlib e2e)."),
+    ] = None,
+    detector_format: Annotated[
+        str | None, typer.Option("--detector-format", help="yolo or e2e, when the graph does not say.")
+    ] = None,
+    det_score: Annotated[
+        float, typer.Option("--det-score", help="Keep persons at this score or above.")
+    ] = 0.3,
+    det_nms: Annotated[float, typer.Option("--det-nms", help="NMS IoU threshold (YOLO layout).")] = 0.45,
+    jsonl: Annotated[
+        str | None,
+        typer.Option(
+            "--jsonl", help="Live sources: each frame's poses as a JSON line, to a file or '-' (stdout)."
+        ),
+    ] = None,
+    stall_timeout: Annotated[
+        float, typer.Option("--stall-timeout", help="Live sources: end when no frame comes for this many s.")
+    ] = 10.0,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", help="Live sources: stop after this many frames.")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tdmi.video.infer import infer_video
+    from tdmi.video.live import is_live
     from tdmi.video.pipeline import BOX_POLICIES
 
     if box_policy not in BOX_POLICIES:
         raise ConfigError(f"--box-policy must be one of {', '.join(BOX_POLICIES)}, got {box_policy!r}")
     if refine not in ("quarter", "dark", "none"):
         raise ConfigError(f"--refine must be quarter, dark or none, got {refine!r}")
+    live = is_live(source)
+    if not live and (jsonl is not None or max_frames is not None):
+        raise UsageError("--jsonl and --max-frames are for live sources (a camera index or a stream URL)")
+    if live and boxes is not None:
+        raise UsageError(
+            "--boxes files are for stored videos: a live source takes --full-frame or --detector"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device)
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+    det = None
+    if detector is not None:
+        from tdmi.video.detector import Detector
+
+        det = Detector(detector, format=detector_format, score_thr=det_score, nms_iou=det_nms)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -130,6 +172,23 @@ def run(
         TextColumn("{task.fields[fps]:.1f} frames/s"),
         TimeRemainingColumn(),
     )
+    if live:
+        _run_live(
+            source,
+            output,
+            predictor,
+            frame_predictor,
+            full_frame,
+            det,
+            box_policy,
+            refine,
+            overlay,
+            jsonl,
+            fps,
+            stall_timeout,
+            max_frames,
+        )
+        return
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("pose tracking", total=None, fps=0.0)
 
@@ -153,6 +212,7 @@ def run(
             fps=fps,
             allow_short=allow_short,
             progress=progress,
+            detector=det,
         )
     s = out.result.summary()
     reuse = f", cache hit rate {100 * s['cache_hit_rate']:.1f}%" if s["reuse_features"] else " (clip by clip)"
@@ -161,6 +221,7 @@ def run(
         f"({s['frames_per_s']:.2f} frames/s, {s['backend']}); backbone passes {s['backbone_passes']} "
         f"(clip by clip: {s['backbone_passes_clip_by_clip']}){reuse}; box policy {s['box_policy']}"
     )
+    _report_detector(s)
     written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]
     console.print("wrote " + ", ".join(str(p) for p in written))
     if out.overlay_codec is not None:
@@ -171,6 +232,72 @@ def run(
             else "this OpenCV cannot encode H.264; browsers may not play it"
         )
         console.print(f"overlay codec: {c.label} ({c.fourcc}; {note})")
+
+
+def _report_detector(s: dict[str, Any], say: Any = console) -> None:
+    if "detector" in s:
+        d = s["detector"]
+        say.print(
+            f"detector ({d['format']}, {d['backend']}): {d['ms_per_frame']:.1f} ms/frame beside the pose "
+            f"pass's {d['pose_ms_per_frame']:.1f} ms/frame ({100 * d['share']:.1f}% of the time per frame)"
+        )
+
+
+def _run_live(
+    source: str,
+    output: Path,
+    predictor: Any,
+    frame_predictor: Any,
+    full_frame: bool,
+    det: Any,
+    box_policy: str,
+    refine: str,
+    overlay: bool,
+    jsonl: str | None,
+    fps: float | None,
+    stall_timeout: float,
+    max_frames: int | None,
+) -> None:
+    """Online mode: poses as each frame's clip completes; a stall or a drop ends the run cleanly."""
+    from tdmi.video.live import infer_live
+
+    # with --jsonl - stdout carries the poses only: every report goes to stderr
+    say = err_console if jsonl == "-" else console
+    out = infer_live(
+        source,
+        output,
+        predictor,
+        frame_predictor=frame_predictor,
+        full_frame=full_frame,
+        detector=det,
+        box_policy=box_policy,
+        refine=refine,
+        overlay=overlay,
+        jsonl=jsonl,
+        fps=fps,
+        stall_timeout=stall_timeout,
+        max_frames=max_frames,
+    )
+    s = out.result.summary()
+    live = s["live"]
+    if out.end_reason == "stalled":
+        err_console.print(
+            f"[yellow]warning:[/] no frame for {stall_timeout:g} s: the stream stalled; ended cleanly"
+        )
+    elif out.end_reason.startswith("ended ("):
+        err_console.print(f"[yellow]warning:[/] the stream dropped: {out.end_reason[7:-1]}; ended cleanly")
+    say.print(
+        f"{s['frames']} frames from {live['source']} ({out.end_reason}), {s['persons']} person(s), "
+        f"{live['frames_per_s']:.2f} frames/s; latency frame arrival -> poses "
+        f"p50 {live['latency_ms_p50']} ms, p99 {live['latency_ms_p99']} ms "
+        f"({live['delay_frames']} frame(s) of delay; after the clip's last frame "
+        f"p50 {live['after_window_ms_p50']} ms)"
+    )
+    _report_detector(s, say)
+    written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]
+    if out.jsonl not in (None, "-"):
+        written.append(Path(out.jsonl))  # type: ignore[arg-type]
+    say.print("wrote " + ", ".join(str(p) for p in written))
 
 
 def main() -> None:

@@ -256,33 +256,46 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
-def iou_track(dets: dict[int, list[Det]], threshold: float = 0.3) -> list[BoxTrack]:
-    """Link untracked boxes frame to frame: greedy highest-IoU matching, a track ends when unmatched."""
-    tracks: list[BoxTrack] = []
-    active: list[BoxTrack] = []
-    for frame in sorted(dets):
-        boxes = dets[frame]
-        live = [t for t in active if t.last == frame - 1]
+class IouTracker:
+    """Greedy highest-IoU frame-to-frame linking, fed one frame at a time (files and live streams).
+
+    ``tracks`` grows as frames come; a track ends when a frame leaves it unmatched.
+    """
+
+    def __init__(self, threshold: float = 0.3) -> None:
+        self.threshold = threshold
+        self.tracks: list[BoxTrack] = []
+        self._active: list[BoxTrack] = []
+
+    def update(self, frame: int, boxes: list[Det]) -> None:
+        live = [t for t in self._active if t.last == frame - 1]
         matched: dict[int, BoxTrack] = {}
         if live and boxes:
             m = iou(np.stack([t.boxes[frame - 1] for t in live]), np.stack([d.box for d in boxes]))
             while True:
                 i, j = np.unravel_index(int(np.argmax(m)), m.shape)
-                if m[i, j] < threshold:
+                if m[i, j] < self.threshold:
                     break
                 matched[int(j)] = live[int(i)]
                 m[i, :] = -1.0
                 m[:, j] = -1.0
-        active = []
+        self._active = []
         for j, d in enumerate(boxes):
             t = matched.get(j)
             if t is None:
-                t = BoxTrack(len(tracks))
-                tracks.append(t)
+                t = BoxTrack(len(self.tracks))
+                self.tracks.append(t)
             t.boxes[frame] = d.box
             t.scores[frame] = d.score
-            active.append(t)
-    return tracks
+            self._active.append(t)
+
+
+def iou_track(dets: dict[int, list[Det]], threshold: float = 0.3) -> list[BoxTrack]:
+    """Link untracked boxes frame to frame: greedy highest-IoU matching, a track ends when unmatched."""
+    tracker = IouTracker(threshold)
+    for frame in sorted(dets):
+        tracker.update(frame, dets[frame])
+    return tracker.tracks
 
 
 def make_tracks(

@@ -61,16 +61,48 @@ def build_tracks(
     tracker: bool = True,
     score_thr: float = 0.3,
     iou_threshold: float = 0.3,
+    detector: Any | None = None,
 ) -> list[BoxTrack]:
-    if full_frame == (boxes is not None):
+    if sum((full_frame, boxes is not None, detector is not None)) != 1:
         raise DataError(
-            "say where person boxes come from: --full-frame, or --boxes FILE.json|FILE.csv|gt (one of them)"
+            "say where person boxes come from: --full-frame, --boxes FILE.json|FILE.csv|gt, or "
+            "--detector DET.onnx (one of them)"
         )
     if full_frame:
         return full_frame_tracks(source.width, source.height)
+    if detector is not None:
+        return detector_tracks(source, detector, tracker=tracker, iou_threshold=iou_threshold)
     dets = load_boxes(boxes, annotations, score_thr, source.name)  # type: ignore[arg-type]
     check_dets(dets, source.width, source.height)
     return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
+
+
+def detector_tracks(
+    source: VideoSource, detector: Any, *, tracker: bool = True, iou_threshold: float = 0.3
+) -> list[BoxTrack]:
+    """A detection pass over the whole input (a :class:`tdmi.video.detector.Detector`), then tracks."""
+    dets = detector.detect_frames(source.frames())
+    if not dets:
+        raise DataError(
+            f"the detector found no person in {source.name} ({detector.frames} frames) at score >= "
+            f"{detector.config.score_thr}: lower --det-score, or check --detector-format"
+        )
+    return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
+
+
+def detector_report(detector: Any, result: InferResult, inline: bool = False) -> dict[str, Any]:
+    """The detector's time per frame beside the pose pass's (decode, crops, pose model, decoding).
+
+    ``inline``: the detector ran inside the pose pass (live sources), so its time is taken out of it.
+    """
+    det_ms = 1000 * detector.seconds / max(detector.frames, 1)
+    pose_s = result.wall_s - (detector.seconds if inline else 0.0)
+    pose_ms = 1000 * pose_s / max(result.num_frames, 1)
+    return {
+        **detector.timing(),
+        "pose_ms_per_frame": round(pose_ms, 3),
+        "share": round(det_ms / (det_ms + pose_ms), 4) if det_ms + pose_ms > 0 else 0.0,
+    }
 
 
 def infer_video(
@@ -91,6 +123,7 @@ def infer_video(
     fps: float | None = None,
     allow_short: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    detector: Any | None = None,
 ) -> InferOutputs:
     """Run the whole pipeline; every output is written atomically and only when the run succeeds.
 
@@ -116,6 +149,7 @@ def infer_video(
         annotations=annotations,
         tracker=tracker,
         score_thr=score_thr,
+        detector=detector,
     )
     gt_images = annotation_images(boxes, annotations) if boxes is not None else None
     contact = ContactSheet() if sheet else None
@@ -147,6 +181,8 @@ def infer_video(
         )
         if writer is not None and writer.frames_written != result.num_frames:
             raise DataError(f"overlay has {writer.frames_written} frames, the input {result.num_frames}")
+        if detector is not None:
+            result.extra["detector"] = detector_report(detector, result)
         names = [f"{source.name}/{f.name}" for f in source.files] if source.kind == "frames" else []
         if gt_images is not None:
             check_annotation_frames(gt_images, max(result.num_frames, source.num_frames or 0))

@@ -56,6 +56,7 @@ class InferResult:
     height: int
     fps: float
     heatmaps: list[np.ndarray] = field(default_factory=list)  # kept only when asked (tests, benchmarks)
+    extra: dict[str, Any] = field(default_factory=dict)  # run facts added by callers (detector, live)
 
     @property
     def hit_rate(self) -> float:
@@ -80,6 +81,7 @@ class InferResult:
             "backend": self.backend,
             "wall_s": round(self.wall_s, 3),
             "frames_per_s": round(self.frames_per_s, 3),
+            **self.extra,
         }
 
 
