@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import os
 import re
@@ -105,12 +106,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike[str], force: bool = False, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; move it to ``path`` only if the block succeeds.
 
     The folder form of :func:`atomic_path`, for artifacts that are several files (a Triton model
     repository). An existing non-empty ``path`` is refused unless ``force``; then it is replaced
-    only after the new folder is complete.
+    only after the new folder is complete. With ``exclusive`` the final rename itself is the
+    check: if another process committed ``path`` while this block ran, nothing is replaced and
+    :class:`FileExistsError` is raised (exactly-once outputs from retried workers).
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -130,6 +133,14 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
+        if exclusive:
+            try:
+                os.rename(tmp, target)  # onto a missing or empty folder only: ENOTEMPTY otherwise
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise FileExistsError(errno.EEXIST, "already written", str(target)) from None
+                raise
+            return
         if target.exists():
             prefix = f".{target.name}.tdmi-{os.getpid()}-"
             old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
