@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from tdmi.errors import ConfigError, TdmiError
 from tdmi.video.batch import Outcome, VideoJob, VideoOptions, error_line, run_video_job
 
 WAIT_S = 0.5  # ray.wait slice: short, so Ctrl-C is handled between slices
+RESTART_TIMEOUT_S = 300.0  # a dead worker that Ray has not brought back by then ends the run
 
 
 class VideoWorker:
@@ -100,6 +102,8 @@ class RayExecutor:
         self.options = options
         self._started = False
         self._running: dict[Any, tuple[Any, VideoJob]] = {}
+        self._probes: dict[Any, tuple[Any, float]] = {}
+        self._queue: deque[VideoJob] = deque()
         self.actors: list[Any] = []
         if not ray.is_initialized():
             self._init(address, workers * threads, runtime_env)
@@ -189,30 +193,52 @@ class RayExecutor:
             raise TdmiError(f"a Ray worker could not load the model: {error_line(cause)}") from None
 
     def submit(self, job: VideoJob) -> None:
-        actor = self._idle.pop()
-        ref = actor.run.remote(job, self.out_dir, self.options)
-        self._running[ref] = (actor, job)
+        self._queue.append(job)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Queued videos to idle workers; a restarting worker gets none until its probe answers."""
+        while self._queue and self._idle:
+            actor, job = self._idle.pop(), self._queue.popleft()
+            self._running[actor.run.remote(job, self.out_dir, self.options)] = (actor, job)
+
+    def _probe(self, actor: Any, since: float) -> None:
+        self._probes[actor.pid.remote()] = (actor, since)
 
     def next_outcome(self) -> Outcome:
         ray = self._ray
         while True:
-            ready, _ = ray.wait(list(self._running), num_returns=1, timeout=WAIT_S)
-            if ready:
-                break
-        ref = ready[0]
-        actor, job = self._running.pop(ref)
-        try:
-            entry = ray.get(ref)
-        except ray.exceptions.RayActorError as e:  # ActorDiedError, ActorUnavailableError: killed worker
-            self._idle.appendleft(actor)  # restarting: healthy workers are taken first
-            return Outcome(job, error=f"worker died ({type(e).__name__})", worker_died=True)
-        except ray.exceptions.RayError as e:
+            self._dispatch()
+            ready, _ = ray.wait([*self._running, *self._probes], num_returns=1, timeout=WAIT_S)
+            if not ready:
+                continue
+            ref = ready[0]
+            if ref in self._probes:  # a restarted worker: back in the pool once it answers
+                actor, since = self._probes.pop(ref)
+                try:
+                    self.pids.append(int(ray.get(ref)))
+                    self._idle.appendleft(actor)
+                except ray.exceptions.RayActorError:
+                    if time.monotonic() - since > RESTART_TIMEOUT_S:
+                        raise TdmiError(
+                            f"a Ray worker did not come back within {RESTART_TIMEOUT_S:.0f} s of dying"
+                        ) from None
+                    time.sleep(WAIT_S)
+                    self._probe(actor, since)
+                continue
+            actor, job = self._running.pop(ref)
+            try:
+                entry = ray.get(ref)
+            except ray.exceptions.RayActorError as e:  # the worker died (SIGKILL, OOM, node lost)
+                self._probe(actor, time.monotonic())  # Ray restarts it; it takes work once it answers
+                return Outcome(job, error=f"worker died ({type(e).__name__})", worker_died=True)
+            except ray.exceptions.RayError as e:
+                self._idle.append(actor)
+                return Outcome(job, error=error_line(e), worker="ray")
             self._idle.append(actor)
-            return Outcome(job, error=error_line(e), worker="ray")
-        self._idle.append(actor)
-        if entry.get("status") == "failed":
-            return Outcome(job, error=entry["error"], worker=entry.get("worker", ""))
-        return Outcome(job, entry=entry, worker=entry.get("worker", ""))
+            if entry.get("status") == "failed":
+                return Outcome(job, error=entry["error"], worker=entry.get("worker", ""))
+            return Outcome(job, entry=entry, worker=entry.get("worker", ""))
 
     def close(self) -> None:
         ray = self._ray
@@ -220,6 +246,8 @@ class RayExecutor:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(a, no_restart=True)
         self._running.clear()
+        self._probes.clear()
+        self._queue.clear()
         if self._started and ray.is_initialized():
             ray.shutdown()
             self._started = False
