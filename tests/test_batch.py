@@ -29,6 +29,7 @@ from tdmi.video.batch import (
     collect_jobs,
     run_batch,
     run_video_job,
+    staging_dir,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,7 +237,8 @@ def test_ctrl_c_then_restart_finishes_the_rest(tmp_path: Path, videos: Path, tin
     first = _record(out)
     finished = {n for n, v in first["videos"].items() if v["status"] == "done"}
     assert 2 <= len(finished) < 8 and first["summary"]["pending"] == 8 - len(finished)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".tdmi-staging"]
+    assert not any(staging_dir(out).iterdir())  # the interrupted video's temp folder is gone
     assert run_app(app, args) == 0
     rec = _record(out)
     assert rec["summary"]["done"] == 8

@@ -27,6 +27,7 @@ from tdmi.video.batch import (
     VideoOptions,
     collect_jobs,
     run_batch,
+    staging_dir,
 )
 from tdmi.video.ray_runner import LOCAL_ONLY_ENV
 
@@ -85,7 +86,7 @@ def _record(out: Path) -> dict[str, Any]:
 
 def _assert_same_outputs(out: Path, ref: Path) -> None:
     for folder in sorted(ref.iterdir()):
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.name.startswith("."):
             continue
         n = folder.name
         a, b = (
@@ -97,7 +98,11 @@ def _assert_same_outputs(out: Path, ref: Path) -> None:
 
 
 def _temps(out: Path) -> list[tuple[str, int]]:
-    return [(m.group(1), int(m.group(2))) for p in out.iterdir() if (m := TEMP.match(p.name))]
+    """(video, writer pid) of the videos being written now (this host's staging folder)."""
+    staging = staging_dir(out)
+    if not staging.is_dir():
+        return []
+    return [(m.group(1), int(m.group(2))) for p in staging.iterdir() if (m := TEMP.match(p.name))]
 
 
 def test_cli_ray_two_workers_equals_local_and_resumes(
@@ -131,11 +136,10 @@ def test_sigkill_two_workers_mid_video(
 
     def killer() -> None:  # a worker is mid-video while its temp folder .<video>.tdmi-<pid>-… exists
         while not stop.is_set() and len(killed) < 2:
-            if out.is_dir():
-                for name, pid in _temps(out):
-                    if pid in victims and pid not in killed:
-                        os.kill(pid, signal.SIGKILL)
-                        killed[pid] = name
+            for name, pid in _temps(out):
+                if pid in victims and pid not in killed:
+                    os.kill(pid, signal.SIGKILL)
+                    killed[pid] = name
             time.sleep(0.005)
 
     thread = threading.Thread(target=killer, daemon=True)

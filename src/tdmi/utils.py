@@ -106,14 +106,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], force: bool = False, exclusive: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike[str],
+    force: bool = False,
+    exclusive: bool = False,
+    staging: str | os.PathLike[str] | None = None,
+) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; move it to ``path`` only if the block succeeds.
 
     The folder form of :func:`atomic_path`, for artifacts that are several files (a Triton model
     repository). An existing non-empty ``path`` is refused unless ``force``; then it is replaced
     only after the new folder is complete. With ``exclusive`` the final rename itself is the
     check: if another process committed ``path`` while this block ran, nothing is replaced and
-    :class:`FileExistsError` is raised (exactly-once outputs from retried workers).
+    :class:`FileExistsError` is raised (exactly-once outputs from retried workers). ``staging`` puts
+    the temp folder (and the sweep of orphaned ones) in that folder instead of beside ``path``; it
+    must be on the same file system. Writers on several hosts sharing one output folder each use
+    their own, since a process id only tells a dead writer from a live one on its own host.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -127,8 +135,10 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False, exclusive: boo
         raise TdmiError(f"cannot create the folder {parent} ({e.strerror or e})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise TdmiError(f"output folder {parent} is not writable: choose another path")
-    sweep_stale_temps(parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tdmi-{os.getpid()}-", suffix=".tmp", dir=parent))
+    where = parent if staging is None else Path(staging)
+    where.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(where)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tdmi-{os.getpid()}-", suffix=".tmp", dir=where))
     old: Path | None = None
     try:
         yield tmp

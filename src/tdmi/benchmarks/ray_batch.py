@@ -34,7 +34,7 @@ import numpy as np
 
 from tdmi.errors import TdmiError
 from tdmi.utils import write_text_atomic
-from tdmi.video.batch import VideoOptions, collect_jobs, run_batch
+from tdmi.video.batch import VideoOptions, collect_jobs, run_batch, staging_dir
 
 OPTS = VideoOptions(full_frame=True, overlay=False, sheet=False)
 TEMP = re.compile(r"^\.(.+)\.tdmi-(\d+)-.*\.tmp$")
@@ -149,7 +149,8 @@ def kill(model: str, videos: int, frames: int) -> dict[str, Any]:
 
                 def loop() -> None:
                     while not stop.is_set() and len(killed) < 2:
-                        for p in out.iterdir() if out.is_dir() else []:
+                        staging = staging_dir(out)
+                        for p in staging.iterdir() if staging.is_dir() else []:
                             m = TEMP.match(p.name)
                             if m and int(m.group(2)) in victims and int(m.group(2)) not in killed:
                                 os.kill(int(m.group(2)), signal.SIGKILL)
@@ -169,7 +170,7 @@ def kill(model: str, videos: int, frames: int) -> dict[str, Any]:
                 json.loads((out / n / "video.json").read_text())["finished"] == v["finished"]
                 for n, v in vids.items()
             )
-            leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+            leftovers = [p.name for p in staging_dir(out).iterdir()]
         finally:
             ray.shutdown()
     return {

@@ -5,10 +5,11 @@ at a time per slot and reports how it ended: :class:`LocalExecutor` runs them in
 :class:`tdmi.video.ray_runner.RayExecutor` on a pool of Ray actors.
 
 Exactly once, whatever dies when:
-- a video's outputs are written by the worker that ran it into a temp folder beside ``OUT/<name>``
-  and renamed into place at the end (:func:`tdmi.utils.atomic_dir`, ``exclusive``). The rename is
-  the commit: a killed worker leaves only a temp folder (swept later), never half a video, and a
-  second attempt cannot replace a committed folder;
+- a video's outputs are written by the worker that ran it into a temp folder in
+  ``OUT/.tdmi-staging/<host>/`` and renamed to ``OUT/<name>`` at the end (:func:`tdmi.utils.atomic_dir`,
+  ``exclusive``). The rename is the commit: a killed worker leaves only a temp folder (swept later),
+  never half a video, and a second attempt cannot replace a committed folder. Each host has its own
+  staging folder: a process id only tells a dead writer from a live one on its own host;
 - ``OUT/<name>/video.json`` is written inside that folder before the rename, so a committed video
   is recognised even when the process that should have recorded it died;
 - ``OUT/run.json`` (each video's status, frames, persons, seconds, errors) is written atomically by
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +38,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 MANIFEST_SUFFIXES = (".txt", ".lst")
 RUN_RECORD = "run.json"
 VIDEO_RECORD = "video.json"  # inside OUT/<name>/: written before the commit rename
+STAGING = ".tdmi-staging"  # OUT/.tdmi-staging/<host>/: videos being written, renamed into OUT/<name>/
 RECORD_VERSION = 1
 MAX_WORKER_DEATHS = 3  # a video whose worker died this often is failed, not retried again in this run
 
@@ -140,6 +143,12 @@ def collect_jobs(sources: Sequence[str | os.PathLike[str]], options: VideoOption
     return jobs
 
 
+def staging_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Where this host's workers build videos before the commit rename: one folder per host, so a
+    host sweeps only the temp folders of its own dead processes (``OUT/.tdmi-staging/<host>/``)."""
+    return Path(out_dir) / STAGING / socket.gethostname()
+
+
 def read_video_record(folder: Path) -> dict[str, Any] | None:
     """The commit record of a finished video, or None when ``folder`` holds no finished video."""
     try:
@@ -178,7 +187,7 @@ def run_video_job(
         raise DataError(f"no annotation file {job.annotations} for video {job.name} (--boxes gt)")
     t0 = time.perf_counter()
     try:
-        with atomic_dir(target, force=True, exclusive=True) as tmp:
+        with atomic_dir(target, force=True, exclusive=True, staging=staging_dir(out_dir)) as tmp:
             out = infer_video(
                 job.source,
                 tmp,
@@ -369,7 +378,7 @@ def run_batch(
         record["updated"] = _now()
         write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
 
-    sweep_stale_temps(out)  # temp folders of workers killed in an earlier run
+    sweep_stale_temps(staging_dir(out))  # temp folders of this host's workers killed in an earlier run
     pending: deque[VideoJob] = deque()
     for job in jobs:
         prev = videos.get(job.name, {})
@@ -431,7 +440,7 @@ def run_batch(
                 if v.get("status") == "running":
                     v["status"] = "pending"
             save()
-            sweep_stale_temps(out)  # folders of workers killed during this run
+            sweep_stale_temps(staging_dir(out))  # folders of this host's workers killed during this run
     return record
 
 
