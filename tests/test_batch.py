@@ -132,6 +132,13 @@ def test_cli_many_videos_equal_single_runs_and_resume(tmp_path: Path, videos: Pa
     assert _record(out)["runs"] == 3
 
 
+def test_pool_options_need_ray(tmp_path: Path, videos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [str(videos), "--config", "tdmi-tiny", "--full-frame", "-o", str(tmp_path / "out")]
+    assert run_app(app, [*args, "--workers", "3"]) == 2
+    assert "--workers and --gpus-per-worker need --ray" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_video_recorded_then_retried_with_reason_kept(
     tmp_path: Path, videos: Path, tiny_onnx: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,7 +3,9 @@
 scaling: the same short videos on 1 and on 2 Ray workers (1 intra-op thread each) on one local
 cluster, as paired rounds in one run (order alternating), timing each batch from the first video
 submitted to the last one committed (actors are started and their predictors loaded before the
-clock starts; their start-up is reported apart). The machine's load average is recorded per round.
+clock starts; their start-up is reported apart). The machine's load average is recorded per round,
+and the workers' own CPU seconds (frames per CPU-second: what the pool gets done with the CPU it
+was given, which on a shared machine separates the design's scaling from the machine's load).
 
 kill: one run of the videos on 2 workers during which both original workers are SIGKILLed while a
 video of theirs is half done; checks every video done exactly once, outputs equal to a run without
@@ -73,12 +75,26 @@ def _run(videos: Path, out: Path, model: str, workers: int, on_start: Any = None
 
     t0 = time.perf_counter()
     executor = RayExecutor(functools.partial(load_onnx, model, 1), out, OPTS, workers=workers, threads=1)
+    pids = list(executor.pids)
+    cpu0 = _cpu_s(pids)
     ready = time.perf_counter()
     if on_start is not None:
         on_start(executor)
     record = run_batch(collect_jobs([videos], OPTS), out, executor, {"options": OPTS.to_dict()})
     end = time.perf_counter()
-    return {"record": record, "startup_s": ready - t0, "batch_s": end - ready}
+    return {"record": record, "startup_s": ready - t0, "batch_s": end - ready, "cpu_s": _cpu_s(pids) - cpu0}
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of the worker processes so far (Linux /proc; nan elsewhere or when gone)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _spread(xs: list[float]) -> dict[str, float]:
@@ -103,6 +119,7 @@ def scaling(model: str, rounds: int, videos: int, frames: int) -> dict[str, Any]
                     assert res["record"]["summary"]["done"] == videos
                     row[f"w{workers}_batch_s"] = res["batch_s"]
                     row[f"w{workers}_startup_s"] = res["startup_s"]
+                    row[f"w{workers}_frames_per_cpu_s"] = videos * frames / res["cpu_s"]
                 row["speedup"] = row["w1_batch_s"] / row["w2_batch_s"]
                 row["load_after"] = _load()
                 rows.append(row)
@@ -117,6 +134,8 @@ def scaling(model: str, rounds: int, videos: int, frames: int) -> dict[str, Any]
         "speedup": _spread([r["speedup"] for r in rows]),
         "w1_frames_per_s": _spread([total / r["w1_batch_s"] for r in rows]),
         "w2_frames_per_s": _spread([total / r["w2_batch_s"] for r in rows]),
+        "w1_frames_per_cpu_s": _spread([r["w1_frames_per_cpu_s"] for r in rows]),
+        "w2_frames_per_cpu_s": _spread([r["w2_frames_per_cpu_s"] for r in rows]),
         "load": _spread([r["load_before"] for r in rows] + [r["load_after"] for r in rows]),
     }
 

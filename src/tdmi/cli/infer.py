@@ -148,6 +148,8 @@ def run(
         raise ConfigError(f"--refine must be quarter, dark or none, got {refine!r}")
     from tdmi.cli.infer_batch import is_batch, run_many
 
+    if ray is None and (workers is not None or gpus_per_worker):
+        raise UsageError("--workers and --gpus-per-worker need --ray")
     if is_batch(sources, ray):
         run_many(
             sources,
@@ -174,8 +176,6 @@ def run(
             threads=threads,
         )
         return
-    if ray is None and (workers is not None or gpus_per_worker):
-        raise UsageError("--workers and --gpus-per-worker need --ray")
     source = sources[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
