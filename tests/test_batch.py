@@ -90,6 +90,21 @@ def test_collect_jobs_folder_manifest_and_errors(tmp_path: Path, videos: Path, p
         collect_jobs([tmp_path / "empty"], opts)
 
 
+def test_which_inputs_make_a_batch(tmp_path: Path, videos: Path, posetrack18: Path) -> None:
+    from tdmi.cli.infer_batch import is_batch
+
+    frames = posetrack18 / "images" / "val" / "003418_mpii_test"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list.txt").write_text(str(videos / "clip00.mp4"))
+    assert not is_batch([str(videos / "clip00.mp4")], None)  # one video: today's OUT/<name>.* layout
+    assert not is_batch([str(frames)], None)  # one frame folder
+    assert not is_batch([str(tmp_path / "empty")], None)  # today's "holds no images" error
+    assert is_batch([str(videos)], None) and is_batch([str(frames.parent)], None)
+    assert is_batch([str(tmp_path / "list.txt")], None)
+    assert is_batch([str(videos / "clip00.mp4"), str(videos / "clip01.mp4")], None)
+    assert is_batch([str(videos / "clip00.mp4")], "auto")
+
+
 def test_cli_many_videos_equal_single_runs_and_resume(tmp_path: Path, videos: Path, tiny_onnx: Path) -> None:
     out = tmp_path / "out"
     args = [str(videos), "--model", str(tiny_onnx), "--full-frame", "--no-overlay", "-o", str(out)]

@@ -15,6 +15,7 @@ from tdmi.errors import DataError
 from tdmi.video.batch import (
     MANIFEST_SUFFIXES,
     RUN_RECORD,
+    VIDEO_SUFFIXES,
     BatchEvent,
     LocalExecutor,
     VideoOptions,
@@ -33,8 +34,11 @@ def is_batch(sources: Sequence[str], ray: str | None) -> bool:
     p = Path(sources[0])
     if p.is_file():
         return p.suffix.lower() in MANIFEST_SUFFIXES
-    if p.is_dir():
-        return not is_frames_folder(p)
+    if p.is_dir():  # a folder of videos or of frame folders; an empty one is today's "no images" error
+        return not is_frames_folder(p) and any(
+            (e.is_file() and e.suffix.lower() in VIDEO_SUFFIXES) or (e.is_dir() and is_frames_folder(e))
+            for e in p.iterdir()
+        )
     return False
 
 
