@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import os
 import re
@@ -115,12 +116,22 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    path: str | os.PathLike[str],
+    force: bool = False,
+    exclusive: bool = False,
+    staging: str | os.PathLike[str] | None = None,
+) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; move it to ``path`` only if the block succeeds.
 
     The folder form of :func:`atomic_path`, for artifacts that are several files (a Triton model
     repository). An existing non-empty ``path`` is refused unless ``force``; then it is replaced
-    only after the new folder is complete.
+    only after the new folder is complete. With ``exclusive`` the final rename itself is the
+    check: if another process committed ``path`` while this block ran, nothing is replaced and
+    :class:`FileExistsError` is raised (exactly-once outputs from retried workers). ``staging`` puts
+    the temp folder (and the sweep of orphaned ones) in that folder instead of beside ``path``; it
+    must be on the same file system. Writers on several hosts sharing one output folder each use
+    their own, since a process id only tells a dead writer from a live one on its own host.
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -134,12 +145,22 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
         raise TdmiError(f"cannot create the folder {parent} ({e.strerror or e})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise TdmiError(f"output folder {parent} is not writable: choose another path")
-    sweep_stale_temps(parent)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=parent))
+    where = parent if staging is None else Path(staging)
+    where.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(where)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=where))
     old: Path | None = None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
+        if exclusive:
+            try:
+                os.rename(tmp, target)  # onto a missing or empty folder only: ENOTEMPTY otherwise
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise FileExistsError(errno.EEXIST, "already written", str(target)) from None
+                raise
+            return
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=TMP_SUFFIX, dir=parent))
             os.rmdir(old)

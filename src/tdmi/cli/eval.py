@@ -53,7 +53,12 @@ def _table(result: EvalResult, per_joint: bool) -> Table:
 @app.command()
 def run(
     gt_dir: Annotated[Path, typer.Argument(help="Folder of per-video ground-truth JSONs (annotations/val).")],
-    pred_dir: Annotated[Path, typer.Argument(help="Folder of per-video prediction JSONs, GT file names.")],
+    pred_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Per-video prediction JSONs (GT file names), or a many-video tdmi-infer -o folder."
+        ),
+    ],
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON.")
     ] = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,9 +19,17 @@ app = typer.Typer(
 
 
 def load_predictors(
-    model: str | None, config: str | None, reuse: bool, split: Path | None, device: str | None
+    model: str | None,
+    config: str | None,
+    reuse: bool,
+    split: Path | None,
+    device: str | None,
+    threads: int | None = None,
 ) -> tuple[Any, Any]:
-    """The clip predictor and, for --reuse-features, its per-frame split form."""
+    """The clip predictor and, for --reuse-features, its per-frame split form.
+
+    ``threads`` caps the intra-op threads (ONNX Runtime, torch): one per Ray worker by default.
+    """
     import torch
 
     from tdmi import runtime
@@ -30,6 +39,8 @@ def load_predictors(
 
     if model is None and config is None:
         raise ConfigError("say which model runs: --model FILE (.pt/.onnx/.engine) or --config PRESET")
+    if threads:
+        torch.set_num_threads(threads)
     if model is None:
         cfg = resolve_config(config)  # type: ignore[arg-type]
         warnings.warn(
@@ -40,10 +51,13 @@ def load_predictors(
             net = TDMI(cfg)
         predictor: Any = TorchPredictor(net, device, source=cfg.name)
     elif model.endswith(".onnx") and split is None and reuse and not Path(model).is_file():
-        fp = OnnxFramePredictor(model, device=device)  # only the split pair exists
+        fp = OnnxFramePredictor(model, device=device, threads=threads)  # only the split pair exists
         return fp, fp
     else:
-        predictor = runtime.load(model, device=device)
+        onnx_options = (
+            {"threads": threads} if threads and runtime.infer_backend(model) == "onnxruntime" else {}
+        )
+        predictor = runtime.load(model, device=device, **onnx_options)
     if config is not None and model is not None:
         want = resolve_config(config)
         if {**want.to_dict(), "name": ""} != {**predictor.config.to_dict(), "name": ""}:
@@ -55,11 +69,12 @@ def load_predictors(
 
 @app.command()
 def run(
-    source: Annotated[
-        str,
+    sources: Annotated[
+        list[str],
         typer.Argument(
             help="A video file, a folder of frames (sorted by name), a camera index (0) or a stream URL "
-            "(rtsp://, http(s):// MJPEG)."
+            "(rtsp://, http(s):// MJPEG); several videos, a folder of videos / frame folders, or a .txt "
+            "list (one path a line) run as a batch into OUTPUT/<name>/."
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")],
@@ -135,6 +150,25 @@ def run(
     max_frames: Annotated[
         int | None, typer.Option("--max-frames", help="Live sources: stop after this many frames.")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", help="Run the videos on Ray: 'auto' (RAY_ADDRESS or a local cluster) or ADDRESS."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Ray workers (actors), one predictor each (default 2).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option("--gpus-per-worker", help="GPUs each Ray worker reserves (places it on GPU nodes)."),
+    ] = 0.0,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="Intra-op threads per predictor (default: the runtime's; 1 per Ray worker)."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
@@ -148,6 +182,44 @@ def run(
         raise ConfigError(f"--box-policy must be one of {', '.join(BOX_POLICIES)}, got {box_policy!r}")
     if refine not in ("quarter", "dark", "none"):
         raise ConfigError(f"--refine must be quarter, dark or none, got {refine!r}")
+    from tdmi.cli.infer_batch import is_batch, run_many
+
+    if ray is None and (workers is not None or gpus_per_worker):
+        raise UsageError("--workers and --gpus-per-worker need --ray")
+    if any(is_live(s) for s in sources) and (len(sources) > 1 or ray is not None):
+        raise UsageError("a live source (camera index or stream URL) runs alone, without --ray")
+    if is_batch(sources, ray):
+        run_many(
+            sources,
+            output,
+            functools.partial(load_predictors, model, config, reuse_features, split, device),
+            {
+                "model": model,
+                "config": config,
+                "reuse_features": reuse_features,
+                "split": split and str(split),
+            },
+            full_frame=full_frame,
+            boxes=boxes,
+            annotations=annotations,
+            track=track,
+            score_thr=score_thr,
+            box_policy=box_policy,
+            refine=refine,
+            fps=fps,
+            overlay=overlay,
+            ray=ray,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            threads=threads,
+            allow_short=allow_short,
+            detector=detector,
+            detector_format=detector_format,
+            det_score=det_score,
+            det_nms=det_nms,
+        )
+        return
+    source = sources[0]
     live = is_live(source)
     if not live and (jsonl is not None or max_frames is not None):
         raise UsageError("--jsonl and --max-frames are for live sources (a camera index or a stream URL)")
@@ -157,7 +229,7 @@ def run(
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device)
+        predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device, threads)
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
     det = None

@@ -118,18 +118,35 @@ def _frames_of(path: Path, prediction: bool = False) -> list[Frame]:
     return [f for v in load_annotation_file(path, require_annotations=prediction) for f in v.frames]
 
 
+def _frame_key(frame: Frame, key: str) -> Any:
+    if (
+        key == "video/frame"
+    ):  # 'seq/000001.jpg' of a tdmi-infer frame folder run vs 'images/val/seq/000001.jpg'
+        return "/".join(Path(str(frame.file_name)).parts[-2:]) if frame.file_name else None
+    return getattr(frame, key)
+
+
 def _pair_frames(gt: list[Frame], pr: list[Frame], pred_path: Path) -> list[tuple[Frame, list[Person]]]:
-    """Pair GT frames with prediction frames by file name, else by image id (equal counts, as poseval)."""
+    """Pair GT frames with prediction frames by file name, image id, or the file name's last two parts
+    (sequence folder / frame file: what ``tdmi-infer`` writes for a frame folder); equal counts, as poseval.
+    """
     if len(pr) != len(gt):
         raise DataError(
             f"{pred_path} has {len(pr)} images but the ground truth has {len(gt)}: "
             "copy the GT 'images' list into the prediction file"
         )
-    for key in ("file_name", "image_id"):
-        by_key = {getattr(f, key): f for f in pr}
-        if len(by_key) == len(pr) and all(getattr(g, key) in by_key for g in gt):
-            return [(g, by_key[getattr(g, key)].persons) for g in gt]
+    for key in ("file_name", "image_id", "video/frame"):
+        by_key = {_frame_key(f, key): f for f in pr}
+        if len(by_key) == len(pr) and None not in by_key and all(_frame_key(g, key) in by_key for g in gt):
+            return [(g, by_key[_frame_key(g, key)].persons) for g in gt]
     raise DataError(f"the images of {pred_path} do not match the ground truth (neither file names nor ids)")
+
+
+def prediction_file(pred_root: Path, gt_path: Path) -> Path:
+    """``PRED/<name>.json``, or ``PRED/<name>/<name>.json`` as a many-video ``tdmi-infer`` run writes it."""
+    flat = pred_root / gt_path.name
+    nested = pred_root / gt_path.stem / gt_path.name
+    return nested if not flat.is_file() and nested.is_file() else flat
 
 
 def _json_files(path: Path, what: str) -> list[Path]:
@@ -152,7 +169,8 @@ def evaluate(
 ) -> EvalResult:
     """poseval AP of a folder of per-video predictions against a folder of per-video GT files.
 
-    Prediction files must carry the GT file names. A missing one is an error, or with
+    Prediction files carry the GT file names, flat or one folder per video (``tdmi-infer`` over many
+    videos: ``PRED/<name>/<name>.json``). A missing one is an error, or with
     ``missing="empty"`` counts as a video without predictions.
     """
     if missing not in ("error", "empty"):
@@ -170,7 +188,7 @@ def evaluate(
         iterable = track(gt_files, description="reading predictions")
     for gt_path in iterable:
         gt_frames = _frames_of(gt_path)
-        pred_path = pred_root / gt_path.name
+        pred_path = prediction_file(pred_root, gt_path)
         if not pred_path.is_file():
             if missing == "error":
                 raise DataError(
