@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 
+from tdmi.artifacts.sidecar import BatchProfile, load_sidecar, sidecar_path
 from tdmi.cli.build_engine import normalize_argv, run
 from tdmi.errors import BackendUnavailableError, ConfigError
 from tdmi.export.engine import EngineBuildOptions, build_engine, profile_for, write_final_onnx
 from tdmi.export.metadata import read_metadata
 from tdmi.export.onnx_export import export_onnx
-from tdmi.export.sidecar import BatchProfile, load_sidecar, sidecar_path
 from tdmi.plugins.availability import cuda_gpu_available, tensorrt_available
 from tdmi.plugins.temporal_diff import SPEC
 
@@ -230,7 +230,7 @@ def test_parser_errors_name_node_and_op(tmp_path: Path) -> None:
     from tdmi.errors import EngineError
     from tdmi.export.engine import PreparedOnnx, _build_serialized, require_tensorrt
     from tdmi.export.preflight import PreflightReport
-    from tdmi.model.config import get_preset
+    from tdmi.spec.config import get_preset
 
     g = helper.make_graph(
         [helper.make_node("Unique", ["frames"], ["heatmaps"], name="the_unique")],

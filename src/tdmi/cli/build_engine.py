@@ -30,7 +30,7 @@ app = typer.Typer(
 
 
 def _profile(batch: str | None) -> object:
-    from tdmi.export.sidecar import BatchProfile
+    from tdmi.artifacts.sidecar import BatchProfile
 
     return None if batch is None else BatchProfile.parse(batch)
 
@@ -113,7 +113,7 @@ def build(
         )
     outputs = {"--output": output}
     if not onnx_only:
-        from tdmi.export.sidecar import sidecar_path
+        from tdmi.artifacts.sidecar import sidecar_path
 
         outputs["--output (its sidecar)"] = sidecar_path(output)
         outputs["--timing-cache"] = timing_cache
@@ -150,7 +150,7 @@ def build(
     if result.report.findings:
         console.print(result.report.to_table())
     meta = result.metadata
-    from tdmi.export.sidecar import TARGET_NAMES
+    from tdmi.artifacts.sidecar import TARGET_NAMES
 
     where = (
         f"for compute capabilities {', '.join(meta.compute_capabilities)}"
@@ -195,14 +195,14 @@ def plugin(
     verbose: Verbose = False,
 ) -> None:
     """The TemporalDiff plugin's kernel: where its PTX is."""
-    from tdmi.plugins import build as plugin_build
+    from tdmi.plugins import ptx
     from tdmi.plugins.availability import compute_capability, cuda_gpu_available
 
     if not print_ptx_path:
         raise UsageError("nothing to do: pass --print-ptx-path")
     if arch is None and cuda_gpu_available():
-        arch = plugin_build.select_arch(compute_capability())  # what an engine built here embeds
-    path = plugin_build.ptx_path(arch)
+        arch = ptx.select_arch(compute_capability())  # what an engine built here embeds
+    path = ptx.ptx_path(arch)
     console.print(str(path), markup=False)
 
 
@@ -223,3 +223,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

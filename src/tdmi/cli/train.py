@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 
 from tdmi.cli.common import Verbose, console, main_for
-from tdmi.model import resolve_config
-from tdmi.train import TrainConfig, train
+from tdmi.spec.config import resolve_config
+from tdmi.train.config import TrainConfig
 
 app = typer.Typer(
     add_completion=False,
-    help="Train TDMI. Multi-GPU / multi-node: torchrun --nproc_per_node N -m tdmi.train [same options].",
+    help="Train TDMI. Multi-GPU / multi-node: torchrun --nproc_per_node N -m tdmi.cli.train [same options].",
 )
 
 _D = TrainConfig()
@@ -99,6 +99,11 @@ def run(
 ) -> None:
     """Train; every N epochs validate, keep best.pt and always last.pt (atomic, configs embedded)."""
     cfg = resolve_config(config)
+    from tdmi.extras import require
+
+    require("torch", "tdmi-train")
+    from tdmi.train import train
+
     try:
         marks = tuple(float(m) for m in milestones.split(",") if m.strip())
     except ValueError:

@@ -55,7 +55,7 @@ def _parameters(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _configs(params: dict[str, str]) -> tuple[Any, ServeConfig]:
-    from tdmi.model.config import TDMIConfig
+    from tdmi.spec.config import TDMIConfig
 
     return TDMIConfig.from_json(params["tdmi_model_config"]), ServeConfig.from_json(params["tdmi_serve"])
 
