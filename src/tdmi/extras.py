@@ -32,17 +32,30 @@ class MissingExtraError(BackendUnavailableError):
     """A feature needs a package that only an optional extra installs."""
 
 
-def missing_extra_message(module: str | None, what: str | None = None) -> str | None:
+def missing_extra_message(
+    module: str | None, what: str | None = None, extra: str | None = None
+) -> str | None:
     """One line naming the extra for ``module`` (``None`` when no extra provides it)."""
     top = (module or "").split(".", 1)[0]
-    extra = EXTRA_OF.get(top)
+    extra = extra or EXTRA_OF.get(top)
     if extra is None:
         return None
     needs = f"{what} needs {top}" if what else f"this needs {top}"
     return f"{needs}, which this install does not have: pip install 'tdmi-deploy[{extra}]'"
 
 
-def require(module: str, what: str) -> None:
-    """Raise :class:`MissingExtraError` (one line, names the extra) when ``module`` is not installed."""
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtraError(missing_extra_message(module, what) or f"{what} needs {module}")
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (cheap: no torch start-up)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken __spec__
+        return False
+
+
+def require(module: str, what: str, extra: str | None = None) -> None:
+    """Raise :class:`MissingExtraError` (one line, names the extra) when ``module`` is not installed.
+
+    ``extra`` overrides the module's own (``tdmi-bench`` needs torch, and ``[bench]`` brings it).
+    """
+    if not installed(module):
+        raise MissingExtraError(missing_extra_message(module, what, extra) or f"{what} needs {module}")

@@ -163,6 +163,15 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
         return fail(f"{e} (see {name} --help)", EXIT_USAGE, "usage error")
     except TdmiError as e:
         return fail(str(e))
+    except ModuleNotFoundError as e:  # an optional extra this install lacks: name it
+        from tdmi.extras import missing_extra_message
+
+        message = missing_extra_message(e.name, name)
+        if message is None:
+            return fail(
+                f"{type(e).__name__}: {e} (re-run with --verbose for the traceback)", label="internal error"
+            )
+        return fail(message)
     except OSError as e:  # disk full, permissions, ...: name the path the system call was about
         return fail(_oserror_line(e))
     except Exception as e:  # an unexpected failure: still one line unless asked for more
@@ -178,3 +187,33 @@ def main_for(app: typer.Typer, prog_name: str) -> None:
 
 # The one --verbose flag of every command: library errors print one line unless it is given.
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
+
+
+def check_config_option(config: str | None, option: str = "--config") -> None:
+    """A preset name or an existing config JSON, checked before any heavy import (a usage error)."""
+    if config is None:
+        return
+    from tdmi.errors import ConfigError
+    from tdmi.spec.config import resolve_config
+
+    try:
+        resolve_config(config)
+    except ConfigError as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
+def check_input_paths(paths: dict[str, Any], *, folders: bool = False) -> None:
+    """Each given input (option name -> path, ``None``: not given) exists, before any heavy import.
+
+    ``folders``: a folder is a valid input too (a frame folder, a PoseTrack root).
+    """
+    from pathlib import Path
+
+    for option, value in paths.items():
+        if value is None:
+            continue
+        p = Path(value)
+        if not p.exists():
+            raise TdmiError(f"{option} {p} not found")
+        if not folders and p.is_dir():
+            raise TdmiError(f"{option} {p} is a folder: give a file")

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tdmi.cli.common import Verbose, console, err_console, main_for
-from tdmi.errors import ConfigError
+from tdmi.cli.common import Verbose, check_config_option, check_input_paths, console, err_console, main_for
+from tdmi.errors import ConfigError, DataError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -21,16 +21,18 @@ def load_predictors(
     model: str | None, config: str | None, reuse: bool, split: Path | None, device: str | None
 ) -> tuple[Any, Any]:
     """The clip predictor and, for --reuse-features, its per-frame split form."""
-    import torch
-
     from tdmi import runtime
-    from tdmi.model import TDMI, resolve_config
     from tdmi.runtime.features import OnnxFramePredictor, frame_predictor_for
-    from tdmi.runtime.torch_backend import TorchPredictor
+    from tdmi.spec.config import resolve_config
 
     if model is None and config is None:
         raise ConfigError("say which model runs: --model FILE (.pt/.onnx/.engine) or --config PRESET")
     if model is None:
+        import torch
+
+        from tdmi.model import TDMI
+        from tdmi.runtime.torch_backend import TorchPredictor
+
         cfg = resolve_config(config)  # type: ignore[arg-type]
         warnings.warn(
             f"no --model given: {cfg.name} with random weights (tests the pipeline, not poses)", stacklevel=2
@@ -53,10 +55,34 @@ def load_predictors(
     return predictor, (frame_predictor_for(predictor, split) if reuse else None)
 
 
+def check_model_options(model: str | None, config: str | None) -> None:
+    """Before any heavy import: the preset or config exists, the model file exists, and this
+    install can run it (a preset alone or a .pt checkpoint is the PyTorch reference)."""
+    check_config_option(config)
+    if model is not None and not Path(model).exists():
+        from tdmi.artifacts.split import split_paths
+
+        if not (model.endswith(".onnx") and all(p.is_file() for p in split_paths(model))):
+            raise DataError(f"--model {model} not found")
+    torch_needed = model is None and config is not None
+    torch_needed |= model is not None and model.lower().endswith((".pt", ".pth"))
+    if torch_needed:
+        from tdmi.extras import require
+
+        what = "--config without --model (the PyTorch reference)" if model is None else "a .pt checkpoint"
+        require("torch", what)
+
+
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(help="A video file or a folder of frames (sorted by name).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")],
+    # SOURCE and -o are required, but checked after the model options (below) so that a model this
+    # install cannot run is named first, whatever else is missing.
+    source: Annotated[
+        Path | None, typer.Argument(help="A video file or a folder of frames (sorted by name). Required.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (created if missing). Required.")
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Checkpoint .pt, ONNX .onnx or TensorRT .engine.")
     ] = None,
@@ -98,6 +124,16 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
+    check_model_options(model, config)
+    if source is None:
+        raise UsageError("missing SOURCE: a video file or a folder of frames")
+    if output is None:
+        raise UsageError("missing --output/-o: the folder to write the results to")
+    check_input_paths(
+        {"SOURCE": source, "--split": split, "--annotations": annotations}
+        | ({"--boxes": boxes} if boxes not in (None, "gt") else {}),
+        folders=True,
+    )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tdmi.video.infer import infer_video
