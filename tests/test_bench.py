@@ -141,7 +141,7 @@ def test_missing_neighbour_frames_without_nearest(
         (["--batch", "0"], 2, "batch sizes must be positive"),
         (["--iters", "0"], 2, "--iters must be >= 1"),
         (["--missing-frames", "skip"], 2, "--missing-frames must be"),
-        (["--config", "tdmi-w64"], 1, "unknown preset 'tdmi-w64'"),
+        (["--config", "tdmi-w64"], 2, "--config: unknown preset 'tdmi-w64'"),
         (["--int8-op-types", "Conv,Ad"], 2, "--int8-op-types: unknown ONNX op types to quantize: Ad"),
     ],
 )

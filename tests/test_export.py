@@ -286,7 +286,7 @@ def test_cli_onnx_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
-        (["--config", "tdmi-nope"], "unknown preset", 1),
+        (["--config", "tdmi-nope"], "--config: unknown preset", 2),
         (["--config", PRESET, "--opset", "18"], "opset 18 is too low", 1),
         (["--config", PRESET, "--batch", "0"], "--batch must be", 2),
         (["--config", PRESET, "--precision", "fp8"], "--precision must be", 2),

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, run_app
+from tdmi.cli.common import Verbose, check_input_paths, console, run_app
 from tdmi.errors import ExportError, UsageError
 from tdmi.utils import check_outputs
 
@@ -92,14 +92,7 @@ def build(
     verbose: Verbose = False,
 ) -> None:
     """Convert precision, fuse, pre-flight check, and build (or, with --onnx-only, write the final ONNX)."""
-    from tdmi.export.engine import (
-        EngineBuildOptions,
-        build_engine,
-        default_target,
-        parse_compute_capabilities,
-        write_final_onnx,
-    )
-
+    check_input_paths({"ONNX_PATH": onnx_path, "--calib": calib}, folders=True)
     if fp16 and int8:
         raise UsageError("choose one of --fp16 and --int8")
     if calib is not None and not (fp16 or int8):
@@ -123,6 +116,16 @@ def build(
         force=force and onnx_only,
         force_option="--force" if onnx_only else "",
     )
+    from tdmi.cli.export import require_export
+    from tdmi.export.engine import (
+        EngineBuildOptions,
+        build_engine,
+        default_target,
+        parse_compute_capabilities,
+        write_final_onnx,
+    )
+
+    require_export("tdmi-build-engine")
     options = EngineBuildOptions(
         precision="int8" if int8 else "fp16" if fp16 else "fp32",
         calib=calib,

@@ -214,6 +214,6 @@ def check_input_paths(paths: dict[str, Any], *, folders: bool = False) -> None:
             continue
         p = Path(value)
         if not p.exists():
-            raise TdmiError(f"{option} {p} not found")
+            raise TdmiError(f"{option} {p} does not exist")
         if not folders and p.is_dir():
             raise TdmiError(f"{option} {p} is a folder: give a file")

@@ -63,7 +63,7 @@ def check_model_options(model: str | None, config: str | None) -> None:
         from tdmi.artifacts.split import split_paths
 
         if not (model.endswith(".onnx") and all(p.is_file() for p in split_paths(model))):
-            raise DataError(f"--model {model} not found")
+            raise DataError(f"--model {model} does not exist")
     torch_needed = model is None and config is not None
     torch_needed |= model is not None and model.lower().endswith((".pt", ".pth"))
     if torch_needed:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, err_console, main_for
+from tdmi.cli.common import Verbose, check_config_option, check_input_paths, console, err_console, main_for
 from tdmi.errors import UsageError
 
 app = typer.Typer(
@@ -72,6 +72,8 @@ def serve(
     verbose: Verbose = False,
 ) -> None:
     """Export (if needed), write a model repository, start Triton and serve until Ctrl-C/SIGTERM."""
+    check_config_option(config)
+    check_input_paths({"--checkpoint": checkpoint, "--onnx": onnx, "--engine": engine})
     from tdmi.serve import LOCAL_MODELS, Ports, ServeConfig, ServerError, TritonServer, resolve_artifact
     from tdmi.serve.repository import write_repository
 

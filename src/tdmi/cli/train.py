@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, main_for
+from tdmi.cli.common import Verbose, check_config_option, check_input_paths, console, main_for
 from tdmi.spec.config import resolve_config
 from tdmi.train.config import TrainConfig
 
@@ -98,6 +98,10 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Train; every N epochs validate, keep best.pt and always last.pt (atomic, configs embedded)."""
+    check_config_option(config)
+    check_input_paths({"--init": init, "--hrnet-weights": hrnet_weights})
+    if data != "synthetic":
+        check_input_paths({"--data": data}, folders=True)
     cfg = resolve_config(config)
     from tdmi.extras import require
 
