@@ -254,3 +254,19 @@ def test_the_deploy_only_install_itself(slim_models: Path) -> None:
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "tdmi-deploy[export]" in lines[0], proc.stderr
+
+
+def test_triton_model_code_needs_no_torch() -> None:
+    """The Python-backend models (tdmi.serve.backend) import and convert tensors by numpy's DLPack."""
+    rc, out, err, heavy = run_child(
+        """
+        import numpy as np
+        import tdmi.serve, tdmi.serve.backend as backend
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        y = backend.to_numpy(x)  # anything with __dlpack__, as Triton's pb_utils.Tensor
+        print("OK=" + str(bool(np.array_equal(x, y) and y.flags.writeable and not np.shares_memory(x, y))))
+        """,
+        block=True,
+    )
+    assert rc == 0, err
+    assert "OK=True" in out and heavy == []
