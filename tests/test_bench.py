@@ -175,7 +175,7 @@ def test_missing_and_malformed_data(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def _sidecar(engine: Path, config_name: str) -> None:
-    from tdmi.export.sidecar import (
+    from tdmi.artifacts.sidecar import (
         BatchProfile,
         BuildEnvironment,
         EngineSidecar,

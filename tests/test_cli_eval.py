@@ -11,9 +11,9 @@ import pytest
 
 from tdmi.cli.common import run_app
 from tdmi.cli.eval import app
-from tdmi.data.joints import NUM_JOINTS
 from tdmi.data.posetrack import load_split
 from tdmi.eval import write_predictions
+from tdmi.spec.joints import NUM_JOINTS
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from tdmi.cli import bench, build_engine, export, infer, serve, train
 from tdmi.cli.common import options_of_config, run_app
 from tdmi.errors import ConfigError, ExportError
 from tdmi.export.metadata import write_metadata
-from tdmi.model.config import get_preset
+from tdmi.spec.config import get_preset
 from tdmi.train import TrainConfig
 
 

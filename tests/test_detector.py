@@ -265,7 +265,7 @@ def test_bad_detector_inputs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         Detector(tmp_path / "missing.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(DataError, match="not an ONNX file"):
+    with pytest.raises(DataError, match="not a graph ONNX Runtime can load"):
         Detector(tmp_path / "junk.onnx")
     with pytest.raises(ConfigError, match="--detector-format"):
         Detector(e2e_detector(tmp_path / "e.onnx"), format="ssd")

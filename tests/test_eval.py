@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdmi.data.joints import NUM_JOINTS, POSETRACK_JOINTS
 from tdmi.data.posetrack import POSEVAL_JOINTS, Frame, Person, load_split, poseval_head_size
 from tdmi.errors import DataError
 from tdmi.eval import (
@@ -23,6 +22,7 @@ from tdmi.eval import (
     voc_ap,
     write_predictions,
 )
+from tdmi.spec.joints import NUM_JOINTS, POSETRACK_JOINTS
 
 J = {n: i for i, n in enumerate(POSETRACK_JOINTS)}
 EVAL15 = [n for n in POSETRACK_JOINTS if n not in ("left_ear", "right_ear")]

@@ -13,12 +13,12 @@ import torch
 
 from tdmi.cli.common import run_app
 from tdmi.cli.export import app
-from tdmi.data.joints import POSETRACK_JOINTS
 from tdmi.errors import BackendUnavailableError, CheckpointError, ConfigError, ExportError, TdmiError
 from tdmi.eval.metrics import compare_heatmaps
 from tdmi.export import ExportResult, export_onnx, inspect, read_metadata, run_onnx
 from tdmi.export.onnx_export import example_clips
 from tdmi.model import TDMI, get_preset, save_checkpoint
+from tdmi.spec.joints import POSETRACK_JOINTS
 
 PRESET = "tdmi-tiny"
 pytestmark = pytest.mark.filterwarnings("ignore:no checkpoint given")

@@ -210,7 +210,7 @@ def test_config_json_with_a_wrongly_typed_field_names_file_and_field(
     import json
 
     from tdmi.errors import ConfigError
-    from tdmi.model.config import resolve_config
+    from tdmi.spec.config import resolve_config
 
     data = get_preset("tdmi-tiny").to_dict()
     data[field] = value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tdmi.plugins import build
+from tdmi.plugins import ptx
 from tdmi.plugins.availability import compute_capability
 from tdmi.plugins.temporal_diff import temporal_diff_reference
 
@@ -71,7 +71,7 @@ def test_misaligned_input_takes_scalar_path_correctly(dtype: str) -> None:
 def test_launcher_uses_the_ptx_selected_for_this_gpu() -> None:
     from tdmi.plugins.launch import load_module
 
-    assert load_module(0).arch == build.select_arch(compute_capability(0))
+    assert load_module(0).arch == ptx.select_arch(compute_capability(0))
 
 
 def test_launcher_rejects_bad_inputs() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdmi.plugins import build, launch_params
+from tdmi.plugins import launch_params, ptx
 from tdmi.plugins.temporal_diff import temporal_diff_reference
 
 GXX = shutil.which("g++")
@@ -94,7 +94,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "harness.cpp").write_text(HARNESS)
     exe = d / "harness"
     flags = ["-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-    includes = [f"-I{d}", f"-I{build.source_path().parent}", "-Wno-unknown-pragmas"]
+    includes = [f"-I{d}", f"-I{ptx.source_path().parent}", "-Wno-unknown-pragmas"]
     cmd = [str(GXX), *flags, *includes, str(d / "harness.cpp"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

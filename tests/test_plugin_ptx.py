@@ -7,30 +7,30 @@ from pathlib import Path
 import pytest
 
 from tdmi.errors import BackendUnavailableError
-from tdmi.plugins import build
+from tdmi.plugins import build, ptx
 from tdmi.plugins.launch_params import KERNEL_NAMES, KERNEL_PARAM_TYPES
 
 EXPECTED_ENTRIES = {name: list(KERNEL_PARAM_TYPES) for name in KERNEL_NAMES.values()}
 
 
 def test_ptx_shipped_for_every_supported_generation() -> None:
-    assert build.shipped_archs() == list(build.DEFAULT_ARCHS)
-    assert {75, 80, 86, 89, 90} <= set(build.shipped_archs())
-    assert {100, 120} & set(build.shipped_archs()), "Blackwell PTX missing"
+    assert ptx.shipped_archs() == list(build.DEFAULT_ARCHS)
+    assert {75, 80, 86, 89, 90} <= set(ptx.shipped_archs())
+    assert {100, 120} & set(ptx.shipped_archs()), "Blackwell PTX missing"
 
 
 @pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
 def test_shipped_ptx_entry_points_and_target(arch: int) -> None:
-    text = build.read_ptx(build.ptx_path(arch))
-    assert build.parse_ptx_entries(text) == EXPECTED_ENTRIES
-    assert build.ptx_target(text) == f"sm_{arch}"
+    text = ptx.read_ptx(ptx.ptx_path(arch))
+    assert ptx.parse_ptx_entries(text) == EXPECTED_ENTRIES
+    assert ptx.ptx_target(text) == f"sm_{arch}"
 
 
 @pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
 def test_shipped_ptx_was_built_from_current_source(arch: int) -> None:
     # Drift guard that needs no nvcc: editing csrc/temporal_diff.cu without rebuilding fails here.
-    header = build.ptx_header(build.read_ptx(build.ptx_path(arch)))
-    assert header["source-sha256"] == build.source_sha256(), (
+    header = ptx.ptx_header(ptx.read_ptx(ptx.ptx_path(arch)))
+    assert header["source-sha256"] == ptx.source_sha256(), (
         "csrc/temporal_diff.cu changed: run `python -m tdmi.plugins.build` and commit src/tdmi/plugins/ptx/"
     )
     assert header["arch"] == f"compute_{arch}"
@@ -38,7 +38,7 @@ def test_shipped_ptx_was_built_from_current_source(arch: int) -> None:
 
 
 def test_parse_ptx_entries_handles_pointer_and_alignment_qualifiers() -> None:
-    ptx = """
+    text = """
     .visible .entry k1(
         .param .u64 .ptr .global .align 16 k1_param_0,
         .param .u32 k1_param_1,
@@ -48,7 +48,7 @@ def test_parse_ptx_entries_handles_pointer_and_alignment_qualifiers() -> None:
     .visible .entry k2()
     { ret; }
     """
-    assert build.parse_ptx_entries(ptx) == {"k1": ["u64", "u32", "f32"], "k2": []}
+    assert ptx.parse_ptx_entries(text) == {"k1": ["u64", "u32", "f32"], "k2": []}
 
 
 @pytest.mark.parametrize(
@@ -68,18 +68,18 @@ def test_parse_ptx_entries_handles_pointer_and_alignment_qualifiers() -> None:
     ],
 )
 def test_select_arch_picks_highest_not_above_device(cc: tuple[int, int], arch: int) -> None:
-    assert build.select_arch(cc) == arch
-    assert build.select_ptx(cc) == build.ptx_path(arch)
+    assert ptx.select_arch(cc) == arch
+    assert ptx.select_ptx(cc) == ptx.ptx_path(arch)
 
 
 def test_select_arch_rejects_too_old_gpu_and_missing_ptx(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailableError, match="older than"):
-        build.select_arch((7, 0))
+        ptx.select_arch((7, 0))
     with pytest.raises(BackendUnavailableError, match="no TemporalDiff PTX"):
-        build.ptx_path(directory=tmp_path)
+        ptx.ptx_path(directory=tmp_path)
     with pytest.raises(BackendUnavailableError, match="compute_61"):
-        build.ptx_path(61)
-    assert build.ptx_path() == build.ptx_path(min(build.DEFAULT_ARCHS))
+        ptx.ptx_path(61)
+    assert ptx.ptx_path() == ptx.ptx_path(min(build.DEFAULT_ARCHS))
 
 
 def test_build_without_nvcc_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -96,22 +96,22 @@ def test_rebuild_has_expected_entries_for_every_arch(tmp_path: Path) -> None:
     for arch, path in written.items():
         assert path.parent == tmp_path
         text = path.read_text()
-        assert build.parse_ptx_entries(text) == EXPECTED_ENTRIES, arch
-        assert build.ptx_target(text) == f"sm_{arch}"
-        assert build.ptx_header(text)["source-sha256"] == build.source_sha256()
+        assert ptx.parse_ptx_entries(text) == EXPECTED_ENTRIES, arch
+        assert ptx.ptx_target(text) == f"sm_{arch}"
+        assert ptx.ptx_header(text)["source-sha256"] == ptx.source_sha256()
 
 
 @pytest.mark.nvcc
 def test_rebuild_reproduces_committed_ptx(tmp_path: Path) -> None:
-    shipped_version = build.ptx_header(build.read_ptx(build.ptx_path()))["nvcc"]
+    shipped_version = ptx.ptx_header(ptx.read_ptx(ptx.ptx_path()))["nvcc"]
     local_version = build.nvcc_version()
     if shipped_version != local_version:
         pytest.skip(f"shipped PTX from '{shipped_version}', local nvcc '{local_version}': codegen may differ")
     written = build.build_ptx(tmp_path)
-    assert sorted(written) == build.shipped_archs()
+    assert sorted(written) == ptx.shipped_archs()
     for arch, path in written.items():
-        rebuilt = build.strip_comments(path.read_text())
-        shipped = build.strip_comments(build.read_ptx(build.ptx_path(arch)))
+        rebuilt = ptx.strip_comments(path.read_text())
+        shipped = ptx.strip_comments(ptx.read_ptx(ptx.ptx_path(arch)))
         assert rebuilt == shipped, f"compute_{arch}: run `python -m tdmi.plugins.build` and commit the PTX"
 
 
@@ -131,7 +131,7 @@ def entry_bodies(ptx: str) -> dict[str, str]:
 def test_shipped_ptx_has_16_byte_vector_path(arch: int) -> None:
     # The fast path must really move 16 bytes per access: float4 for FP32, 4 x half2 (as u32) for FP16,
     # and FP16 must subtract in half2 pairs.
-    bodies = entry_bodies(build.read_ptx(build.ptx_path(arch)))
+    bodies = entry_bodies(ptx.read_ptx(ptx.ptx_path(arch)))
     f32, f16 = bodies["temporal_diff_f32"], bodies["temporal_diff_f16"]
     assert "ld.global.nc.v4.f32" in f32 and "st.global.wb.v4.f32" in f32
     assert "ld.global.nc.v4.u32" in f16 and "st.global.wb.v4.u32" in f16
@@ -143,7 +143,7 @@ def test_shipped_ptx_has_16_byte_vector_path(arch: int) -> None:
 def test_shipped_ptx_assembles_for_its_gpu_generation(arch: int) -> None:
     # ptxas is what the driver's JIT runs on the user's GPU: assembling here proves the PTX is valid
     # SASS for that generation, without spills and within the occupancy budget of 256-thread blocks.
-    report = build.assemble_ptx(build.ptx_path(arch), arch)
+    report = build.assemble_ptx(ptx.ptx_path(arch), arch)
     assert set(report) == set(KERNEL_NAMES.values())
     for name, res in report.items():
         assert res.spill_stores == 0 and res.spill_loads == 0 and res.stack_bytes == 0, (arch, name, res)
@@ -152,12 +152,12 @@ def test_shipped_ptx_assembles_for_its_gpu_generation(arch: int) -> None:
 
 @pytest.mark.nvcc
 def test_freshness_check_flags_edited_ptx(tmp_path: Path) -> None:
-    for arch in build.shipped_archs():
-        (tmp_path / build.ptx_filename(arch)).write_text(build.read_ptx(build.ptx_path(arch)))
-    if build.ptx_header(build.read_ptx(build.ptx_path()))["nvcc"] != build.nvcc_version():
+    for arch in ptx.shipped_archs():
+        (tmp_path / ptx.ptx_filename(arch)).write_text(ptx.read_ptx(ptx.ptx_path(arch)))
+    if ptx.ptx_header(ptx.read_ptx(ptx.ptx_path()))["nvcc"] != build.nvcc_version():
         pytest.skip("shipped PTX comes from another nvcc release")
     assert build.stale_ptx(tmp_path) == []
-    victim = tmp_path / build.ptx_filename(90)
+    victim = tmp_path / ptx.ptx_filename(90)
     victim.write_text(victim.read_text().replace("sub.f16x2", "add.f16x2", 1))
     problems = build.stale_ptx(tmp_path)
     assert len(problems) == 1 and problems[0].startswith("compute_90: rebuild differs")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdmi.data.joints import POSETRACK_JOINTS
 from tdmi.data.posetrack import (
     FORMAT_2017,
     FORMAT_2018,
@@ -24,6 +23,7 @@ from tdmi.data.posetrack import (
     load_split,
 )
 from tdmi.errors import DataError
+from tdmi.spec.joints import POSETRACK_JOINTS
 
 # Fixture README: labelled keypoints per joint over the 14 people of the merged file.
 README_JOINT_COUNTS = [13, 14, 14, 0, 0, 14, 14, 10, 14, 11, 11, 13, 13, 10, 11, 10, 10]

@@ -10,12 +10,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tdmi.artifacts.sidecar import BatchProfile
 from tdmi.errors import ConfigError, ExportError
 from tdmi.export.metadata import write_metadata
 from tdmi.export.preflight import check_onnx, op_table
-from tdmi.export.sidecar import BatchProfile
-from tdmi.model.config import get_preset
 from tdmi.plugins.temporal_diff import SPEC, make_node
+from tdmi.spec.config import get_preset
 
 TINY = get_preset("tdmi-tiny")  # T=3, 128x96
 FRAMES_SHAPE = ["batch", 3, 3, 128, 96]

@@ -19,6 +19,7 @@ import onnx
 import pytest
 
 from tdmi import runtime
+from tdmi.artifacts.sidecar import BatchProfile, BuildEnvironment, GpuInfo, load_sidecar, sidecar_path
 from tdmi.cli.build_engine import run
 from tdmi.errors import BackendUnavailableError, ConfigError, EngineError, ExportError
 from tdmi.export.engine import (
@@ -30,7 +31,6 @@ from tdmi.export.engine import (
 )
 from tdmi.export.onnx_export import export_onnx
 from tdmi.export.preflight import check_onnx
-from tdmi.export.sidecar import BatchProfile, BuildEnvironment, GpuInfo, load_sidecar, sidecar_path
 from tdmi.plugins.rtx import LIB_NAME, LIB_SONAME, ensure_library_name
 from tdmi.plugins.temporal_diff import SPEC
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tdmi.data import sample
-from tdmi.data.joints import NUM_JOINTS
 from tdmi.data.sample import sample_clip, sample_clips, sample_video
 from tdmi.data.transforms import affine_transform_points, denormalize
 from tdmi.errors import DataError
+from tdmi.spec.joints import NUM_JOINTS
 
 
 def test_sample_video_is_deterministic_with_moving_figure() -> None:

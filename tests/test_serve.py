@@ -22,11 +22,7 @@ import numpy as np
 import pytest
 
 from tdmi import runtime
-from tdmi.cli import export as export_cli
-from tdmi.cli.common import run_app
-from tdmi.errors import ConfigError, TdmiError
-from tdmi.export import export_onnx
-from tdmi.export.sidecar import (
+from tdmi.artifacts.sidecar import (
     BatchProfile,
     BuildEnvironment,
     EngineSidecar,
@@ -36,7 +32,10 @@ from tdmi.export.sidecar import (
     sidecar_path,
     write_sidecar,
 )
-from tdmi.model.config import get_preset
+from tdmi.cli import export as export_cli
+from tdmi.cli.common import run_app
+from tdmi.errors import ConfigError, TdmiError
+from tdmi.export import export_onnx
 from tdmi.serve import (
     LOCAL_MODELS,
     MODELS,
@@ -50,6 +49,7 @@ from tdmi.serve import (
     read_config,
     write_repository,
 )
+from tdmi.spec.config import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W, J = 3, 128, 96, 17

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tdmi.errors import ConfigError, EngineError
-from tdmi.export.sidecar import (
+from tdmi.artifacts.sidecar import (
     SCHEMA_VERSION,
     BatchProfile,
     BuildEnvironment,
@@ -22,7 +21,8 @@ from tdmi.export.sidecar import (
     sidecar_path,
     write_sidecar,
 )
-from tdmi.model.config import get_preset
+from tdmi.errors import ConfigError, EngineError
+from tdmi.spec.config import get_preset
 
 H100 = BuildEnvironment("11.4.0.106", "13.0", "13.0", GpuInfo("NVIDIA H100 80GB HBM3", "9.0"))
 

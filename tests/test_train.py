@@ -15,9 +15,9 @@ import torch
 
 from tdmi.cli.common import run_app
 from tdmi.cli.train import app
-from tdmi.data.joints import flip_permutation
 from tdmi.errors import ConfigError, DataError, TrainError
 from tdmi.model import get_preset, load_checkpoint
+from tdmi.spec.joints import flip_permutation
 from tdmi.train import LAST, LOG, PoseTrackClips, TrainConfig, posetrack_map, train
 from tdmi.train.data import load_records
 
@@ -96,13 +96,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
-    """torchrun -m tdmi.train, 2 CPU ranks on loopback == 1 process with the same global batch."""
+    """torchrun -m tdmi.cli.train, 2 CPU ranks on loopback == 1 process with the same global batch."""
     torch.set_num_threads(1)
     args = ["--config", "tdmi-tiny", "--data", "synthetic", "--steps", "3", "--batch-size", "4"]
     args += ["--clips-pool", "8", "--val-every", "0", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
-    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "tdmi.train"]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "tdmi.cli.train"]
     proc = subprocess.run(
         [*cmd, *args, "-o", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=600
     )

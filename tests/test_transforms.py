@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from tdmi.data.joints import FLIP_PAIRS, NUM_JOINTS
 from tdmi.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -34,6 +33,7 @@ from tdmi.data.transforms import (
     stack_crop_infos,
 )
 from tdmi.errors import DataError, TdmiError
+from tdmi.spec.joints import FLIP_PAIRS, NUM_JOINTS
 
 
 @pytest.fixture(scope="module")

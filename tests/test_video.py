@@ -15,8 +15,7 @@ from tdmi.cli.common import run_app
 from tdmi.cli.infer import app
 from tdmi.errors import DataError
 from tdmi.model import TDMI, get_preset
-from tdmi.runtime.features import TorchFramePredictor
-from tdmi.runtime.torch_backend import TorchPredictor
+from tdmi.runtime.torch_backend import TorchFramePredictor, TorchPredictor
 from tdmi.video import full_frame_tracks, open_source, run_video
 from tdmi.video.boxes import iou_track, load_boxes, load_mot_csv, make_tracks
 from tdmi.video.infer import infer_video

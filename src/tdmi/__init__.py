@@ -1,10 +1,21 @@
 """tdmi-deploy: TDMI video pose estimation from PyTorch to ONNX Runtime and TensorRT."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("tdmi-deploy")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+source"
+from typing import Any
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """``__version__`` on first use: importlib.metadata costs every command's start-up otherwise."""
+    if name != "__version__":
+        raise AttributeError(f"module 'tdmi' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("tdmi-deploy")
+    except PackageNotFoundError:  # running from a source tree without an install
+        value = "0.0.0+source"
+    globals()["__version__"] = value
+    return value

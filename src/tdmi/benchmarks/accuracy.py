@@ -31,7 +31,7 @@ from tdmi.data.transforms import crop_clip, heatmaps_to_keypoints
 from tdmi.errors import DataError
 from tdmi.eval import EvalResult, evaluate, evaluate_frames, write_predictions
 from tdmi.eval.metrics import coords_agreement, heatmap_coords, nonfinite_count
-from tdmi.model.config import TDMIConfig
+from tdmi.spec.config import TDMIConfig
 
 Advance = Callable[[str, int], None]
 

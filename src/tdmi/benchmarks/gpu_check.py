@@ -334,10 +334,10 @@ def section_environment(opts: Options, rec: Recorder) -> None:
         "multiprocessors": props.multi_processor_count,
     }
     rec.set("gpu", gpu)
-    from tdmi.plugins import build
+    from tdmi.plugins import ptx
 
     with contextlib.suppress(Exception):
-        gpu["ptx_selected"] = f"compute_{build.select_arch((props.major, props.minor))}"
+        gpu["ptx_selected"] = f"compute_{ptx.select_arch((props.major, props.minor))}"
     gpu.update(_driver_info(dev))
     gpu.update(_cupy_info())
     gpu["nvidia_smi"] = _nvidia_smi()
@@ -473,13 +473,13 @@ class _CupyLauncher:
     def __init__(self, device: int) -> None:
         import cupy
 
-        from tdmi.plugins import build
+        from tdmi.plugins import ptx
         from tdmi.plugins.availability import compute_capability
 
         self.cupy = cupy
-        self.arch = build.select_arch(compute_capability(device))
+        self.arch = ptx.select_arch(compute_capability(device))
         with cupy.cuda.Device(device):
-            self.module = cupy.RawModule(path=str(build.ptx_path(self.arch)))
+            self.module = cupy.RawModule(path=str(ptx.ptx_path(self.arch)))
 
     def __call__(self, x: Any, out: Any, num_frames: int) -> None:
         import numpy as np
@@ -994,8 +994,9 @@ def section_ort_cpu(opts: Options, rec: Recorder) -> None:
     import torch
 
     from tdmi.export.onnx_export import build_onnx, compare_heatmaps
-    from tdmi.export.ort_ops import make_session, require_onnxruntime
+    from tdmi.export.ort_ops import make_session
     from tdmi.model import TDMI, get_preset
+    from tdmi.plugins.availability import require_onnxruntime
 
     ort = require_onnxruntime()
     cfg = get_preset(TOY_PRESET if opts.quick else W48_PRESET)

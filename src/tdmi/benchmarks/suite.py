@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from tdmi.errors import ConfigError, EngineError, ExportError, TdmiError, UsageError
-from tdmi.model.config import TDMIConfig
+from tdmi.spec.config import TDMIConfig
 from tdmi.utils import sha256_file, source_commit, write_text_atomic
 
 CHECK_LABEL = "accuracy check (TensorRT-targeted graph)"
@@ -253,7 +253,7 @@ def backend_unavailable_reason(spec: VariantSpec) -> str | None:
         return None if avail else avail.reason
     if spec.backend == "onnxruntime":
         try:
-            from tdmi.export.ort_ops import require_onnxruntime
+            from tdmi.plugins.availability import require_onnxruntime
 
             require_onnxruntime()
         except TdmiError as e:
@@ -523,7 +523,7 @@ def _usable_onnx(path: Path) -> bool:
 
 def check_engine(engine: str | Path, config: TDMIConfig) -> Any:
     """Load an engine's sidecar and make sure it holds this config (before TensorRT sees the file)."""
-    from tdmi.export.sidecar import load_sidecar
+    from tdmi.artifacts.sidecar import load_sidecar
 
     path = Path(engine)
     if not path.is_file():
@@ -587,7 +587,7 @@ class BenchOptions:
 
 def resolve_bench_config(config: str | None, checkpoint: Path | None) -> TDMIConfig:
     from tdmi.model.checkpoint import read_checkpoint_config
-    from tdmi.model.config import DEFAULT_PRESET, resolve_config
+    from tdmi.spec.config import DEFAULT_PRESET, resolve_config
 
     if config is not None:
         return resolve_config(config)
@@ -622,16 +622,15 @@ class _NoProgress:
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return _NoProgress()
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from tdmi.cli.common import err_console
 
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err_console,
+        console=Console(stderr=True, highlight=False),
         transient=True,
     )
 

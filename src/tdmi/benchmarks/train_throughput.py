@@ -2,7 +2,7 @@
 
 Synthetic clips from a fixed pool (drawn before timing), so the figures are forward + backward +
 optimiser step. The first step of every run is warm-up and not counted. The process comparison
-runs ``torchrun -m tdmi.train`` with 1 and 2 processes in alternating order, paired rounds, the same
+runs ``torchrun -m tdmi.cli.train`` with 1 and 2 processes in alternating order, paired rounds, the same
 global batch and ``--threads`` threads per process (data-parallel scaling: each process brings its
 own core), and reports each round's ratio and their spread.
 
@@ -48,12 +48,12 @@ def _port() -> int:
 
 
 def torchrun(config: str, nproc: int, steps: int, batch: int, threads: int) -> float:
-    """clips/s (whole job) of ``torchrun --nproc_per_node nproc -m tdmi.train`` on loopback gloo."""
+    """clips/s (whole job) of ``torchrun --nproc_per_node nproc -m tdmi.cli.train`` on loopback gloo."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo"}
     with tempfile.TemporaryDirectory() as d:
         run = Path(d) / "run"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc)]
-        cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_port()), "-m", "tdmi.train"]
+        cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_port()), "-m", "tdmi.cli.train"]
         cmd += ["--config", config, "--steps", str(steps), "--batch-size", str(batch)]
         cmd += ["--clips-pool", str(batch), "--val-every", "0", "--no-progress", "-o", str(run)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -51,10 +51,10 @@ def _ort_artifacts(net: Any, preset: str, cache: Path) -> tuple[Path, Path, dict
     """Single graph + split pair for ``net`` (cached); the pair is verified against the single graph."""
     import onnx
 
+    from tdmi.artifacts.split import split_paths
     from tdmi.export.metadata import write_metadata
     from tdmi.export.onnx_export import build_onnx
     from tdmi.export.split_export import build_split_onnx, verify_split
-    from tdmi.runtime.features import split_paths
 
     cache.mkdir(parents=True, exist_ok=True)
     single_path = cache / f"{preset}.onnx"
@@ -105,8 +105,8 @@ def speed(
 
     from tdmi.data.sample import moving_figure_video
     from tdmi.runtime import load
-    from tdmi.runtime.features import OnnxFramePredictor, TorchFramePredictor
-    from tdmi.runtime.torch_backend import TorchPredictor
+    from tdmi.runtime.features import OnnxFramePredictor
+    from tdmi.runtime.torch_backend import TorchFramePredictor, TorchPredictor
     from tdmi.video import full_frame_tracks, open_source, run_video
 
     if threads:
@@ -204,7 +204,7 @@ def accuracy(
     """PCK@alpha (x the true box height) per policy, and agreement with the ``key`` policy."""
     from tdmi.data.sample import moving_figure_video
     from tdmi.model import load_checkpoint
-    from tdmi.runtime.features import TorchFramePredictor
+    from tdmi.runtime.torch_backend import TorchFramePredictor
     from tdmi.video import open_source, run_video
     from tdmi.video.boxes import BoxTrack
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, main_for, preset_or_json
+from tdmi.cli.common import Verbose, check_input_paths, console, main_for, preset_or_json
 from tdmi.errors import ConfigError
 from tdmi.utils import check_outputs
 
@@ -190,6 +190,14 @@ def bench(
     verbose: Verbose = False,
 ) -> None:
     """Run the benchmark and print one table (plus a PoseTrack table with --data)."""
+    # Option values first, before any heavy import: a typo answers at once.
+    check_input_paths({"--checkpoint": checkpoint, "--model": model})
+    check_input_paths({"--data": data, "--calib-data": calib_data}, folders=True)
+    if server is None:
+        from tdmi.extras import require
+
+        for module in ("torch", "onnx"):
+            require(module, "tdmi-bench", "bench")
     if server is not None:
         _load_test(
             server,

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, run_app
+from tdmi.cli.common import Verbose, check_input_paths, console, run_app
 from tdmi.errors import ExportError, UsageError
 from tdmi.utils import check_outputs
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 
 
 def _profile(batch: str | None) -> object:
-    from tdmi.export.sidecar import BatchProfile
+    from tdmi.artifacts.sidecar import BatchProfile
 
     return None if batch is None else BatchProfile.parse(batch)
 
@@ -92,14 +92,7 @@ def build(
     verbose: Verbose = False,
 ) -> None:
     """Convert precision, fuse, pre-flight check, and build (or, with --onnx-only, write the final ONNX)."""
-    from tdmi.export.engine import (
-        EngineBuildOptions,
-        build_engine,
-        default_target,
-        parse_compute_capabilities,
-        write_final_onnx,
-    )
-
+    check_input_paths({"ONNX_PATH": onnx_path, "--calib": calib}, folders=True)
     if fp16 and int8:
         raise UsageError("choose one of --fp16 and --int8")
     if calib is not None and not (fp16 or int8):
@@ -113,7 +106,7 @@ def build(
         )
     outputs = {"--output": output}
     if not onnx_only:
-        from tdmi.export.sidecar import sidecar_path
+        from tdmi.artifacts.sidecar import sidecar_path
 
         outputs["--output (its sidecar)"] = sidecar_path(output)
         outputs["--timing-cache"] = timing_cache
@@ -123,6 +116,16 @@ def build(
         force=force and onnx_only,
         force_option="--force" if onnx_only else "",
     )
+    from tdmi.cli.export import require_export
+    from tdmi.export.engine import (
+        EngineBuildOptions,
+        build_engine,
+        default_target,
+        parse_compute_capabilities,
+        write_final_onnx,
+    )
+
+    require_export("tdmi-build-engine")
     options = EngineBuildOptions(
         precision="int8" if int8 else "fp16" if fp16 else "fp32",
         calib=calib,
@@ -150,7 +153,7 @@ def build(
     if result.report.findings:
         console.print(result.report.to_table())
     meta = result.metadata
-    from tdmi.export.sidecar import TARGET_NAMES
+    from tdmi.artifacts.sidecar import TARGET_NAMES
 
     where = (
         f"for compute capabilities {', '.join(meta.compute_capabilities)}"
@@ -195,14 +198,14 @@ def plugin(
     verbose: Verbose = False,
 ) -> None:
     """The TemporalDiff plugin's kernel: where its PTX is."""
-    from tdmi.plugins import build as plugin_build
+    from tdmi.plugins import ptx
     from tdmi.plugins.availability import compute_capability, cuda_gpu_available
 
     if not print_ptx_path:
         raise UsageError("nothing to do: pass --print-ptx-path")
     if arch is None and cuda_gpu_available():
-        arch = plugin_build.select_arch(compute_capability())  # what an engine built here embeds
-    path = plugin_build.ptx_path(arch)
+        arch = ptx.select_arch(compute_capability())  # what an engine built here embeds
+    path = ptx.ptx_path(arch)
     console.print(str(path), markup=False)
 
 
@@ -223,3 +226,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

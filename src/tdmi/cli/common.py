@@ -163,6 +163,15 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
         return fail(f"{e} (see {name} --help)", EXIT_USAGE, "usage error")
     except TdmiError as e:
         return fail(str(e))
+    except ModuleNotFoundError as e:  # an optional extra this install lacks: name it
+        from tdmi.extras import missing_extra_message
+
+        message = missing_extra_message(e.name, name)
+        if message is None:
+            return fail(
+                f"{type(e).__name__}: {e} (re-run with --verbose for the traceback)", label="internal error"
+            )
+        return fail(message)
     except OSError as e:  # disk full, permissions, ...: name the path the system call was about
         return fail(_oserror_line(e))
     except Exception as e:  # an unexpected failure: still one line unless asked for more
@@ -224,16 +233,17 @@ def click_context() -> Any:
 
 
 def preset_or_json(value: str | None) -> str | None:
-    """``--config``: a preset name or a config ``.json`` file; an unknown name is a usage error (exit 2)
-    before any work starts (the file itself is read, and checked, where it is used)."""
-    if value is None or value.endswith(".json"):
+    """``--config``: a preset name or a readable config ``.json``, checked by typer before any heavy
+    import, so a bad value is a usage error (exit 2) naming the option."""
+    if value is None:
         return value
-    from tdmi.model.config import PRESETS
+    from tdmi.errors import ConfigError
+    from tdmi.spec.config import resolve_config
 
-    if value not in PRESETS:
-        raise typer.BadParameter(
-            f"unknown preset {value!r}; choose one of: {', '.join(PRESETS)} (or a config .json file)"
-        )
+    try:
+        resolve_config(value)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
     return value
 
 
@@ -243,3 +253,20 @@ def main_for(app: typer.Typer, prog_name: str) -> None:
 
 # The one --verbose flag of every command: library errors print one line unless it is given.
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")]
+
+
+def check_input_paths(paths: dict[str, Any], *, folders: bool = False) -> None:
+    """Each given input (option name -> path, ``None``: not given) exists, before any heavy import.
+
+    ``folders``: a folder is a valid input too (a frame folder, a PoseTrack root).
+    """
+    from pathlib import Path
+
+    for option, value in paths.items():
+        if value is None:
+            continue
+        p = Path(value)
+        if not p.exists():
+            raise TdmiError(f"{option} {p} does not exist")
+        if not folders and p.is_dir():
+            raise TdmiError(f"{option} {p} is a folder: give a file")

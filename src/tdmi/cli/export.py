@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tdmi.cli.common import Verbose, console, err_console, main_for, options_of_config, preset_or_json
+from tdmi.cli.common import (
+    Verbose,
+    check_input_paths,
+    console,
+    err_console,
+    main_for,
+    options_of_config,
+    preset_or_json,
+)
 from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
@@ -21,6 +29,14 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Export TDMI to ONNX (FP32/FP16/INT8), inspect files, fuse TemporalDiff, build calibration sets.",
 )
+
+
+def require_export(what: str) -> None:
+    """This command makes artifacts with torch and onnx: without them, one line naming the extra."""
+    from tdmi.extras import require
+
+    for module in ("torch", "onnx"):
+        require(module, what, "export")
 
 
 def _parse_batch(text: str) -> int | str:
@@ -140,6 +156,8 @@ def onnx_cmd(
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
+    check_input_paths({"--checkpoint": checkpoint, "--calib": calib}, folders=True)
+    require_export("tdmi-export onnx")
     if split:
         _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch)
         return

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tdmi.cli.common import Verbose, console, err_console, main_for, preset_or_json
-from tdmi.errors import ConfigError, UsageError
+from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for, preset_or_json
+from tdmi.errors import ConfigError, DataError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -30,18 +30,22 @@ def load_predictors(
 
     ``threads`` caps the intra-op threads (ONNX Runtime, torch): one per Ray worker by default.
     """
-    import torch
-
     from tdmi import runtime
-    from tdmi.model import TDMI, resolve_config
     from tdmi.runtime.features import OnnxFramePredictor, frame_predictor_for
-    from tdmi.runtime.torch_backend import TorchPredictor
+    from tdmi.spec.config import resolve_config
 
     if model is None and config is None:
         raise ConfigError("say which model runs: --model FILE (.pt/.onnx/.engine) or --config PRESET")
-    if threads:
+    if threads and (model is None or runtime.infer_backend(model) == "torch"):
+        import torch
+
         torch.set_num_threads(threads)
     if model is None:
+        import torch
+
+        from tdmi.model import TDMI
+        from tdmi.runtime.torch_backend import TorchPredictor
+
         cfg = resolve_config(config)  # type: ignore[arg-type]
         warnings.warn(
             f"no --model given: {cfg.name} with random weights (tests the pipeline, not poses)", stacklevel=2
@@ -67,17 +71,38 @@ def load_predictors(
     return predictor, (frame_predictor_for(predictor, split) if reuse else None)
 
 
+def check_model_options(model: str | None, config: str | None) -> None:
+    """Before any heavy import (--config is checked by its callback): the model file exists, and this
+    install can run it (a preset alone or a .pt checkpoint is the PyTorch reference)."""
+    if model is not None and not Path(model).exists():
+        from tdmi.artifacts.split import split_paths
+
+        if not (model.endswith(".onnx") and all(p.is_file() for p in split_paths(model))):
+            raise DataError(f"--model {model} does not exist")
+    torch_needed = model is None and config is not None
+    torch_needed |= model is not None and model.lower().endswith((".pt", ".pth"))
+    if torch_needed:
+        from tdmi.extras import require
+
+        what = "--config without --model (the PyTorch reference)" if model is None else "a .pt checkpoint"
+        require("torch", what)
+
+
 @app.command()
 def run(
+    # SOURCE and -o are required, but checked after the model options (below) so that a model this
+    # install cannot run is named first, whatever else is missing.
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="A video file, a folder of frames (sorted by name), a camera index (0) or a stream URL "
             "(rtsp://, http(s):// MJPEG); several videos, a folder of videos / frame folders, or a .txt "
-            "list (one path a line) run as a batch into OUTPUT/<name>/."
+            "list (one path a line) run as a batch into OUTPUT/<name>/. Required."
         ),
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")],
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (created if missing). Required.")
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Checkpoint .pt, ONNX .onnx or TensorRT .engine.")
     ] = None,
@@ -172,10 +197,23 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
+    from tdmi.video.live import is_live
+
+    check_model_options(model, config)
+    if not sources:
+        raise UsageError("missing SOURCE: a video file, a folder of frames, a camera index or a stream URL")
+    if output is None:
+        raise UsageError("missing --output/-o: the folder to write the results to")
+    stored = [s for s in sources if not is_live(s)]
+    check_input_paths(
+        {f"SOURCE {s}" if len(sources) > 1 else "SOURCE": s for s in stored}
+        | {"--split": split, "--annotations": annotations, "--detector": detector}
+        | ({"--boxes": boxes} if boxes not in (None, "gt") else {}),
+        folders=True,
+    )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tdmi.video.infer import infer_video
-    from tdmi.video.live import is_live
     from tdmi.video.pipeline import BOX_POLICIES
 
     if box_policy not in BOX_POLICIES:

@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, err_console, main_for, options_of_config, preset_or_json
+from tdmi.cli.common import (
+    Verbose,
+    check_input_paths,
+    console,
+    err_console,
+    main_for,
+    options_of_config,
+    preset_or_json,
+)
 from tdmi.errors import UsageError
 
 app = typer.Typer(
@@ -75,6 +83,7 @@ def serve(
     verbose: Verbose = False,
 ) -> None:
     """Export (if needed), write a model repository, start Triton and serve until Ctrl-C/SIGTERM."""
+    check_input_paths({"--checkpoint": checkpoint, "--onnx": onnx, "--engine": engine})
     from tdmi.serve import LOCAL_MODELS, Ports, ServeConfig, ServerError, TritonServer, resolve_artifact
     from tdmi.serve.repository import write_repository
 

@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, console, main_for, options_of_config, preset_or_json
-from tdmi.model import resolve_config
-from tdmi.train import TrainConfig, train
+from tdmi.cli.common import Verbose, check_input_paths, console, main_for, options_of_config, preset_or_json
+from tdmi.spec.config import resolve_config
+from tdmi.train.config import TrainConfig
 
 app = typer.Typer(
     add_completion=False,
-    help="Train TDMI. Multi-GPU / multi-node: torchrun --nproc_per_node N -m tdmi.train [same options].",
+    help="Train TDMI. Multi-GPU / multi-node: torchrun --nproc_per_node N -m tdmi.cli.train [same options].",
 )
 
 _D = TrainConfig()
@@ -100,7 +100,15 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Train; every N epochs validate, keep best.pt and always last.pt (atomic, configs embedded)."""
+    check_input_paths({"--init": init, "--hrnet-weights": hrnet_weights})
+    if data != "synthetic":
+        check_input_paths({"--data": data}, folders=True)
     cfg = resolve_config(config)
+    from tdmi.extras import require
+
+    require("torch", "tdmi-train")
+    from tdmi.train import train
+
     try:
         marks = tuple(float(m) for m in milestones.split(",") if m.strip())
     except ValueError:

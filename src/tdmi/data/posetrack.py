@@ -1,7 +1,7 @@
 """PoseTrack 2017 / 2018 / 2021 annotations, person boxes and clip frame paths.
 
 Everything is converted to one in-memory form in the 17-joint PoseTrack order
-(``tdmi.data.joints.POSETRACK_JOINTS``). Which keypoints count as *labelled* follows the
+(``tdmi.spec.joints.POSETRACK_JOINTS``). Which keypoints count as *labelled* follows the
 official poseval conversion exactly, because the evaluator depends on it: in the COCO-style
 files a keypoint written ``0, 0, 0`` is unlabelled and every other one is labelled (whatever
 its visibility flag); in the 2017 ``annolist`` files every listed point is labelled.
@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tdmi.data.joints import NUM_JOINTS, POSETRACK_JOINTS
 from tdmi.errors import DataError
+from tdmi.spec.joints import NUM_JOINTS, POSETRACK_JOINTS
 
 FORMAT_2017 = "posetrack17"
 FORMAT_2018 = "posetrack18"

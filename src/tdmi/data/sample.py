@@ -16,9 +16,9 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from tdmi.data.joints import NUM_JOINTS
 from tdmi.data.transforms import CropInfo, _as_size, crop_clip, key_frame_position
 from tdmi.errors import DataError
+from tdmi.spec.joints import NUM_JOINTS
 
 __all__ = [
     "SampleClipInfo",

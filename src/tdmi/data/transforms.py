@@ -16,9 +16,9 @@ from typing import Literal
 
 import numpy as np
 
-from tdmi.data.joints import FLIP_PAIRS
-from tdmi.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from tdmi.errors import DataError
+from tdmi.spec.joints import FLIP_PAIRS
+from tdmi.spec.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -17,7 +17,7 @@ from tdmi.data.sample import sample_clips
 from tdmi.data.transforms import heatmaps_to_keypoints
 from tdmi.errors import DataError
 from tdmi.eval.metrics import PCK_THRESHOLD, nonfinite_count
-from tdmi.model.config import TDMIConfig
+from tdmi.spec.config import TDMIConfig
 
 HELDOUT_SEED = 12345  # synthetic_weights trains on seed 0 and checks on this one
 DEFAULT_CLIPS = 64

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tdmi.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from tdmi.errors import DataError
-from tdmi.model.config import TDMIConfig, resolve_config
+from tdmi.spec.config import TDMIConfig, resolve_config
+from tdmi.spec.normalization import IMAGENET_MEAN, IMAGENET_STD
 from tdmi.utils import atomic_path
 
 log = logging.getLogger(__name__)

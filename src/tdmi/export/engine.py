@@ -23,10 +23,7 @@ from typing import Any
 
 import onnx
 
-from tdmi.errors import BackendUnavailableError, ConfigError, EngineError, ExportError
-from tdmi.export.dcn_lowering import lower_deform_conv
-from tdmi.export.preflight import DEFAULT_TRT_VERSION, PreflightReport, check_onnx, config_from_metadata
-from tdmi.export.sidecar import (
+from tdmi.artifacts.sidecar import (
     INPUT_NAME,
     PRECISIONS,
     BatchProfile,
@@ -37,6 +34,11 @@ from tdmi.export.sidecar import (
     TensorInfo,
     sidecar_path,
 )
+from tdmi.errors import BackendUnavailableError, ConfigError, EngineError, ExportError
+from tdmi.export.dcn_lowering import lower_deform_conv
+from tdmi.export.preflight import DEFAULT_TRT_VERSION, PreflightReport, check_onnx, config_from_metadata
+from tdmi.plugins import availability
+from tdmi.plugins.availability import probe_environment
 from tdmi.plugins.temporal_diff import SPEC
 from tdmi.utils import atomic_path, sha256_file, write_bytes_atomic
 
@@ -44,6 +46,13 @@ from tdmi.utils import atomic_path, sha256_file, write_bytes_atomic
 DEFAULT_DYNAMIC_PROFILE = BatchProfile(1, 4, 16)
 AUTO_CALIB_CLIPS = 8  # clips for FP16 conversion checks when no --calib is given
 INSTALL_HINT = " (or pass --onnx-only to write the final ONNX here and build the engine on the GPU machine)"
+
+
+def require_tensorrt() -> Any:
+    """TensorRT for building, or one line saying what is missing (and the --onnx-only way out)."""
+    return availability.require_tensorrt(INSTALL_HINT)
+
+
 TARGETS = ("tensorrt", "tensorrt-rtx")
 DEFORM_CONV_FORMS = ("native", "decomposed")
 
@@ -300,24 +309,6 @@ def write_final_onnx(src: str | Path, output: str | Path, options: EngineBuildOp
 # -- TensorRT part ---------------------------------------------------------------------------------
 
 
-def require_tensorrt() -> Any:
-    """Import TensorRT on a machine with a usable NVIDIA GPU, or say what is missing and how to fix it."""
-    from tdmi.plugins.availability import cuda_gpu_available, tensorrt_available
-
-    trt_ok = tensorrt_available()
-    if not trt_ok:
-        raise BackendUnavailableError(trt_ok.reason + INSTALL_HINT)
-    gpu_ok = cuda_gpu_available()
-    if not gpu_ok:
-        raise BackendUnavailableError(
-            f"TensorRT is installed but {gpu_ok.reason}: engines are built on the GPU they run on"
-            + INSTALL_HINT
-        )
-    import tensorrt as trt
-
-    return trt
-
-
 def load_target(target: str) -> tuple[Any, BuildEnvironment]:
     """The bindings module for a target and the environment an engine built now records.
 
@@ -343,41 +334,6 @@ def load_target(target: str) -> tuple[Any, BuildEnvironment]:
         cuda_runtime_version=none,
         cuda_driver_version=none,
         gpu=GpuInfo(name="none (CPU-only build)", compute_capability=none),
-    )
-
-
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
-def probe_environment(trt: Any = None) -> BuildEnvironment:
-    """TensorRT version, CUDA versions and the current GPU, as an engine records them."""
-    from tdmi.plugins.availability import cuda_gpu_available
-
-    cuda_gpu_available().require()
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise BackendUnavailableError(
-            "cuda-python is not installed: pip install 'tdmi-deploy[trt]'"
-        ) from None
-    ok = cudart.cudaError_t.cudaSuccess
-    err, device = cudart.cudaGetDevice()
-    if err != ok:
-        raise BackendUnavailableError(f"no current CUDA device ({err.name})")
-    err, prop = cudart.cudaGetDeviceProperties(device)
-    if err != ok:
-        raise BackendUnavailableError(f"cannot query CUDA device {device} ({err.name})")
-    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-    _, runtime_version = cudart.cudaRuntimeGetVersion()
-    _, driver_version = cudart.cudaDriverGetVersion()
-    if trt is None:
-        import tensorrt as trt
-    return BuildEnvironment(
-        tensorrt_version=str(trt.__version__),
-        cuda_runtime_version=_cuda_version(int(runtime_version)),
-        cuda_driver_version=_cuda_version(int(driver_version)),
-        gpu=GpuInfo(name=name.rstrip("\x00").strip(), compute_capability=f"{prop.major}.{prop.minor}"),
     )
 
 
@@ -410,9 +366,9 @@ def _tensor_infos(trt: Any, tensors: list[Any]) -> tuple[TensorInfo, ...]:
 
 
 def _ptx_sha256() -> str | None:
-    from tdmi.plugins import build, trt_plugin
+    from tdmi.plugins import ptx, trt_plugin
 
-    path = build.ptx_path(trt_plugin.aot_ptx_arch())
+    path = ptx.ptx_path(trt_plugin.aot_ptx_arch())
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

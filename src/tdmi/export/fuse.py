@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tdmi.artifacts.onnx_meta import KEY_CONFIG
 from tdmi.errors import ExportError
-from tdmi.export.metadata import KEY_CONFIG, check_graph_io, read_metadata, update_metadata
+from tdmi.export.metadata import check_graph_io, read_metadata, update_metadata
 from tdmi.plugins.temporal_diff import SPEC, node_attributes
 from tdmi.plugins.temporal_diff import opset_import as tdmi_opset_import
 from tdmi.utils import atomic_path

@@ -22,11 +22,13 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
+from tdmi.artifacts.onnx_meta import INPUT_NAME, OUTPUT_NAME
 from tdmi.errors import ConfigError, ExportError, TdmiError
 from tdmi.eval.metrics import HeatmapError, compare_heatmaps
-from tdmi.export.metadata import INPUT_NAME, OUTPUT_NAME, write_metadata
-from tdmi.export.ort_ops import require_onnxruntime, run_onnx
-from tdmi.model.config import TDMIConfig, resolve_config
+from tdmi.export.metadata import write_metadata
+from tdmi.export.ort_ops import run_onnx
+from tdmi.plugins.availability import require_onnxruntime
+from tdmi.spec.config import TDMIConfig, resolve_config
 from tdmi.utils import atomic_path
 
 MIN_OPSET = 19  # first opset with DeformConv

@@ -21,39 +21,13 @@ import onnx
 from onnx import TensorProto
 from onnx import helper as oh
 
-from tdmi.errors import BackendUnavailableError, DataError, ExportError
-from tdmi.export.metadata import INPUT_NAME, load_onnx_checked
+from tdmi.artifacts.onnx_meta import INPUT_NAME
+from tdmi.errors import DataError, ExportError
+from tdmi.export.metadata import load_onnx_checked
+from tdmi.plugins.availability import require_onnxruntime
 from tdmi.plugins.temporal_diff import SPEC, node_attributes, temporal_diff_reference
 
-MIN_ORT_VERSION = (1, 25)
 Engine = Literal["onnxruntime", "reference"]
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def require_onnxruntime() -> Any:
-    """Import ONNX Runtime, insisting on a version whose CPU DeformConv kernel we rely on."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BackendUnavailableError(
-            "ONNX Runtime is not installed: pip install 'onnxruntime>=1.25' (or run with --no-verify)"
-        ) from None
-    if _version_tuple(ort.__version__) < MIN_ORT_VERSION:
-        need = ".".join(map(str, MIN_ORT_VERSION))
-        raise BackendUnavailableError(
-            f"ONNX Runtime {ort.__version__} is too old (DeformConv needs >= {need}): "
-            f"pip install -U 'onnxruntime>={need}'"
-        )
-    return ort
 
 
 def temporal_diff_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:

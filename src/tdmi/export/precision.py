@@ -43,8 +43,9 @@ from tdmi.export.int8_recipes import (
 )
 from tdmi.export.metadata import check_graph_io, load_onnx_checked, read_metadata, update_metadata
 from tdmi.export.onnx_export import HeatmapError, check_writable, compare_heatmaps, example_clips, steps
-from tdmi.export.ort_ops import make_session, require_onnxruntime, run_onnx, static_batch
-from tdmi.model.config import TDMIConfig
+from tdmi.export.ort_ops import make_session, run_onnx, static_batch
+from tdmi.plugins.availability import require_onnxruntime
+from tdmi.spec.config import TDMIConfig
 from tdmi.utils import atomic_path
 
 # ModelOpt (and its scipy / PuLP / pydantic / omegaconf / ninja tree) is an optional extra: the

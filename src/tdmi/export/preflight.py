@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tdmi.artifacts.sidecar import INPUT_NAME, BatchProfile
 from tdmi.errors import ConfigError, ExportError
-from tdmi.export.sidecar import INPUT_NAME, BatchProfile
 from tdmi.plugins.temporal_diff import SPEC
 
 # DeformConv (opset 19) is in every TDMI graph; the export contract's default opset is 19.

@@ -38,8 +38,9 @@ from tdmi.export.onnx_export import (
     steps,
     torch_heatmaps,
 )
-from tdmi.export.ort_ops import make_session, require_onnxruntime
-from tdmi.model.config import TDMIConfig
+from tdmi.export.ort_ops import make_session
+from tdmi.plugins.availability import require_onnxruntime
+from tdmi.spec.config import TDMIConfig
 from tdmi.utils import atomic_path
 
 SPLIT_ATOL = 1e-5  # composition vs the single graph, both on ONNX Runtime CPU
@@ -175,7 +176,7 @@ def export_split_onnx(
     progress: bool = True,
 ) -> SplitExportResult:
     """Write ``<stem>.backbone.onnx`` and ``<stem>.head.onnx`` beside ``output``; both or neither."""
-    from tdmi.runtime.features import split_paths
+    from tdmi.artifacts.split import split_paths
 
     t0 = time.perf_counter()
     _check_args(opset, "dynamic")

@@ -1,10 +1,10 @@
 """The PyTorch reference: HRNet backbone, TDMI network, config presets, checkpoints, losses."""
 
 from tdmi.model.checkpoint import load_checkpoint, load_hrnet_weights, save_checkpoint
-from tdmi.model.config import DEFAULT_PRESET, PRESETS, HRNetConfig, TDMIConfig, get_preset, resolve_config
 from tdmi.model.hrnet import HRNet
 from tdmi.model.losses import VCLUB, JointsMSELoss, TDMILoss, make_loss, train_step
 from tdmi.model.tdmi import TDMI, TDMITrainOutput
+from tdmi.spec.config import DEFAULT_PRESET, PRESETS, HRNetConfig, TDMIConfig, get_preset, resolve_config
 
 __all__ = [
     "DEFAULT_PRESET",

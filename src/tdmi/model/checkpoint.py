@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from tdmi.errors import CheckpointError, ConfigError
-from tdmi.model.config import TDMIConfig
+from tdmi.spec.config import TDMIConfig
 from tdmi.utils import atomic_path
 
 FORMAT = "tdmi-checkpoint"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from tdmi.artifacts.split import HEAD_INPUTS
 from tdmi.model.tdmi import TDMI
 
-STAGE_NAMES = ("stage1", "stage2", "stage3", "stage4")
+STAGE_NAMES = HEAD_INPUTS  # the split head graph's input names
 
 
 class FrameBackbone(nn.Module):

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-from tdmi.model.config import TDMIConfig, get_preset
 from tdmi.model.dcn import deform_conv2d_decomposed, guard_offsets
 from tdmi.model.hrnet import BasicBlock, HRNet, make_blocks
+from tdmi.spec.config import TDMIConfig, get_preset
 
 
 class TemporalDifference(nn.Module):
@@ -238,9 +238,3 @@ class TDMI(nn.Module):
             useful_pooled=useful.mean(dim=(2, 3)),
             noisy_pooled=noisy.mean(dim=(2, 3)),
         )
-
-    def load_backbone_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        """Load canonical HRNet pose weights (e.g. COCO) into the backbone, strictly."""
-        from tdmi.model.checkpoint import load_hrnet_weights
-
-        load_hrnet_weights(self, state_dict)

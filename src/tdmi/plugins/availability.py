@@ -12,8 +12,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tdmi.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from tdmi.artifacts.sidecar import BuildEnvironment
 
 TENSORRT_MISSING = (
     "TensorRT is not installed: pip install 'tdmi-deploy[trt]' on a machine with an NVIDIA driver"
@@ -113,3 +117,84 @@ def torch_cuda_available() -> Availability:
     if not torch.cuda.is_available():
         return Availability(False, "PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)")
     return Availability(True, "")
+
+
+MIN_ORT_VERSION = (1, 25)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def require_onnxruntime() -> Any:
+    """Import ONNX Runtime, insisting on a version whose CPU DeformConv kernel we rely on."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailableError(
+            "ONNX Runtime is not installed: pip install 'onnxruntime>=1.25' (or run with --no-verify)"
+        ) from None
+    if _version_tuple(ort.__version__) < MIN_ORT_VERSION:
+        need = ".".join(map(str, MIN_ORT_VERSION))
+        raise BackendUnavailableError(
+            f"ONNX Runtime {ort.__version__} is too old (DeformConv needs >= {need}): "
+            f"pip install -U 'onnxruntime>={need}'"
+        )
+    return ort
+
+
+def require_tensorrt(hint: str = "") -> Any:
+    """Import TensorRT on a machine with a usable NVIDIA GPU, or say what is missing and how to fix it.
+
+    ``hint`` ends each message (the engine builder adds its ``--onnx-only`` way out).
+    """
+    trt_ok = tensorrt_available()
+    if not trt_ok:
+        raise BackendUnavailableError(trt_ok.reason + hint)
+    gpu_ok = cuda_gpu_available()
+    if not gpu_ok:
+        raise BackendUnavailableError(
+            f"TensorRT is installed but {gpu_ok.reason}: engines are built on the GPU they run on" + hint
+        )
+    import tensorrt as trt
+
+    return trt
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def probe_environment(trt: Any = None) -> BuildEnvironment:
+    """TensorRT version, CUDA versions and the current GPU, as an engine's sidecar records them."""
+    from tdmi.artifacts.sidecar import BuildEnvironment, GpuInfo
+
+    cuda_gpu_available().require()
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise BackendUnavailableError(CUDA_PYTHON_MISSING) from None
+    ok = cudart.cudaError_t.cudaSuccess
+    err, device = cudart.cudaGetDevice()
+    if err != ok:
+        raise BackendUnavailableError(f"no current CUDA device ({err.name})")
+    err, prop = cudart.cudaGetDeviceProperties(device)
+    if err != ok:
+        raise BackendUnavailableError(f"cannot query CUDA device {device} ({err.name})")
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    _, runtime_version = cudart.cudaRuntimeGetVersion()
+    _, driver_version = cudart.cudaDriverGetVersion()
+    if trt is None:
+        import tensorrt as trt
+    return BuildEnvironment(
+        tensorrt_version=str(trt.__version__),
+        cuda_runtime_version=_cuda_version(int(runtime_version)),
+        cuda_driver_version=_cuda_version(int(driver_version)),
+        gpu=GpuInfo(name=name.rstrip("\x00").strip(), compute_capability=f"{prop.major}.{prop.minor}"),
+    )

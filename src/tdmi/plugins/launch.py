@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tdmi.errors import BackendUnavailableError, TdmiError
-from tdmi.plugins import build, launch_params
+from tdmi.plugins import launch_params, ptx
 from tdmi.plugins.availability import CUDA_PYTHON_MISSING, compute_capability, torch_cuda_available
 
 if TYPE_CHECKING:
@@ -81,9 +81,9 @@ def load_module(device: int = 0) -> _LoadedModule:
             return _MODULES[device]
         _ensure_context(device)
         driver = _driver()
-        arch = build.select_arch(compute_capability(device))
-        ptx = build.read_ptx(build.ptx_path(arch)).encode() + b"\0"
-        module = _check(driver.cuModuleLoadData(ptx), f"loading compute_{arch} PTX (cuModuleLoadData)")
+        arch = ptx.select_arch(compute_capability(device))
+        text = ptx.read_ptx(ptx.ptx_path(arch)).encode() + b"\0"
+        module = _check(driver.cuModuleLoadData(text), f"loading compute_{arch} PTX (cuModuleLoadData)")
         functions = {
             name: _check(driver.cuModuleGetFunction(module, name.encode()), f"cuModuleGetFunction({name})")
             for name in launch_params.KERNEL_NAMES.values()

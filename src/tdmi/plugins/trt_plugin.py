@@ -22,7 +22,7 @@ import threading
 from typing import Any
 
 from tdmi.errors import BackendUnavailableError
-from tdmi.plugins import build, launch_params
+from tdmi.plugins import launch_params, ptx
 from tdmi.plugins.availability import TENSORRT_MISSING, compute_capability, tensorrt_available
 from tdmi.plugins.temporal_diff import SPEC
 
@@ -46,12 +46,12 @@ def aot_ptx_arch() -> int:
     forced = _STATE["ptx_arch"]
     if forced is not None:
         return int(forced)
-    return build.select_arch(compute_capability(_current_device()))
+    return ptx.select_arch(compute_capability(_current_device()))
 
 
 def _ptx_text(arch: int) -> str:
     if arch not in _PTX_CACHE:
-        _PTX_CACHE[arch] = build.read_ptx(build.ptx_path(arch))
+        _PTX_CACHE[arch] = ptx.read_ptx(ptx.ptx_path(arch))
     return _PTX_CACHE[arch]
 
 
@@ -67,7 +67,7 @@ def register_plugins(ptx_arch: int | None = None) -> None:
     Ampere+ engines); by default the highest shipped arch <= the build GPU's compute capability.
     """
     if ptx_arch is not None:
-        build.ptx_path(ptx_arch)  # fail now, not inside a TensorRT callback
+        ptx.ptx_path(ptx_arch)  # fail now, not inside a TensorRT callback
     with _LOCK:
         _STATE["ptx_arch"] = ptx_arch
         if _STATE["registered"]:

@@ -13,6 +13,7 @@ from tdmi.errors import ConfigError
 from tdmi.runtime.base import Predictor, validate_clips
 from tdmi.runtime.chunking import Chunk, plan_chunks
 from tdmi.runtime.keypoints import predict_keypoints
+from tdmi.spec.config import PRESETS, TDMIConfig
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 _SUFFIX_BACKEND = {
@@ -37,8 +38,6 @@ __all__ = [
 
 def infer_backend(source: Any) -> str:
     """The backend an artifact needs, from its type or file suffix."""
-    from tdmi.model.config import PRESETS, TDMIConfig
-
     if isinstance(source, TDMIConfig):
         return "torch"
     if not isinstance(source, (str, Path)):

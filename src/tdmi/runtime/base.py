@@ -193,3 +193,38 @@ class Predictor(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class FramePredictor(ABC):
+    """Backbone once per crop, temporal head per clip; numpy float32 in and out."""
+
+    backend: str = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def _check_crops(self, crops: np.ndarray) -> np.ndarray:
+        h, w = self.config.input_size
+        if crops.ndim != 4 or tuple(crops.shape[1:]) != (3, h, w):
+            raise DataError(f"crops must be [N, 3, {h}, {w}] float32, got {tuple(crops.shape)}")
+        return np.ascontiguousarray(crops, dtype=np.float32)
+
+    def _check_stacks(self, stacks: list[np.ndarray]) -> list[np.ndarray]:
+        if len(stacks) != 4 or any(s.ndim != 5 or s.shape[1] != self.config.num_frames for s in stacks):
+            shapes = [tuple(s.shape) for s in stacks]
+            raise DataError(
+                f"the head takes 4 feature stacks [B, T={self.config.num_frames}, C, h, w], got {shapes}"
+            )
+        return [np.ascontiguousarray(s, dtype=np.float32) for s in stacks]
+
+    @abstractmethod
+    def frame_features(self, crops: np.ndarray) -> list[np.ndarray]:
+        """``[N, 3, H, W]`` crops -> the four stage features, each ``[N, C_j, h, w]``."""
+
+    @abstractmethod
+    def head(self, stacks: list[np.ndarray]) -> np.ndarray:
+        """Four ``[B, T, C_j, h, w]`` stacks -> ``[B, J, h, w]`` heatmaps."""
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        self.closed = True

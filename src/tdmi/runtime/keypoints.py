@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tdmi.errors import DataError
-from tdmi.runtime.base import Predictor
+
+if TYPE_CHECKING:  # base.Predictor.predict_keypoints calls this module: a type-only edge back
+    from tdmi.runtime.base import Predictor
 
 
 def predict_keypoints(

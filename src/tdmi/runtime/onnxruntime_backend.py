@@ -1,8 +1,9 @@
 """ONNX Runtime predictor: CPU, or CUDA when onnxruntime-gpu is installed.
 
-A fused graph carries ``tdmi::TemporalDiff``, which ONNX Runtime cannot run: it gets the export
-module's CPU implementation (a model-local ONNX function, ``with_cpu_temporal_diff``), so it runs
-on the CPU provider only; the file on disk is never changed.
+Needs only ``onnxruntime`` (no ``onnx``, no torch): the file is handed to ONNX Runtime as it is,
+and the tdmi metadata comes from ``get_modelmeta().custom_metadata_map``. A fused graph (the
+``tdmi::TemporalDiff`` plugin node, written for TensorRT) has no ONNX Runtime kernel: it is refused
+with the command that writes the plain form, which every ONNX Runtime provider runs.
 """
 
 from __future__ import annotations
@@ -12,20 +13,23 @@ from typing import Any
 
 import numpy as np
 
+from tdmi.artifacts.onnx_meta import INPUT_NAME, parse_metadata
 from tdmi.errors import BackendUnavailableError, ConfigError, DataError, ExportError
-from tdmi.export.metadata import INPUT_NAME, load_onnx_checked, read_metadata
+from tdmi.plugins.availability import require_onnxruntime
 from tdmi.runtime.base import Predictor
 
+FUSED_OP = "TemporalDiff"
+FUSED_HINT = (
+    "it is a fused TensorRT graph (tdmi::TemporalDiff plugin op), which ONNX Runtime cannot run: use the "
+    "plain ONNX from `tdmi-export onnx`, or write one with `tdmi-build-engine SRC --no-fuse --onnx-only -o "
+    "plain.onnx`"
+)
 
-def _providers(ort: Any, device: str | None, fused: bool) -> tuple[list[Any], str]:
+
+def _providers(ort: Any, device: str | None) -> tuple[list[Any], str]:
     available = ort.get_available_providers()
     want_cuda = device is not None and str(device).startswith("cuda")
     if want_cuda:
-        if fused:
-            raise BackendUnavailableError(
-                "this graph has the fused TemporalDiff op, which ONNX Runtime runs on the CPU only: use "
-                "device='cpu', or the unfused ONNX (tdmi-build-engine --no-fuse --onnx-only) on CUDA"
-            )
         if "CUDAExecutionProvider" not in available:
             raise BackendUnavailableError(
                 "device 'cuda' needs ONNX Runtime's CUDA provider: pip install onnxruntime-gpu (have "
@@ -33,11 +37,60 @@ def _providers(ort: Any, device: str | None, fused: bool) -> tuple[list[Any], st
             )
         index = int(str(device).split(":", 1)[1]) if ":" in str(device) else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
-    if device in (None, "auto") and "CUDAExecutionProvider" in available and not fused:
+    if device in (None, "auto") and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda"
     if device not in (None, "auto", "cpu"):
         raise ConfigError(f"unknown device {device!r} for onnxruntime: use 'cpu' or 'cuda'")
     return ["CPUExecutionProvider"], "cpu"
+
+
+def ort_session(
+    path: str | Path,
+    device: str | None = None,
+    threads: int | None = None,
+    allow_spinning: bool | None = None,
+    what: str = "ONNX file",
+) -> tuple[Any, str]:
+    """The one ONNX Runtime session factory of the runtime, for any graph: (session, device).
+
+    Missing, empty and unreadable files, and fused graphs, are refused in one line each.
+    """
+    ort = require_onnxruntime()
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"{what} {p} not found")
+    if p.stat().st_size == 0:
+        raise ExportError(f"{p} is empty (0 bytes): the export was interrupted; export it again")
+    providers, dev = _providers(ort, device)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    if allow_spinning is not None:
+        # Spinning workers keep cores busy after each run: off when timing side by side with torch.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    try:
+        session = ort.InferenceSession(str(p), so, providers=providers)
+    except Exception as e:  # ORT's exception types are not importable in a stable way
+        text = str(e)
+        if FUSED_OP in text and "tdmi" in text:
+            raise ExportError(f"ONNX Runtime cannot run {p}: {FUSED_HINT}") from None
+        first = (text.splitlines() or [type(e).__name__])[0][:240]
+        raise ExportError(f"ONNX Runtime cannot load {p}: {first}") from None
+    return session, dev
+
+
+def open_session(
+    path: str | Path,
+    device: str | None = None,
+    threads: int | None = None,
+    allow_spinning: bool | None = None,
+) -> tuple[Any, dict[str, Any], str]:
+    """A session for a tdmi graph: (session, parsed tdmi metadata, device); metadata-less files are
+    refused."""
+    session, dev = ort_session(path, device, threads, allow_spinning)
+    meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
+    return session, meta, dev
 
 
 class OnnxRuntimePredictor(Predictor):
@@ -50,27 +103,8 @@ class OnnxRuntimePredictor(Predictor):
         threads: int | None = None,
         allow_spinning: bool | None = None,
     ) -> None:
-        from tdmi.export.ort_ops import require_onnxruntime, temporal_diff_nodes, with_cpu_temporal_diff
-
-        ort = require_onnxruntime()
         path = Path(path)
-        model = load_onnx_checked(path)
-        meta = read_metadata(model)
-        fused = bool(temporal_diff_nodes(model))
-        providers, dev = _providers(ort, device, fused)
-        runnable = with_cpu_temporal_diff(model) if fused else model
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
-        if allow_spinning is not None:
-            # Spinning workers keep cores busy after each run: off when timing side by side with torch.
-            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        try:
-            self.session = ort.InferenceSession(runnable.SerializeToString(), so, providers=providers)
-        except Exception as e:  # ORT's exception types are not importable in a stable way
-            first = (str(e).splitlines() or [type(e).__name__])[0][:240]
-            raise ExportError(f"ONNX Runtime cannot load {path}: {first}") from None
+        self.session, meta, dev = open_session(path, device, threads, allow_spinning)
         inputs = self.session.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise DataError(
@@ -78,7 +112,7 @@ class OnnxRuntimePredictor(Predictor):
             )
         batch = inputs[0].shape[0]
         static = batch if isinstance(batch, int) and batch > 0 else None
-        self.fused = fused
+        self.fused = bool(meta["fused"])
         # An FP16 graph converted without keeping I/O types takes float16; callers always pass float32.
         self._input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         super().__init__(

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tdmi.errors import EngineError
-from tdmi.export.sidecar import (
+from tdmi.artifacts.sidecar import (
     INPUT_NAME,
     TARGET_NAMES,
     BuildEnvironment,
@@ -27,6 +26,7 @@ from tdmi.export.sidecar import (
     check_plugin,
     load_sidecar,
 )
+from tdmi.errors import EngineError
 from tdmi.runtime.base import Predictor
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -102,7 +102,7 @@ class TensorRTPredictor(Predictor):
         path = Path(path)
         # 1. What the engine needs, from the sidecar, before anything touches TensorRT.
         sidecar, self.warnings = check_engine_file(path, environment, target)
-        from tdmi.export.engine import probe_environment, require_tensorrt
+        from tdmi.plugins.availability import probe_environment, require_tensorrt
 
         rtx = sidecar.target == "tensorrt-rtx"
         if rtx:
@@ -137,12 +137,12 @@ class TensorRTPredictor(Predictor):
         else:
             trt.init_libnvinfer_plugins(self._logger, "")
         if sidecar.plugin is not None and not rtx:
-            from tdmi.plugins import build
+            from tdmi.plugins import ptx
             from tdmi.plugins.temporal_diff import SPEC
             from tdmi.plugins.trt_plugin import aot_ptx_arch, register_plugins
 
             register_plugins()
-            local = hashlib.sha256(build.ptx_path(aot_ptx_arch()).read_bytes()).hexdigest()
+            local = hashlib.sha256(ptx.ptx_path(aot_ptx_arch()).read_bytes()).hexdigest()
             self.warnings += check_plugin(sidecar, SPEC.plugin_version, local, path.name)
         # 3. Deserialize and bind.
         self._runtime = trt.Runtime(self._logger)

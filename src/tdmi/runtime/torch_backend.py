@@ -1,4 +1,8 @@
-"""The PyTorch reference model as a predictor (CPU or CUDA)."""
+"""The PyTorch reference model as a predictor (CPU or CUDA), whole or split at the backbone.
+
+The one place in ``tdmi.runtime`` that reaches the torch model: only inside functions, after
+checking that torch is installed (the base install has no torch: ``tdmi-deploy[export]`` adds it).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tdmi.errors import BackendUnavailableError
-from tdmi.runtime.base import Predictor
+from tdmi.runtime.base import FramePredictor, Predictor
 
 
 def resolve_device(device: str | None) -> str:
@@ -61,11 +65,40 @@ class TorchPredictor(Predictor):
         self.model = None
 
 
+class TorchFramePredictor(FramePredictor):
+    backend = "torch"
+
+    def __init__(self, model: Any, device: str = "cpu") -> None:
+        from tdmi.model.split import split_model
+
+        super().__init__(model.config)
+        self.device = device
+        self._backbone, self._head = split_model(model)
+
+    def frame_features(self, crops: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(self._check_crops(crops)).to(self.device)
+        with torch.inference_mode():
+            return [f.float().cpu().numpy() for f in self._backbone(x)]
+
+    def head(self, stacks: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        xs = [torch.from_numpy(s).to(self.device) for s in self._check_stacks(stacks)]
+        with torch.inference_mode():
+            return self._head(*xs).float().cpu().numpy()
+
+
 def load_torch(source: Any, device: str | None = None) -> TorchPredictor:
     """A checkpoint path, a preset name or a ``TDMIConfig`` (randomly initialised reference weights)."""
     from pathlib import Path
 
-    from tdmi.model import TDMI, TDMIConfig, load_checkpoint, resolve_config
+    from tdmi.extras import require
+
+    require("torch", "the torch backend (a preset, a .pt checkpoint or a model config)")
+    from tdmi.model import TDMI, load_checkpoint
+    from tdmi.spec.config import TDMIConfig, resolve_config
 
     if isinstance(source, TDMIConfig):
         return TorchPredictor(TDMI(source), device, source=source.name)

@@ -2,9 +2,10 @@
 
 These classes run inside Triton's ``triton_python_backend_stub``; ``triton_python_backend_utils``
 exists only there, so it is imported when a model initialises. Tensors cross the stub boundary by
-DLPack (through torch): the stub in nvidia-pytriton 0.7.0 is built against the numpy 1 ABI, and under
-numpy 2 its ``as_numpy()`` reads zeros and ``Tensor(name, ndarray)`` sends empty outputs (checked on
-2026-11-30; tests pin that served answers are non-empty and correct). DLPack works with either numpy.
+DLPack (numpy's own ``from_dlpack`` / ``__dlpack__``; no torch, so the models run in the deploy-only
+install): the stub in nvidia-pytriton 0.7.0 is built against the numpy 1 ABI, and under numpy 2 its
+``as_numpy()`` reads zeros and ``Tensor(name, ndarray)`` sends empty outputs (checked on 2026-11-30;
+tests pin that served answers are non-empty and correct). DLPack works with either numpy.
 
 A bad request gets an error response naming what is wrong, with Triton's ``INVALID_ARG`` code
 (HTTP 400, gRPC INVALID_ARGUMENT); a failure on our side is ``INTERNAL`` (HTTP 500). The other
@@ -33,17 +34,12 @@ def _pb() -> Any:
 
 def to_numpy(tensor: Any) -> np.ndarray:
     """A Triton input tensor as a numpy array (by DLPack; see the module note)."""
-    import torch
-
-    return torch.utils.dlpack.from_dlpack(tensor.to_dlpack()).numpy()
+    return np.array(np.from_dlpack(tensor), copy=True)
 
 
 def from_numpy(name: str, array: np.ndarray) -> Any:
     """A numpy array as a Triton output tensor (by DLPack; see the module note)."""
-    import torch
-
-    t = torch.from_numpy(np.array(array, copy=True, order="C"))
-    return _pb().Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(t))
+    return _pb().Tensor.from_dlpack(name, np.array(array, copy=True, order="C"))
 
 
 def error_response(message: str, *, client: bool = True) -> Any:
@@ -62,7 +58,7 @@ def _parameters(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _configs(params: dict[str, str]) -> tuple[Any, ServeConfig]:
-    from tdmi.model.config import TDMIConfig
+    from tdmi.spec.config import TDMIConfig
 
     return TDMIConfig.from_json(params["tdmi_model_config"]), ServeConfig.from_json(params["tdmi_serve"])
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from tdmi.errors import BackendUnavailableError, ConfigError
-from tdmi.model.config import TDMIConfig
 from tdmi.serve.config import (
     BOXES,
     CENTERS,
@@ -36,6 +35,7 @@ from tdmi.serve.config import (
     SCORES,
     ServeConfig,
 )
+from tdmi.spec.config import TDMIConfig
 from tdmi.utils import atomic_dir
 
 FLAVOURS = ("platform", "python")
@@ -111,7 +111,7 @@ def artifact_from_onnx(path: str | Path) -> HeatmapArtifact:
 
 def artifact_from_engine(path: str | Path) -> HeatmapArtifact:
     """Read I/O and the batch profile from an engine's sidecar (TensorRT itself is not needed)."""
-    from tdmi.export.sidecar import load_sidecar, sidecar_path
+    from tdmi.artifacts.sidecar import load_sidecar, sidecar_path
 
     p = Path(path)
     if not p.is_file():

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from tdmi.data.joints import flip_permutation
 from tdmi.data.posetrack import FrameCache, MissingFrames, Split, iter_samples, load_split
 from tdmi.data.sample import SampleClipInfo, sample_clips
 from tdmi.data.transforms import (
@@ -28,7 +27,8 @@ from tdmi.data.transforms import (
     normalize,
 )
 from tdmi.errors import DataError
-from tdmi.model.config import TDMIConfig
+from tdmi.spec.config import TDMIConfig
+from tdmi.spec.joints import flip_permutation
 from tdmi.train.config import TrainConfig
 
 Item = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # clip [T,3,H,W], target [J,h,w], weight [J,1]

@@ -13,7 +13,7 @@ from tdmi.data.sample import sample_clips
 from tdmi.data.transforms import affine_transform_points, crop_clip, get_max_preds, heatmaps_to_keypoints
 from tdmi.errors import DataError
 from tdmi.eval import evaluate_frames
-from tdmi.model.config import TDMIConfig
+from tdmi.spec.config import TDMIConfig
 
 
 @torch.no_grad()

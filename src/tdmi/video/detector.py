@@ -197,9 +197,8 @@ class Detector:
         max_det: int = 100,
         threads: int | None = None,
     ) -> None:
-        import onnx
-
-        from tdmi.export.ort_ops import make_session
+        from tdmi.errors import ExportError
+        from tdmi.runtime.onnxruntime_backend import ort_session
 
         p = Path(path)
         if p.suffix.lower() == ".engine":
@@ -219,11 +218,10 @@ class Detector:
                 f"max detections {max_det} (>= 1)"
             )
         try:
-            model = onnx.load(str(p))
-        except Exception as e:  # protobuf's DecodeError and friends
-            raise DataError(f"--detector {p} is not an ONNX file: {str(e)[:200]}") from None
-        self.session = make_session(model, threads=threads)
-        meta = {m.key: m.value for m in model.metadata_props}
+            self.session, _ = ort_session(p, "cpu", threads, what="--detector")
+        except ExportError as e:
+            raise DataError(f"--detector {p} is not a graph ONNX Runtime can load: {e}") from None
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise DataError(

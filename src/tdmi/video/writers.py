@@ -21,9 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tdmi.data.joints import POSETRACK_JOINTS
 from tdmi.errors import DataError, TdmiError
 from tdmi.eval.io import CATEGORY, SKELETON
+from tdmi.spec.joints import POSETRACK_JOINTS
 from tdmi.utils import atomic_path, write_bytes_atomic, write_text_atomic
 from tdmi.video.pipeline import InferResult, PersonPose
 from tdmi.video.source import quiet_video_log

@@ -135,7 +135,7 @@ class EngineSidecar:
 
     def config(self) -> Any:
         """The embedded model config as a ``TDMIConfig``."""
-        from tdmi.model.config import TDMIConfig
+        from tdmi.spec.config import TDMIConfig
 
         return TDMIConfig.from_dict(self.model_config)
 
@@ -203,7 +203,7 @@ def sidecar_from_dict(data: Any, path: Path) -> EngineSidecar:
         )
     model_config = _require(data, "model_config", dict, "", path)
     try:
-        from tdmi.model.config import TDMIConfig
+        from tdmi.spec.config import TDMIConfig
 
         TDMIConfig.from_dict(model_config)
     except ConfigError as e:
