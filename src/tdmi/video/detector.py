@@ -229,16 +229,10 @@ class Detector:
                 f"{[(i.name, i.shape) for i in inputs]}"
             )
         self._in_name = inputs[0].name
-        # the shapes the graph declares (ORT's are inferred through the graph and may be more static)
+        # the output shapes as ONNX Runtime reports them (a symbolic dimension is its name, unknown: "?")
         outs = [
-            (
-                o.name,
-                [
-                    d.dim_value if d.HasField("dim_value") else d.dim_param
-                    for d in o.type.tensor_type.shape.dim
-                ],
-            )
-            for o in model.graph.output
+            (o.name, [d if isinstance(d, (int, str)) else "?" for d in o.shape])
+            for o in self.session.get_outputs()
         ]
         found = infer_format(outs, meta)
         if format is None and found is None:
