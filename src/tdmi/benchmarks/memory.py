@@ -15,7 +15,6 @@ map are one copy in memory.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 from collections.abc import Callable
@@ -120,8 +119,3 @@ def run_in_child(
     if ledger is not None:
         ledger.children.append(ChildPeak(what, peak, parent))
     return result
-
-
-def isolation_enabled() -> bool:
-    """``TDMI_BENCH_IN_PROCESS=1`` builds artifacts in this process (debugging with pdb, profilers)."""
-    return os.environ.get("TDMI_BENCH_IN_PROCESS", "") not in ("1", "true", "yes")

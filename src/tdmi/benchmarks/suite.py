@@ -654,7 +654,7 @@ class BenchOptions:
     warmup: int = 2
     time_checks: bool = False
     cache_dir: Path | None = None
-    calib_clips: int = 4  # ORT calibration holds every activation of every clip (~2.3 GB each at W48)
+    calib_clips: int = 4  # probed one clip and one group of activations at a time (int8_recipes)
     calib_method: str = "auto"  # INT8 ranges: auto (the measured default), max, percentile, entropy
     calib_data: Path | None = None  # PoseTrack folder for calibration; None: built-in synthetic clips
     int8_op_types: tuple[str, ...] | None = None  # INT8 op types to quantize; None: each target's default
