@@ -58,6 +58,13 @@ def test_default_job_end_to_end(cache_dir: Path, tmp_path: Path, capsys: pytest.
         assert name not in rows  # the TensorRT-targeted graphs are behind --variants all
     if not tensorrt_available():
         assert rows["trt"]["status"] == "skipped" and "TensorRT" in rows["trt"]["note"]
+    # Issue 20: every artifact was built in a child process, and the peak RSS is reported.
+    memory = report["memory"]
+    built = [c["what"] for c in memory["children"]]
+    assert built[:2] == ["build weights.pt", "build model-fp32.onnx"], built
+    assert memory["peak_rss_mib"] >= memory["self_peak_rss_mib"] > 0
+    assert all(c["peak_rss_mib"] > 0 for c in memory["children"])
+    assert "peak memory:" in captured.out
     md = out.with_suffix(".md").read_text()
     assert "| ort-fp32 | fp32 | 1 |" in md and "RANDOM WEIGHTS" in md and machine["cpu"] in md
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -67,6 +74,7 @@ def test_default_job_end_to_end(cache_dir: Path, tmp_path: Path, capsys: pytest.
     assert rc == 0, capsys.readouterr().err
     again = json.loads(out.read_text())
     assert not any("built into the cache" in n for n in again["notes"]), again["notes"]
+    assert again["memory"]["children"] == []  # a warm cache starts no build process
     assert [r["name"] for r in again["latency"]] == ["torch", "ort-fp32"]
 
 

@@ -99,6 +99,7 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     task_accuracy: list[TaskAccuracyRow] | None = None  # --accuracy synthetic
     task_dataset: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None  # peak RSS of the run, children included (benchmarks.memory)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(obj: Any) -> Any:
@@ -353,6 +354,17 @@ def header_lines(report: BenchReport) -> list[str]:
             + (f", 1-min load average {load['loadavg']:.2f}" if load.get("loadavg") is not None else "")
             + (" (NOISY)" if others is not None and others > NOISY_LOAD else "")
         )
+    mem = report.memory
+    if mem and mem.get("peak_rss_mib") is not None:
+        children = mem.get("children") or []
+        line = f"peak memory: {mem['peak_rss_mib'] / 1024:.2f} GiB RSS"
+        if children:
+            top = max(children, key=lambda c: c["parent_rss_mib"] + c["peak_rss_mib"])
+            line += (
+                f" (this process {mem['self_peak_rss_mib'] / 1024:.2f} GiB; {len(children)} build "
+                f"process(es), the largest {top['peak_rss_mib'] / 1024:.2f} GiB: {top['what']})"
+            )
+        lines.append(line)
     if report.random_weights:
         lines.insert(0, "RANDOM WEIGHTS: no --checkpoint given; accuracy columns compare backends, not poses")
     return lines
@@ -397,19 +409,108 @@ def to_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-CONSOLE_HEADERS = ("backend", "prec", "batch", "p50 ms", "p90 ms", "speed-up (IQR)", "hm rel", "kp agree", "")
+@dataclass(frozen=True)
+class ConsoleColumn:
+    """A console-table column: ``drop`` orders the columns left out first when the terminal is narrow.
+
+    ``drop=None``: always shown (names, the headline numbers, footnote marks).
+    """
+
+    header: str
+    right: bool = True
+    drop: int | None = None
+
+
+# (column, index into latency_cells; -1: the footnote mark)
+LATENCY_CONSOLE: tuple[tuple[ConsoleColumn, int], ...] = (
+    (ConsoleColumn("backend", right=False), 0),
+    (ConsoleColumn("prec", right=False), 1),
+    (ConsoleColumn("batch"), 2),
+    (ConsoleColumn("p50 ms"), 3),
+    (ConsoleColumn("p90 ms", drop=1), 4),
+    (ConsoleColumn("speed-up (IQR)"), 7),
+    (ConsoleColumn("hm rel", drop=2), 9),
+    (ConsoleColumn("kp agree", drop=3), 10),
+    (ConsoleColumn("", right=False), -1),
+)
+ACCURACY_CONSOLE: tuple[tuple[ConsoleColumn, int], ...] = (
+    (ConsoleColumn("backend", right=False), 0),
+    (ConsoleColumn("prec", right=False), 1),
+    *((ConsoleColumn(g, drop=None if g == "Total" else 8 - i), 2 + i) for i, g in enumerate(GROUP_NAMES)),
+    (ConsoleColumn("Δ Total"), 10),
+    (ConsoleColumn("kp agree", drop=0), 11),
+    (ConsoleColumn("", right=False), -1),
+)
+TASK_CONSOLE: tuple[tuple[ConsoleColumn, int], ...] = (
+    (ConsoleColumn("backend", right=False), 0),
+    (ConsoleColumn("prec", right=False), 1),
+    (ConsoleColumn("PCK@0.05 %"), 2),
+    (ConsoleColumn("95% CI", drop=2), 3),
+    (ConsoleColumn("PCK drop"), 4),
+    (ConsoleColumn("drop 95% CI", drop=5), 5),
+    (ConsoleColumn("OKS AP %", drop=4), 6),
+    (ConsoleColumn("AP drop", drop=3), 7),
+    (ConsoleColumn("clips < 0.5", drop=1), 8),
+    (ConsoleColumn("speed-up"), 9),
+    (ConsoleColumn("", right=False), -1),
+)
+
+
+def fit_table(
+    console: Any,
+    title: str,
+    columns: Sequence[ConsoleColumn],
+    rows: Sequence[tuple[Sequence[str], str | None]],
+) -> tuple[Any, list[str]]:
+    """A rich table that fits ``console.width`` without cutting a value: (table, headers left out).
+
+    Columns are left out in their ``drop`` order until every row fits on one line; should the kept
+    columns still be too wide (long engine names), cells are stacked at their spaces (``2.47x`` over
+    ``(2.41-2.50)``). Cells overflow by folding, never by an ellipsis, so a number or a name is never
+    shown cut.
+    """
+    from rich import box
+    from rich.markup import escape
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    def build(shown: list[int], stack: bool) -> Any:
+        def text(s: str) -> str:
+            return escape(s.replace(" ", "\n") if stack else s)
+
+        table = Table(title=escape(title), box=box.SIMPLE_HEAD)
+        for i in shown:
+            c = columns[i]
+            table.add_column(text(c.header), justify="right" if c.right else "left", overflow="fold")
+        for cells, style in rows:
+            table.add_row(*(text(cells[i]) for i in shown), style=style)
+        return table
+
+    wide = console.options.update_width(10_000)
+
+    def fits(table: Any) -> bool:
+        return bool(Measurement.get(console, wide, table).maximum <= console.width)
+
+    shown = list(range(len(columns)))
+    order = sorted((i for i, c in enumerate(columns) if c.drop is not None), key=lambda i: columns[i].drop)
+    table = build(shown, stack=False)
+    while order and not fits(table):
+        shown.remove(order.pop(0))
+        table = build(shown, stack=False)
+    if not fits(table):
+        table = build(shown, stack=True)
+    left_out = [columns[i].header for i in range(len(columns)) if i not in shown]
+    return table, left_out
 
 
 def render_console(report: BenchReport, console: Any) -> None:
-    """Print the header, the latency table and (with data) the accuracy table with rich.
+    """Print the header, the latency table and (with data) the accuracy tables with rich.
 
-    The console table keeps to the columns that fit an 80-120 column terminal (all columns are in
-    the JSON / Markdown); notes, skip reasons and flags are numbered and printed below it.
+    Each table keeps to the columns that fit the terminal (80-120 columns and up; all columns are in
+    the JSON / Markdown), never cutting a number or a name; notes, skip reasons and flags are
+    numbered and printed below the tables.
     """
-    from rich import box
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     if not console.is_terminal:  # a pipe or log has no width of its own
         console = Console(file=console.file, width=max(console.width, 120), highlight=False)
@@ -419,51 +520,52 @@ def render_console(report: BenchReport, console: Any) -> None:
         console.print(line, style=style, markup=False, highlight=False)
     footnotes: list[str] = []
 
-    def mark(row: LatencyRow | AccuracyRow) -> str:
-        text = _what(row)
+    def mark(name: str, text: str) -> str:
         if not text:
             return ""
-        footnotes.append(f"[{len(footnotes) + 1}] {row.name}: {text}")
+        footnotes.append(f"[{len(footnotes) + 1}] {name}: {text}")
         return f"[{len(footnotes)}]"
 
-    table = Table(title="latency and agreement with the reference (sample clip)", box=box.SIMPLE_HEAD)
-    for h in CONSOLE_HEADERS:
-        table.add_column(h, justify="left" if h in ("backend", "prec", "") else "right", no_wrap=True)
+    def show(
+        title: str, spec: Sequence[tuple[ConsoleColumn, int]], rows: list[tuple[list[str], str | None]]
+    ) -> None:
+        table, left_out = fit_table(console, title, [c for c, _ in spec], rows)
+        console.print(table)
+        if left_out:
+            console.print(
+                f"not shown at {console.width} columns: {', '.join(left_out)} "
+                "(all are in --json / --markdown)",
+                style="dim",
+                markup=False,
+                highlight=False,
+            )
+
+    def pick(cells: list[str], spec: Sequence[tuple[ConsoleColumn, int]], note: str) -> list[str]:
+        return [note if i < 0 else cells[i] for _, i in spec]
+
+    latency: list[tuple[list[str], str | None]] = []
     for row in report.latency:
         style = (
             "red" if row.nonfinite or row.status == "failed" else ("dim" if row.status == "skipped" else None)
         )
-        cells = latency_cells(row)
-        table.add_row(
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            cells[4],
-            speedup_cell(row),
-            cells[9],
-            cells[10],
-            mark(row),
-            style=style,
-        )
-    console.print(table)
+        latency.append((pick(latency_cells(row), LATENCY_CONSOLE, mark(row.name, _what(row))), style))
+    show("latency and agreement with the reference (sample clip)", LATENCY_CONSOLE, latency)
     if report.accuracy is not None:
-        acc = Table(title="PoseTrack mAP per joint group (poseval)", box=box.SIMPLE_HEAD)
-        for h in (*ACCURACY_HEADERS[:-1], ""):
-            acc.add_column(h, justify="left" if h in ("backend", "precision", "") else "right", no_wrap=True)
-        for arow in report.accuracy:
-            style = "red" if arow.nonfinite or arow.status == "failed" else None
-            acc.add_row(*accuracy_cells(arow)[:-1], mark(arow), style=style)
-        console.print(acc)
-    if report.task_accuracy is not None:
-        task = Table(title=task_title(report.task_dataset or {}), box=box.SIMPLE_HEAD)
-        for h in TASK_HEADERS:
-            task.add_column(h, justify="left" if h in ("backend", "precision", "notes") else "right")
-        for trow in report.task_accuracy:
-            task.add_row(
-                *(escape(c) for c in task_cells(trow)), style="red" if trow.status == "failed" else None
+        acc = [
+            (
+                pick(accuracy_cells(arow), ACCURACY_CONSOLE, mark(arow.name, _what(arow))),
+                "red" if arow.nonfinite or arow.status == "failed" else None,
             )
-        console.print(task)
+            for arow in report.accuracy
+        ]
+        show("PoseTrack mAP per joint group (poseval)", ACCURACY_CONSOLE, acc)
+    if report.task_accuracy is not None:
+        task = []
+        for trow in report.task_accuracy:
+            cells = task_cells(trow)
+            style = "red" if trow.status == "failed" else None
+            task.append((pick(cells, TASK_CONSOLE, mark(trow.name, cells[-1])), style))
+        show(task_title(report.task_dataset or {}), TASK_CONSOLE, task)
     for line in footnotes:
         console.print(line, markup=False, highlight=False)
     for n in report.notes:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from tdmi.benchmarks.memory import MemoryLedger, run_in_child
 from tdmi.errors import ConfigError, EngineError, ExportError, TdmiError, UsageError
 from tdmi.spec.config import TDMIConfig
 from tdmi.utils import sha256_file, source_commit, write_text_atomic
@@ -294,6 +295,10 @@ class ArtifactCache:
     folder: Path
     built: list[str] = field(default_factory=list)  # artifacts made in this run (for the report)
     progress: bool = True
+    # Build each missing artifact in a fresh child process (its memory is gone when it exits) and
+    # record the child's peak RSS here; False: build in this process (tests, debugging).
+    isolate: bool = False
+    memory: MemoryLedger = field(default_factory=MemoryLedger)
 
     @classmethod
     def open(
@@ -366,7 +371,7 @@ class ArtifactCache:
         with entry_lock(path):
             if _usable_checkpoint(path):
                 return path
-            return self._make_weights(path)
+            return self._build("weights", path)
 
     def _make_weights(self, path: Path) -> Path:
         import torch
@@ -388,7 +393,7 @@ class ArtifactCache:
         with entry_lock(path):
             if _usable_onnx(path):
                 return path
-            return self._make_fp32_onnx(path)
+            return self._build("fp32", path)
 
     def _make_fp32_onnx(self, path: Path) -> Path:
         from tdmi.export import export_onnx
@@ -430,7 +435,35 @@ class ArtifactCache:
         with entry_lock(path):
             if _usable_onnx(path):
                 return path
-            return self._make_variant(kind, path, calibration, method, op_types)
+            return self._build(kind, path, calibration, method, op_types)
+
+    def _build(
+        self,
+        kind: str,
+        path: Path,
+        calibration: Callable[[], Any] | None = None,
+        method: str = "max",
+        op_types: tuple[str, ...] | None = None,
+    ) -> Path:
+        """Make one artifact (the caller holds its entry lock): here, or in a child when ``isolate``."""
+        if not self.isolate:
+            return _make_artifact(self, kind, path, calibration, method, op_types)
+        out, built = run_in_child(
+            f"build {path.name}",
+            self.memory,
+            _build_in_child,
+            self.root,
+            self.config,
+            self.checkpoint,
+            kind,
+            path,
+            calibration,
+            method,
+            op_types,
+            self.progress,
+        )
+        self.built.extend(built)
+        return Path(out)
 
     def _make_variant(
         self,
@@ -469,6 +502,63 @@ class ArtifactCache:
             raise ExportError(f"the {kind} conversion wrote {out} instead of {path}")
         self.built.append(path.name)
         return path
+
+
+def _make_artifact(
+    cache: ArtifactCache,
+    kind: str,
+    path: Path,
+    calibration: Callable[[], Any] | None,
+    method: str,
+    op_types: tuple[str, ...] | None,
+) -> Path:
+    if kind == "weights":
+        return cache._make_weights(path)
+    if kind == "fp32":
+        return cache._make_fp32_onnx(path)
+    if calibration is None:
+        raise ExportError(f"the {kind} variant needs calibration data")
+    return cache._make_variant(kind, path, calibration, method, op_types)
+
+
+def _build_in_child(
+    root: Path,
+    config: TDMIConfig,
+    checkpoint: Path | None,
+    kind: str,
+    path: Path,
+    calibration: Callable[[], Any] | None,
+    method: str,
+    op_types: tuple[str, ...] | None,
+    progress: bool,
+) -> tuple[Path, list[str]]:
+    """The child side of ``ArtifactCache._build``: the same cache entry, built in this process."""
+    cache = ArtifactCache.open(root, config, checkpoint)
+    cache.progress = progress
+    out = _make_artifact(cache, kind, path, calibration, method, op_types)
+    return out, cache.built
+
+
+@dataclass
+class Calibration:
+    """The calibration set of a run, made on first use (picklable, so a child process can make it)."""
+
+    config: TDMIConfig
+    data: Path | None
+    clips: int
+    _made: Any = field(default=None, repr=False, compare=False)
+
+    def __call__(self) -> Any:
+        if self._made is None:
+            from tdmi.export import build_calibration_set
+
+            if self.data is None:
+                with warnings.catch_warnings():  # said once, in the report's notes, instead
+                    warnings.simplefilter("ignore", UserWarning)
+                    self._made = build_calibration_set(self.config, data=None, num_clips=self.clips)
+            else:
+                self._made = build_calibration_set(self.config, data=self.data, num_clips=self.clips)
+        return self._made
 
 
 def _call(fn: Callable[..., Any], *args: Any, progress: bool, **kwargs: Any) -> Any:
@@ -564,7 +654,7 @@ class BenchOptions:
     warmup: int = 2
     time_checks: bool = False
     cache_dir: Path | None = None
-    calib_clips: int = 4  # ORT calibration holds every activation of every clip (~2.3 GB each at W48)
+    calib_clips: int = 4  # probed one clip and one group of activations at a time (int8_recipes)
     calib_method: str = "auto"  # INT8 ranges: auto (the measured default), max, percentile, entropy
     calib_data: Path | None = None  # PoseTrack folder for calibration; None: built-in synthetic clips
     int8_op_types: tuple[str, ...] | None = None  # INT8 op types to quantize; None: each target's default
@@ -583,6 +673,9 @@ class BenchOptions:
     # task accuracy against ground truth: "synthetic", "none", or "auto" (synthetic with a checkpoint)
     accuracy: str = "auto"
     accuracy_clips: int = 64
+    # build missing artifacts in child processes, so export / calibration memory is returned before
+    # timing (the default job's peak: BENCHMARKS.md, issue 20); False: in this process (debugging)
+    isolate_builds: bool = True
 
 
 def resolve_bench_config(config: str | None, checkpoint: Path | None) -> TDMIConfig:
@@ -664,26 +757,24 @@ def _load_runners(
 ) -> _Setup:
     """Build (or find in the cache) every artifact and open one predictor per selected variant."""
     from tdmi.benchmarks.latency import Runner
+    from tdmi.benchmarks.report import skipped_row
 
     setup = _Setup([], [], [])
-    calib: list[Any] = []
-
-    def calibration() -> Any:
-        if not calib:
-            from tdmi.export import build_calibration_set
-
-            if opts.calib_data is None:
-                with warnings.catch_warnings():  # said once, in the report's notes, instead
-                    warnings.simplefilter("ignore", UserWarning)
-                    calib.append(build_calibration_set(cfg, data=None, num_clips=opts.calib_clips))
-            else:
-                calib.append(build_calibration_set(cfg, data=opts.calib_data, num_clips=opts.calib_clips))
-        return calib[0]
-
+    calibration = Calibration(cfg, opts.calib_data, opts.calib_clips)
+    # Every artifact first (in child processes with ``isolate``), then the predictors: no session or
+    # reference model is held while a graph is exported or quantised.
+    failed = _prepare_artifacts(opts, cache, selected, calibration)
     try:
         for name in selected:
             if name == "trt":
                 _load_engines(opts, cfg, cache, setup)
+                continue
+            if name in failed:
+                spec = VARIANTS[name]
+                label = CHECK_LABEL if spec.check_only else ""
+                setup.skipped.append(
+                    skipped_row(name, spec.backend, spec.precision, spec.device, failed[name], label)
+                )
                 continue
             opened = _open_variant(VARIANTS[name], opts, cache, calibration, name == reference)
             (setup.runners if isinstance(opened, Runner) else setup.skipped).append(opened)
@@ -710,6 +801,43 @@ def _load_runners(
             ops = ",".join(opts.int8_op_types) or "ModelOpt's own set"
             setup.notes.append(f"INT8 op types quantized: {ops} (--int8-op-types; default: each target's)")
     return setup
+
+
+def _prepare_artifacts(
+    opts: BenchOptions, cache: ArtifactCache, selected: list[str], calibration: Calibration
+) -> dict[str, str]:
+    """Make (or find) every artifact the selected rows need, dependencies first.
+
+    Returns variant name -> why its precision variant could not be made here (a skipped row, not
+    a crash); the weights and the FP32 graph cannot fail quietly.
+    """
+    specs = [
+        VARIANTS[n]
+        for n in selected
+        if n in VARIANTS
+        and VARIANTS[n].backend != "tensorrt"
+        and backend_unavailable_reason(VARIANTS[n]) is None
+    ]
+    if specs:
+        cache.weights()
+    if any(s.artifact is not None for s in specs):
+        cache.fp32_onnx()
+    failed: dict[str, str] = {}
+    for spec in specs:
+        if spec.artifact in (None, "fp32"):
+            continue
+        try:
+            cache.variant(
+                spec.artifact,
+                opts.calib_clips,
+                calibration,
+                opts.calib_data,
+                opts.calib_method,
+                opts.int8_op_types,  # FP16 variants ignore it
+            )
+        except (ImportError, ExportError) as e:
+            failed[spec.name] = "not built: " + (str(e).splitlines() or [type(e).__name__])[0][:200]
+    return failed
 
 
 def _ort_options(threads: int | None) -> dict[str, Any]:
@@ -889,6 +1017,7 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
 
     cache = ArtifactCache.open(opts.cache_dir or default_cache_dir(), cfg, opts.checkpoint)
     cache.progress = opts.progress
+    cache.isolate = opts.isolate_builds
     # Every CPU backend gets the same intra-op thread count (torch's and ORT's defaults differ).
     threads = opts.threads or usable_cores()
     if threads < 1:
@@ -987,6 +1116,7 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         notes=notes,
         task_accuracy=task.rows if task is not None else None,
         task_dataset=task.dataset if task is not None else None,
+        memory=cache.memory.to_dict(),
     )
 
 

@@ -122,7 +122,7 @@ def _f(v: float | None, fmt: str = ".2f") -> str:
 def task_cells(row: TaskAccuracyRow) -> list[str]:
     name = f"{row.name} (ref)" if row.status == "reference" else row.name
     ci = "—" if row.pck_ci is None else f"{row.pck_ci[0]:.1f}–{row.pck_ci[1]:.1f}"
-    dci = "—" if row.drop_pck_ci is None else f"{row.drop_pck_ci[0]:+.2f}…{row.drop_pck_ci[1]:+.2f}"
+    dci = "—" if row.drop_pck_ci is None else f"{row.drop_pck_ci[0]:+.2f} to {row.drop_pck_ci[1]:+.2f}"
     drop = "—" if row.drop_pck is None else f"{row.drop_pck:+.2f}"
     ap_drop = "—" if row.drop_oks_ap is None else f"{row.drop_oks_ap:+.2f}"
     notes = "; ".join(p for p in (row.status if row.status == "failed" else "", row.label, row.note) if p)

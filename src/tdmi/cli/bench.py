@@ -80,7 +80,7 @@ def bench(
         int,
         typer.Option(
             "--calib-clips",
-            help="Calibration clips for the FP16 / INT8 variants (ORT holds ~2.3 GB per clip at W48).",
+            help="Calibration clips for the FP16 / INT8 variants (probed one clip at a time).",
         ),
     ] = 4,
     calib_method: Annotated[

@@ -158,35 +158,103 @@ class ActivationStats:
     clips: int = 0
 
 
-def _float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of ``model`` exposing every float intermediate tensor as an output."""
+PROBE_BYTES = 384 * 1024 * 1024  # activations one calibration run may hand back (W48: ~2.3 GB in all)
+
+
+def activation_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The float intermediate tensors (shape-inferred value infos), in graph order, outputs excluded."""
     inferred = onnx.shape_inference.infer_shapes(model)
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
-    names = [vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.elem_type in floats]
+    existing = {o.name for o in model.graph.output}
+    return [
+        vi
+        for vi in inferred.graph.value_info
+        if vi.type.tensor_type.elem_type in floats and vi.name not in existing
+    ]
+
+
+def activation_probe(model: onnx.ModelProto, infos: Sequence[onnx.ValueInfoProto]) -> onnx.ModelProto:
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(vi for vi in inferred.graph.value_info if vi.name in set(names) - existing)
-    return probe, [i.name for i in model.graph.input] + names + list(existing)
+    probe.graph.output.extend(infos)
+    return probe
 
 
-def collect_stats(model: onnx.ModelProto, clips: np.ndarray, batch: int = 1) -> ActivationStats:
-    """Two passes over ``clips``: ranges, then |x| histograms on those ranges (memory: one batch)."""
+def _nbytes(vi: onnx.ValueInfoProto, batch: int) -> int:
+    """Estimated bytes of one tensor at ``batch`` (symbolic dims like ``3*batch`` evaluated)."""
+    n = 2 if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 4
+    for d in vi.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            n *= max(d.dim_value, 1)
+            continue
+        for token in d.dim_param.split("*"):
+            token = token.strip()
+            n *= int(token) if token.isdigit() else (batch if "batch" in token.lower() else 1)
+    return n
+
+
+def probe_groups(
+    infos: Sequence[onnx.ValueInfoProto], batch: int, budget: int
+) -> list[list[onnx.ValueInfoProto]]:
+    """Consecutive groups of tensors, each within ``budget`` bytes at ``batch`` (at least one group)."""
+    groups: list[list[onnx.ValueInfoProto]] = [[]]
+    size = 0
+    for vi in infos:
+        b = _nbytes(vi, batch)
+        if groups[-1] and size + b > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(vi)
+        size += b
+    return groups
+
+
+def collect_stats(
+    model: onnx.ModelProto, clips: np.ndarray, batch: int = 1, budget: int = PROBE_BYTES
+) -> ActivationStats:
+    """Two passes over ``clips``: ranges, then |x| histograms on those ranges.
+
+    Memory: the activations of one batch, at most ``budget`` bytes of them at a time. Exposing every
+    activation of W48 at once made ONNX Runtime hold ~2.3 GB per clip, two or three times over
+    (its buffers, the NumPy copies, the previous batch's); the tensors are therefore probed in
+    groups, one probe session per group, each running the same clips. The graph, the clips and the
+    arithmetic are the same, so the statistics are too (only the calibration time grows).
+    """
     from tdmi.export.ort_ops import make_session
 
-    probe, _ = _float_activations(model)
-    sess = make_session(probe)
-    out_names = [o.name for o in sess.get_outputs()]
-    input_name = sess.get_inputs()[0].name
     usable = clips.shape[0] - clips.shape[0] % batch
     if usable < 1:
         raise ExportError(f"calibration needs at least {batch} clip(s), got {clips.shape[0]}")
     stats = ActivationStats(clips=usable)
+    infos = activation_infos(model)
+    for g, group in enumerate(probe_groups(infos, batch, budget)):
+        sess = make_session(activation_probe(model, group), arena=False)
+        input_name = sess.get_inputs()[0].name
+        out_names = [o.name for o in sess.get_outputs()]
+        if g:  # the model's own outputs and its input are counted with the first group only
+            out_names = [vi.name for vi in group]
+        _collect(sess, input_name, out_names, clips[:usable], batch, stats, with_input=g == 0)
+        del sess
+    return stats
+
+
+def _collect(
+    sess: Any,
+    input_name: str,
+    out_names: list[str],
+    clips: np.ndarray,
+    batch: int,
+    stats: ActivationStats,
+    with_input: bool,
+) -> None:
+    """Both passes of ``collect_stats`` for the tensors ``out_names`` of one probe session."""
 
     def batches() -> Any:
-        for i in range(0, usable, batch):
+        for i in range(0, clips.shape[0], batch):
             feed = clips[i : i + batch]
-            yield [(input_name, feed), *zip(out_names, sess.run(None, {input_name: feed}), strict=True)]
+            outs = sess.run(out_names, {input_name: feed})
+            yield [(input_name, feed)] * with_input + list(zip(out_names, outs, strict=True))
+            del outs
 
     for outs in batches():
         for name, arr in outs:
@@ -196,6 +264,7 @@ def collect_stats(model: onnx.ModelProto, clips: np.ndarray, batch: int = 1) -> 
             lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
             stats.minimum[name] = min(stats.minimum.get(name, lo), lo)
             stats.maximum[name] = max(stats.maximum.get(name, hi), hi)
+        del outs  # before the next batch runs: one batch's activations at a time
     for outs in batches():
         for name, arr in outs:
             if name not in stats.minimum:
@@ -205,7 +274,7 @@ def collect_stats(model: onnx.ModelProto, clips: np.ndarray, batch: int = 1) -> 
                 continue
             h, _ = np.histogram(np.abs(np.asarray(arr, np.float32)), bins=HIST_BINS, range=(0.0, top))
             stats.hist[name] = stats.hist.get(name, 0) + h
-    return stats
+        del outs
 
 
 def percentile_threshold(hist: np.ndarray, top: float, pct: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import gc
 import io
 import os
 import time
@@ -463,6 +464,7 @@ def export_onnx(
             onnx.save_model(proto, str(tmp), save_as_external_data=False)
             if verify:
                 step("verifying with ONNX Runtime")
+                gc.collect()  # the exporter's reference cycles (W48: GBs) go before ORT and torch run
                 report = verify_onnx(tmp, net, cfg, batch, rtol)
                 if not report.passed:
                     raise ExportError(

@@ -125,11 +125,21 @@ def _chunks(clips: np.ndarray, batch: int | None) -> list[np.ndarray]:
 
 
 def make_session(
-    model: onnx.ModelProto, threads: int | None = None, allow_spinning: bool | None = None
+    model: onnx.ModelProto,
+    threads: int | None = None,
+    allow_spinning: bool | None = None,
+    arena: bool = True,
 ) -> Any:
+    """A CPU session for ``model``; ``arena=False`` for one-off checks and calibration probes.
+
+    ORT's CPU arena keeps (and rounds up) the largest activations a session ever held until the
+    session is gone; a session that runs a few batches is better off returning them after each run.
+    Timed sessions keep the arena.
+    """
     ort = require_onnxruntime()
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = arena
     if threads:
         so.intra_op_num_threads = threads
     if allow_spinning is not None:  # off when timed side by side with torch: spinning workers steal its cores
@@ -179,7 +189,7 @@ def run_onnx(
         raise DataError(f"clips must be [N, T, 3, H, W], got shape {x.shape}")
     chunks = _chunks(x, static_batch(model))
     if engine == "onnxruntime":
-        sess = make_session(model, threads)
+        sess = make_session(model, threads, arena=False)
         outs = [sess.run(None, {INPUT_NAME: c})[0] for c in chunks]
     elif engine == "reference":
         from onnx.reference import ReferenceEvaluator

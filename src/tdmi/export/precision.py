@@ -33,12 +33,16 @@ import onnx
 from tdmi.errors import BackendUnavailableError, ExportError
 from tdmi.export.calibration import CalibrationSet
 from tdmi.export.int8_recipes import (
+    PROBE_BYTES,
     ActivationStats,
     Int8Recipe,
+    activation_infos,
+    activation_probe,
     collect_stats,
     describe_calibrator,
     nodes_in,
     ort_quantize,
+    probe_groups,
     ranges_from_stats,
 )
 from tdmi.export.metadata import check_graph_io, load_onnx_checked, read_metadata, update_metadata
@@ -172,26 +176,21 @@ def clips_within_budget(model: onnx.ModelProto, wanted: int, budget: int = ACTIV
 
 
 def tensor_absmax(model: onnx.ModelProto, clips: np.ndarray) -> dict[str, float]:
-    """Largest |value| of every float tensor over all ``clips``, one batch at a time (bounded memory)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    names = [
-        vi.name
-        for vi in inferred.graph.value_info
-        if vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    ]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(vi for vi in inferred.graph.value_info if vi.name in set(names) - existing)
-    sess = make_session(probe)
-    out_names = [o.name for o in sess.get_outputs()]
+    """Largest |value| of every float tensor over all ``clips``, one batch and one probe group at a time."""
     batch = static_batch(model) or 1
-    peak: dict[str, float] = dict.fromkeys(out_names, 0.0)
-    for i in range(0, clips.shape[0] - clips.shape[0] % batch, batch):
-        for name, arr in zip(out_names, sess.run(None, {"frames": clips[i : i + batch]}), strict=True):
-            if arr.size:
-                m = float(np.abs(arr).max()) if np.isfinite(arr).all() else float("inf")
-                peak[name] = max(peak[name], m)
+    peak: dict[str, float] = {}
+    for g, group in enumerate(probe_groups(activation_infos(model), batch, PROBE_BYTES)):
+        sess = make_session(activation_probe(model, group), arena=False)
+        out_names = [o.name for o in sess.get_outputs()] if g == 0 else [vi.name for vi in group]
+        peak.update(dict.fromkeys(out_names, 0.0))
+        for i in range(0, clips.shape[0] - clips.shape[0] % batch, batch):
+            outs = sess.run(out_names, {"frames": clips[i : i + batch]})
+            for name, arr in zip(out_names, outs, strict=True):
+                if arr.size:
+                    m = float(np.abs(arr).max()) if np.isfinite(arr).all() else float("inf")
+                    peak[name] = max(peak[name], m)
+            del outs
+        del sess
     return peak
 
 
