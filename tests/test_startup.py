@@ -70,9 +70,9 @@ def test_help_and_version_import_nothing_heavy(prog: str, flag: str) -> None:
 @pytest.mark.parametrize(
     ("prog", "args", "rc_want", "fragment"),
     [
-        ("tdmi-bench", ["--config", "nope"], 2, "--config: unknown preset 'nope'"),
+        ("tdmi-bench", ["--config", "nope"], 2, "unknown preset 'nope'"),
         ("tdmi-bench", ["--checkpoint", "TMP/missing.pt"], 1, "--checkpoint"),
-        ("tdmi-export", ["onnx", "--config", "nope", "-o", "TMP/x.onnx"], 2, "--config: unknown preset"),
+        ("tdmi-export", ["onnx", "--config", "nope", "-o", "TMP/x.onnx"], 2, "unknown preset"),
         ("tdmi-export", ["onnx", "--config", "TMP/missing.json", "-o", "TMP/x.onnx"], 2, "not found"),
         ("tdmi-export", ["onnx", "--checkpoint", "TMP/missing.pt", "-o", "TMP/x.onnx"], 1, "--checkpoint"),
         ("tdmi-infer", ["TMP/missing.mp4", "--config", "tdmi-tiny", "-o", "TMP/out"], 1, "SOURCE"),

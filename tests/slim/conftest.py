@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from make_models import HERE, REQUIRED, full_install
+from .make_models import HERE, REQUIRED, full_install
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,6 +59,6 @@ def slim_models(fixture_video: Path, tmp_path_factory: pytest.TempPathFactory) -
             "no artifacts to load: run `python tests/slim/make_models.py OUT VIDEO` in a full install "
             "and set TDMI_SLIM_MODELS=OUT"
         )
-    from make_models import make
+    from .make_models import make
 
     return make(tmp_path_factory.mktemp("slim-models"), fixture_video)
