@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from .make_models import HERE, REQUIRED, full_install
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from .make_models import HERE, REQUIRED, full_install
 
 HEAVY = ("torch", "torchvision", "onnx", "onnxscript")
