@@ -93,7 +93,7 @@ def test_tdmi_infer_writes_every_output_and_matches_the_full_install(
         import numpy as np
         from tdmi.cli.common import run_app
         from tdmi.cli.infer import app
-        from . import make_models
+        import make_models
         video, model, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
         rc = run_app(app, [video, "--model", model, "--full-frame", "-o", str(out)], prog_name="tdmi-infer")
         if rc == 0:
