@@ -34,8 +34,10 @@ KEY_EXTRA = "tdmi.extra"  # JSON object: calibration, kept FP32 nodes, verificat
 INPUT_NAME = "frames"
 OUTPUT_NAME = "heatmaps"
 
-Precision = str  # "fp32" | "fp16" | "int8"
-Target = str  # "any" | "tensorrt" | "onnxruntime"
+Precision = str  # "fp32" | "fp16" | "bf16" | "int8"
+Target = str  # "any" | "tensorrt" | "onnxruntime" | "openvino"
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: OpenVINO IR whose recorded inference precision is BF16
+TARGETS = ("any", "tensorrt", "onnxruntime", "openvino")
 
 
 def normalization_spec(config: TDMIConfig) -> dict[str, Any]:
@@ -71,8 +73,7 @@ def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
-def write_metadata(
-    model: onnx.ModelProto,
+def metadata_props(
     config: TDMIConfig,
     *,
     precision: Precision = "fp32",
@@ -80,15 +81,15 @@ def write_metadata(
     fused: bool = False,
     batch: int | str = 1,
     extra: dict[str, Any] | None = None,
-) -> onnx.ModelProto:
-    """Stamp ``model`` (in place, also returned) with the toolkit's metadata."""
+) -> dict[str, str]:
+    """The toolkit's metadata as key -> text: ONNX ``metadata_props`` and OpenVINO IR ``rt_info`` alike."""
     from tdmi import __version__
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"unknown precision {precision!r}: use fp32, fp16 or int8")
-    if target not in ("any", "tensorrt", "onnxruntime"):
-        raise ExportError(f"unknown target {target!r}: use tensorrt or onnxruntime")
-    props = {
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}: use tensorrt, onnxruntime or openvino")
+    return {
         KEY_CONFIG: config.to_json(),
         KEY_JOINTS: json.dumps(list(POSETRACK_JOINTS[: config.num_joints])),
         KEY_NORMALIZATION: json.dumps(normalization_spec(config), sort_keys=True),
@@ -100,6 +101,20 @@ def write_metadata(
         KEY_BATCH: str(batch),
         KEY_EXTRA: json.dumps(extra or {}, sort_keys=True),
     }
+
+
+def write_metadata(
+    model: onnx.ModelProto,
+    config: TDMIConfig,
+    *,
+    precision: Precision = "fp32",
+    target: Target = "any",
+    fused: bool = False,
+    batch: int | str = 1,
+    extra: dict[str, Any] | None = None,
+) -> onnx.ModelProto:
+    """Stamp ``model`` (in place, also returned) with the toolkit's metadata."""
+    props = metadata_props(config, precision=precision, target=target, fused=fused, batch=batch, extra=extra)
     _set_props(model, props)
     return model
 
@@ -128,10 +143,14 @@ def raw_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
     """Parse the toolkit's metadata; a file without it was not made by ``tdmi-export``."""
-    props = raw_metadata(model)
+    return parse_metadata(raw_metadata(model))
+
+
+def parse_metadata(props: dict[str, str], kind: str = "ONNX file") -> dict[str, Any]:
+    """The metadata from its key -> text form (ONNX ``metadata_props``, OpenVINO ``rt_info``)."""
     if KEY_CONFIG not in props:
         raise ExportError(
-            "this ONNX file carries no tdmi metadata (not exported by tdmi-export): re-export it with "
+            f"this {kind} carries no tdmi metadata (not exported by tdmi-export): re-export it with "
             "`tdmi-export onnx`"
         )
     try:
