@@ -13,6 +13,7 @@ from rich.table import Table
 
 from tdmi.cli.common import Verbose, console, err_console, main_for
 from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
+from tdmi.cli.openvino import register_openvino_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
 
@@ -441,6 +442,7 @@ def triton_cmd(
 
 
 register_int8_commands(app)
+register_openvino_commands(app)
 
 
 def main() -> None:
