@@ -137,7 +137,7 @@ def onnx_cmd(
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
     if split:
-        _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch)
+        _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch, deform_conv)
         return
     from tdmi.export import export_onnx
     from tdmi.export.calibration import load_calibration
@@ -253,6 +253,7 @@ def _export_split(
     simplify: bool,
     precision: str,
     batch: str,
+    deform_conv: str = "native",
 ) -> None:
     """``onnx --split``: the backbone/head pair for ``tdmi-infer --reuse-features`` (FP32, dynamic batch)."""
     from tdmi.export.split_export import export_split_onnx
@@ -263,7 +264,13 @@ def _export_split(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = export_split_onnx(
-            config, output, checkpoint=checkpoint, opset=opset, verify=verify, simplify=simplify
+            config,
+            output,
+            checkpoint=checkpoint,
+            opset=opset,
+            verify=verify,
+            simplify=simplify,
+            deform_conv=None if deform_conv == "native" else deform_conv,
         )
     _show_warnings(caught)
     console.print(
@@ -393,6 +400,13 @@ def triton_cmd(
     engine: Annotated[
         Path | None, typer.Option("--engine", help="TensorRT engine (its .engine.json sidecar beside it).")
     ] = None,
+    openvino: Annotated[
+        Path | None,
+        typer.Option(
+            "--openvino",
+            help="OpenVINO IR .xml (tdmi-export openvino --batch dynamic) for Triton's openvino backend.",
+        ),
+    ] = None,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="Preset or config JSON: export ONNX first.")
     ] = None,
@@ -428,17 +442,26 @@ def triton_cmd(
         kind=kind,
         refine=refine,
     )
-    inputs = {"--onnx": onnx, "--engine": engine, "--checkpoint": checkpoint}
+    inputs = {"--onnx": onnx, "--engine": engine, "--openvino": openvino, "--checkpoint": checkpoint}
     for opt, path in inputs.items():
         if path is not None and output.resolve() in path.resolve().parents:
             raise UsageError(f"{opt} {path} lies inside --output {output}: choose another folder")
     with tempfile.TemporaryDirectory(prefix="tdmi-triton-") as tmp:
-        art = resolve_artifact(tmp, onnx=onnx, engine=engine, config=config, checkpoint=checkpoint)
+        art = resolve_artifact(
+            tmp, onnx=onnx, engine=engine, openvino=openvino, config=config, checkpoint=checkpoint
+        )
         write_repository(output, art, settings, flavour="platform", force=force)
     console.print(
         f"wrote [bold]{output}[/]: tdmi ({art.platform}, max_batch_size {settings.max_batch_size}), "
         "tdmi_pre, tdmi_post, tdmi_pose (ensemble)"
     )
+    if art.platform == "openvino":
+        console.print(
+            "not run here: the tritonserver bundled with nvidia-pytriton has only the python backend; "
+            "serve this repository with the official Triton container (its openvino backend)",
+            markup=False,
+            highlight=False,
+        )
 
 
 register_int8_commands(app)

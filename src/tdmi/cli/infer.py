@@ -18,14 +18,19 @@ app = typer.Typer(
 
 
 def load_predictors(
-    model: str | None, config: str | None, reuse: bool, split: Path | None, device: str | None
+    model: str | None,
+    config: str | None,
+    reuse: bool,
+    split: Path | None,
+    device: str | None,
+    backend: str | None = None,
 ) -> tuple[Any, Any]:
     """The clip predictor and, for --reuse-features, its per-frame split form."""
     import torch
 
     from tdmi import runtime
     from tdmi.model import TDMI, resolve_config
-    from tdmi.runtime.features import OnnxFramePredictor, frame_predictor_for
+    from tdmi.runtime.features import OnnxFramePredictor, OpenVINOFramePredictor, frame_predictor_for
     from tdmi.runtime.torch_backend import TorchPredictor
 
     if model is None and config is None:
@@ -40,10 +45,14 @@ def load_predictors(
             net = TDMI(cfg)
         predictor: Any = TorchPredictor(net, device, source=cfg.name)
     elif model.endswith(".onnx") and split is None and reuse and not Path(model).is_file():
-        fp = OnnxFramePredictor(model, device=device)  # only the split pair exists
+        # only the split pair exists
+        if backend == "openvino":
+            fp: Any = OpenVINOFramePredictor(model)
+        else:
+            fp = OnnxFramePredictor(model, device=device)
         return fp, fp
     else:
-        predictor = runtime.load(model, device=device)
+        predictor = runtime.load(model, backend=backend, device=device)
     if config is not None and model is not None:
         want = resolve_config(config)
         if {**want.to_dict(), "name": ""} != {**predictor.config.to_dict(), "name": ""}:
@@ -58,7 +67,17 @@ def run(
     source: Annotated[Path, typer.Argument(help="A video file or a folder of frames (sorted by name).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Checkpoint .pt, ONNX .onnx or TensorRT .engine.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Checkpoint .pt, ONNX .onnx, OpenVINO IR .xml or TensorRT .engine."
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Engine for the model file (default: from its suffix); openvino runs a decomposed .onnx.",
+        ),
     ] = None,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="Preset or config JSON (alone: random weights).")
@@ -109,7 +128,7 @@ def run(
         raise ConfigError(f"--refine must be quarter, dark or none, got {refine!r}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device)
+        predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device, backend)
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
     columns = (
@@ -143,10 +162,13 @@ def run(
             progress=progress,
         )
     s = out.result.summary()
+    # OpenVINO says which precision it compiled to (bf16 on BF16 CPUs unless told otherwise)
+    precision = getattr(predictor, "precision", None) or getattr(predictor, "inference_precision", "")
     reuse = f", cache hit rate {100 * s['cache_hit_rate']:.1f}%" if s["reuse_features"] else " (clip by clip)"
     console.print(
         f"{s['frames']} frames, {s['persons']} person(s), {s['clips']} clips in {s['wall_s']:.2f} s "
-        f"({s['frames_per_s']:.2f} frames/s, {s['backend']}); backbone passes {s['backbone_passes']} "
+        f"({s['frames_per_s']:.2f} frames/s, {s['backend']} {precision}); "
+        f"backbone passes {s['backbone_passes']} "
         f"(clip by clip: {s['backbone_passes_clip_by_clip']}){reuse}; box policy {s['box_policy']}"
     )
     written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]

@@ -40,6 +40,9 @@ def register_openvino_commands(app: typer.Typer) -> None:
                 "instead of exporting one.",
             ),
         ] = None,
+        batch: Annotated[
+            str, typer.Option("--batch", help="Fixed batch size N, or 'dynamic' (Triton's batcher).")
+        ] = "1",
         precision: Annotated[
             str,
             typer.Option(
@@ -98,6 +101,11 @@ def register_openvino_commands(app: typer.Typer) -> None:
             raise UsageError("--calib-clips and --eval-clips must be positive")
         if onnx_path is not None and (checkpoint is not None or config is not None):
             raise UsageError("--onnx carries its own config and weights: drop --config/--checkpoint")
+        if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
+            raise UsageError(f"--batch must be a positive integer or 'dynamic', got {batch!r}")
+        if onnx_path is not None and batch != "1":
+            raise UsageError("--onnx keeps the batch form of that file: drop --batch")
+        batch_spec: int | str = batch if batch == "dynamic" else int(batch)
         ops = parse_op_types(op_types)
         if ops is not None:
             check_op_types(ops, "openvino")
@@ -123,6 +131,7 @@ def register_openvino_commands(app: typer.Typer) -> None:
                 checkpoint=checkpoint,
                 onnx_path=onnx_path,
                 precision=precision,
+                batch=batch_spec,
                 calib=cs,
                 method=calib_method,
                 max_drop=max_drop,

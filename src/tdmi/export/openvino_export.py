@@ -296,6 +296,7 @@ def export_openvino(
     checkpoint: Path | str | None = None,
     onnx_path: Path | str | None = None,
     precision: str = "fp32",
+    batch: int | str = 1,
     calib: CalibrationSet | None = None,
     method: str = "auto",
     max_drop: float | None = None,
@@ -331,7 +332,7 @@ def export_openvino(
 
             src = Path(tmp, "fp32-decomposed.onnx")
             export_onnx(
-                config, src, checkpoint=checkpoint, batch=1, deform_conv="decomposed", progress=progress
+                config, src, checkpoint=checkpoint, batch=batch, deform_conv="decomposed", progress=progress
             )
         else:
             src = Path(onnx_path)

@@ -173,8 +173,12 @@ def export_split_onnx(
     simplify: bool = True,
     rtol: float = DEFAULT_RTOL,
     progress: bool = True,
+    deform_conv: str | None = None,
 ) -> SplitExportResult:
-    """Write ``<stem>.backbone.onnx`` and ``<stem>.head.onnx`` beside ``output``; both or neither."""
+    """Write ``<stem>.backbone.onnx`` and ``<stem>.head.onnx`` beside ``output``; both or neither.
+
+    ``deform_conv="decomposed"`` writes the head's DCN as GridSample + Conv (what OpenVINO reads).
+    """
     from tdmi.runtime.features import split_paths
 
     t0 = time.perf_counter()
@@ -186,6 +190,13 @@ def export_split_onnx(
     with steps(progress, total=4 if verify else 3) as step:
         step("loading the model")
         net, cfg, weights = _resolve_model(config, Path(checkpoint) if checkpoint else None, model)
+        if deform_conv not in (None, "native", "decomposed"):
+            raise ExportError(f"deform_conv must be 'native' or 'decomposed', got {deform_conv!r}")
+        if deform_conv is not None and deform_conv != cfg.deform_conv:
+            if model is not None:
+                raise ExportError("deform_conv applies to a config/checkpoint export, not a given model")
+            net.set_deform_conv(deform_conv)  # same weights; the config in the files says which form
+            cfg = net.config
         step("exporting backbone and head (torch.onnx dynamo)")
         b, h = build_split_onnx(net, cfg, opset, simplify)
         for proto, part in ((b, "backbone"), (h, "head")):
