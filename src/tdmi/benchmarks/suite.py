@@ -411,8 +411,10 @@ class ArtifactCache:
             return self.folder / "model-fp32.onnx"
         if kind == "fp32-decomposed":
             return self.folder / "model-fp32-decomposed.onnx"
+        # IRs (and NNCF's INT8) depend on the OpenVINO / NNCF versions, which the cache key leaves out
+        ov_tag = f"-ov{_version('openvino')}" + (f"-nncf{_version('nncf')}" if kind == "ov-int8" else "")
         if kind in ("ov-fp32", "ov-bf16"):
-            return self.folder / f"model-{kind}.xml"
+            return self.folder / f"model-{kind}{ov_tag}.xml"
         source = "builtin"
         if calib_data is not None:
             source = hashlib.sha256(str(Path(calib_data).resolve()).encode()).hexdigest()[:10]
@@ -420,7 +422,7 @@ class ArtifactCache:
         how = f"-{method}" if int8 else ""
         if int8 and op_types is not None:
             how += "-ops-" + ("_".join(op_types) or "all")
-        suffix = ".xml" if kind.startswith("ov-") else ".onnx"
+        suffix = f"{ov_tag}.xml" if kind.startswith("ov-") else ".onnx"
         return self.folder / f"model-{kind}-calib{calib_clips}-{source}{how}{suffix}"
 
     def engines(self) -> list[Path]:
