@@ -146,7 +146,8 @@ def onnx_cmd(
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
     if target not in (None, "tensorrt", "onnxruntime"):
-        raise UsageError(f"--target must be tensorrt or onnxruntime, got {target!r}")
+        hint = " (OpenVINO IR: `tdmi-export openvino`)" if target == "openvino" else ""
+        raise UsageError(f"--target must be tensorrt or onnxruntime, got {target!r}{hint}")
     if precision == "fp32" and target is not None:
         raise UsageError(
             "--target applies to --precision fp16/int8 only (the FP32 graph suits every runtime)"

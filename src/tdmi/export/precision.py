@@ -492,6 +492,11 @@ def quantize_int8(
             raise ExportError("ModelOpt calibrates TensorRT graphs by max or entropy, not percentile")
         recipe = default_recipe(target, method)
     target, method = recipe.target, recipe.calibration  # type: ignore[assignment]
+    if target == "openvino":
+        raise ExportError(
+            "OpenVINO INT8 is an IR made by NNCF, not a Q/DQ ONNX graph: use `tdmi-export openvino "
+            "--precision int8` (tdmi.export.openvino_export.write_ir)"
+        )
     output = Path(output)
     check_writable(output)
     require_onnxruntime()
