@@ -151,8 +151,8 @@ def test_openvino_recipe_rules() -> None:
     with pytest.raises(ExportError, match="not available for openvino"):
         Int8Recipe(target="openvino", calibration="entropy")
     with pytest.raises(ExportError, match="A16W8"):
-        Int8Recipe(target="openvino", activations="int16")
-    label = Int8Recipe(target="openvino", op_types=()).label()
+        Int8Recipe(target="openvino", calibration="max", activations="int16")
+    label = Int8Recipe(target="openvino", calibration="max", op_types=()).label()
     assert "NNCF default" in label and "per-channel" in label
 
 
