@@ -43,7 +43,13 @@ HEAVY = ("torch", "torchvision", "onnx", "onnxscript", "onnxslim", "onnx_graphsu
 HEAVY_AT_IMPORT_OK = ("tdmi.model", "tdmi.export", "tdmi.train", "tdmi.benchmarks")
 # The one sanctioned way from the runtime to the torch model: the torch backend, inside its
 # functions, after checking that torch is installed (tdmi.extras.require).
-ALLOWED = {("tdmi.runtime.torch_backend", "tdmi.model", "function")}
+ALLOWED = {
+    ("tdmi.runtime.torch_backend", "tdmi.model", "function"),
+    # The exporter checks an IR it wrote (and scores INT8 candidates) on the very predictor that will
+    # run it: through a file it has just written, inside the function, never at import time.
+    ("tdmi.export.openvino_export", "tdmi.runtime", "function"),
+    ("tdmi.export.int8_search", "tdmi.runtime", "function"),
+}
 # Where the runtime may import torch inside a function: a caller passed torch tensors (or asked
 # for the torch backend), so torch is already there.
 RUNTIME_TORCH_OK = {"tdmi.runtime.base", "tdmi.runtime.torch_backend", "tdmi.runtime.tensorrt_backend"}

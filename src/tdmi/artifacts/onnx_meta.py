@@ -33,8 +33,10 @@ KEY_EXTRA = "tdmi.extra"  # JSON object: calibration, kept FP32 nodes, verificat
 INPUT_NAME = "frames"
 OUTPUT_NAME = "heatmaps"
 
-Precision = str  # "fp32" | "fp16" | "int8"
-Target = str  # "any" | "tensorrt" | "onnxruntime"
+Precision = str  # "fp32" | "fp16" | "bf16" | "int8"
+Target = str  # "any" | "tensorrt" | "onnxruntime" | "openvino"
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: OpenVINO IR whose recorded inference precision is BF16
+TARGETS = ("any", "tensorrt", "onnxruntime", "openvino")
 
 
 def normalization_spec(config: TDMIConfig) -> dict[str, Any]:
@@ -59,11 +61,12 @@ def variant_name(precision: str, target: str, fused: bool) -> str:
     return f"{base}-fused" if fused else base
 
 
-def parse_metadata(props: Mapping[str, str]) -> dict[str, Any]:
-    """Parse the toolkit's metadata strings; a file without them was not made by ``tdmi-export``."""
+def parse_metadata(props: Mapping[str, str], kind: str = "ONNX file") -> dict[str, Any]:
+    """Parse the toolkit's metadata strings (ONNX ``metadata_props``, OpenVINO ``rt_info``); a file
+    without them was not made by ``tdmi-export``."""
     if KEY_CONFIG not in props:
         raise ExportError(
-            "this ONNX file carries no tdmi metadata (not exported by tdmi-export): re-export it with "
+            f"this {kind} carries no tdmi metadata (not exported by tdmi-export): re-export it with "
             "`tdmi-export onnx`"
         )
     try:

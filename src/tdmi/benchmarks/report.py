@@ -100,6 +100,7 @@ class BenchReport:
     task_accuracy: list[TaskAccuracyRow] | None = None  # --accuracy synthetic
     task_dataset: dict[str, Any] | None = None
     memory: dict[str, Any] | None = None  # peak RSS of the run, children included (benchmarks.memory)
+    best_cpu: dict[str, Any] | None = None  # the fastest CPU row (within the PCK budget when measured)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(obj: Any) -> Any:
@@ -244,6 +245,38 @@ def accuracy_rows(results: Sequence[BackendAccuracy], reference: str) -> list[Ac
 # ------------------------------------------------------------------------------------------ formatting
 
 
+def best_cpu_variant(
+    rows: Sequence[LatencyRow],
+    task_rows: Sequence[TaskAccuracyRow] | None,
+    max_drop: float = 0.5,
+) -> dict[str, Any] | None:
+    """The fastest CPU row at the smallest batch; with task accuracy, among those within ``max_drop``.
+
+    Why: a CPU user reads the summary to pick an engine; the fastest graph that loses keypoints is
+    not the answer, so when PCK was measured the budget (the INT8 search's default) applies.
+    """
+    timed = [r for r in rows if r.device == "cpu" and r.status in ("ok", "reference") and r.p50_ms]
+    if not timed:
+        return None
+    smallest = min(r.batch or 1 for r in timed)
+    timed = [r for r in timed if (r.batch or 1) == smallest and not r.label]
+    drops = {t.name: t.drop_pck for t in task_rows or [] if t.status in ("ok", "reference")}
+    pool = timed
+    if task_rows:
+        pool = [r for r in timed if r.status == "reference" or (drops.get(r.name) or 0.0) <= max_drop]
+        pool = [r for r in pool if r.name in drops]
+    if not pool:
+        return None
+    best = min(pool, key=lambda r: r.p50_ms or math.inf)
+    text = f"{best.name} ({best.precision}, p50 {best.p50_ms:.1f} ms at batch {smallest}"
+    if best.speedup is not None and best.status != "reference":
+        text += f", {best.speedup:.2f}x the reference"
+    if best.name in drops and drops[best.name] is not None:
+        text += f", PCK drop {drops[best.name]:+.2f} points (budget {max_drop})"
+    text += ")"
+    return {"name": best.name, "precision": best.precision, "p50_ms": best.p50_ms, "text": text}
+
+
 def _num(v: float | None, fmt: str) -> str:
     if v is None:
         return "—"
@@ -330,6 +363,11 @@ def header_lines(report: BenchReport) -> list[str]:
     int8 = "" if isa is None else "; INT8 ISA: " + (", ".join(isa) or "no AVX2")
     if isa is not None and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(isa):
         int8 += " (no VNNI: CPU INT8 speed-ups run well below those of VNNI CPUs)"
+    bf16_isa = m.get("cpu_bf16_isa")
+    if bf16_isa is not None:
+        int8 += "; BF16 ISA: " + (", ".join(bf16_isa) or "none (OpenVINO BF16 runs as FP32 here)")
+        if bf16_isa and not {"amx_bf16", "amx_tile"} & set(bf16_isa):
+            int8 += " (no AMX)"
     lines = [
         f"model: {report.config.get('name')} (input {report.config.get('input_size')}, "
         f"T={report.config.get('num_frames')}); weights: {report.weights}",
@@ -344,7 +382,9 @@ def header_lines(report: BenchReport) -> list[str]:
     ]
     threads = report.settings.get("threads")
     if threads:
-        lines.append(f"threads: {threads} intra-op for every CPU backend (torch and onnxruntime), --threads")
+        lines.append(
+            f"threads: {threads} intra-op for every CPU backend (torch, onnxruntime, openvino), --threads"
+        )
     load = report.settings.get("load")
     if load:
         others = load.get("others")
@@ -365,6 +405,9 @@ def header_lines(report: BenchReport) -> list[str]:
                 f"process(es), the largest {top['peak_rss_mib'] / 1024:.2f} GiB: {top['what']})"
             )
         lines.append(line)
+    best = report.best_cpu
+    if best:
+        lines.append("best CPU variant: " + best["text"])
     if report.random_weights:
         lines.insert(0, "RANDOM WEIGHTS: no --checkpoint given; accuracy columns compare backends, not poses")
     return lines

@@ -42,8 +42,8 @@ class VariantSpec:
     """One row kind of the benchmark: which runtime runs which artifact, and why it is there."""
 
     name: str
-    backend: str  # "torch" | "onnxruntime" | "tensorrt"
-    precision: str  # "fp32" | "fp16" | "int8"
+    backend: str  # "torch" | "onnxruntime" | "openvino" | "tensorrt"
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
     device: str  # "cpu" | "cuda"
     artifact: str | None  # cache artifact kind, None for the PyTorch rows and engines
     check_only: bool  # a graph meant for another runtime, run here only to check its accuracy
@@ -84,6 +84,27 @@ VARIANTS: dict[str, VariantSpec] = {
             "the TensorRT-targeted INT8 Q/DQ graph, run on ONNX Runtime CPU to check its accuracy",
         ),
         VariantSpec(
+            "ov-fp32", "openvino", "fp32", "cpu", "ov-fp32", False, "OpenVINO CPU, FP32 IR (decomposed DCN)"
+        ),
+        VariantSpec(
+            "ov-bf16",
+            "openvino",
+            "bf16",
+            "cpu",
+            "ov-bf16",
+            False,
+            "OpenVINO CPU, BF16 inference precision (FP32 where the CPU has no BF16)",
+        ),
+        VariantSpec(
+            "ov-int8",
+            "openvino",
+            "int8",
+            "cpu",
+            "ov-int8",
+            False,
+            "OpenVINO CPU, NNCF INT8 IR (the rest at the CPU's default precision)",
+        ),
+        VariantSpec(
             "trt", "tensorrt", "engine", "cuda", None, False, "TensorRT engines (--engine or cached)"
         ),
     )
@@ -95,10 +116,19 @@ ALIASES: dict[str, str] = {
     "onnxruntime": "ort-fp32",
     "ort": "ort-fp32",
     "tensorrt": "trt",
+    "openvino": "ov-fp32",
+    "ov": "ov-fp32",
 }
 DEFAULT_VARIANTS: tuple[str, ...] = ("torch", "torch-cuda", "ort-fp32", "ort-int8", "trt")
+OPENVINO_VARIANTS: tuple[str, ...] = ("ov-fp32", "ov-bf16", "ov-int8")  # in the default job where installed
 ALL_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
 VARIANT_SETS: dict[str, tuple[str, ...]] = {"default": DEFAULT_VARIANTS, "all": ALL_VARIANTS}
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def parse_backends(values: Sequence[str]) -> list[str]:
@@ -122,6 +152,9 @@ def parse_backends(values: Sequence[str]) -> list[str]:
 
 def variant_set(name: str) -> list[str]:
     """A named set, or a comma list of variant names (``ort-fp32,ort-int8``)."""
+    if name == "default" and openvino_installed():
+        # OpenVINO rows join the default job where it is installed (before the GPU engines)
+        return [*DEFAULT_VARIANTS[:-1], *OPENVINO_VARIANTS, DEFAULT_VARIANTS[-1]]
     if name in VARIANT_SETS:
         return list(VARIANT_SETS[name])
     try:
@@ -168,6 +201,8 @@ def _cpu_model() -> str:
 
 
 INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# BF16 decides OpenVINO's default inference precision (BF16 with these, else FP32) and its speed.
+BF16_ISA_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16", "amx_tile")
 
 
 def cpu_int8_isa(cpuinfo: str | None = None) -> list[str] | None:
@@ -177,6 +212,19 @@ def cpu_int8_isa(cpuinfo: str | None = None) -> list[str] | None:
     over FP32 on an AVX-512 VNNI EPYC, 1.4x on an AVX2-only one), so an INT8 speed-up means little
     without them.
     """
+    return _cpu_flags(INT8_ISA_FLAGS, cpuinfo)
+
+
+def cpu_bf16_isa(cpuinfo: str | None = None) -> list[str] | None:
+    """The CPU's BF16 / AMX extensions (None: not known on this OS).
+
+    Why: OpenVINO runs FP32 graphs in BF16 by default only where these exist (AVX-512 BF16, AMX),
+    and the BF16 speed-up over FP32 depends on which (AMX tiles are several times AVX-512 BF16's).
+    """
+    return _cpu_flags(BF16_ISA_FLAGS, cpuinfo)
+
+
+def _cpu_flags(wanted: Sequence[str], cpuinfo: str | None) -> list[str] | None:
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
@@ -185,7 +233,7 @@ def cpu_int8_isa(cpuinfo: str | None = None) -> list[str] | None:
     for line in cpuinfo.splitlines():
         if line.lower().startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
-            return [f for f in INT8_ISA_FLAGS if f in flags]
+            return [f for f in wanted if f in flags]
     return None
 
 
@@ -228,12 +276,15 @@ def machine_info() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "nvidia-modelopt": _version("nvidia-modelopt"),
         "tensorrt": _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13"),
+        "openvino": _version("openvino"),
+        "nncf": _version("nncf"),
     }
     return {
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count() or 0,
         "cpu_cores_usable": usable,
         "cpu_int8_isa": cpu_int8_isa(),
+        "cpu_bf16_isa": cpu_bf16_isa(),
         "gpu": gpu_name(),
         "platform": platform.platform(),
         "versions": versions,
@@ -259,6 +310,15 @@ def backend_unavailable_reason(spec: VariantSpec) -> str | None:
             require_onnxruntime()
         except TdmiError as e:
             return str(e)
+        return None
+    if spec.backend == "openvino":
+        if not openvino_installed():
+            return "OpenVINO is not installed: pip install 'tdmi-deploy[openvino]'"
+        if spec.precision == "int8":
+            import importlib.util
+
+            if importlib.util.find_spec("nncf") is None:
+                return "INT8 for OpenVINO needs NNCF: pip install 'tdmi-deploy[openvino-int8]'"
         return None
     if spec.backend == "tensorrt":
         avail = tensorrt_available()
@@ -354,13 +414,21 @@ class ArtifactCache:
     ) -> Path:
         if kind == "fp32":
             return self.folder / "model-fp32.onnx"
+        if kind == "fp32-decomposed":
+            return self.folder / "model-fp32-decomposed.onnx"
+        # IRs (and NNCF's INT8) depend on the OpenVINO / NNCF versions, which the cache key leaves out
+        ov_tag = f"-ov{_version('openvino')}" + (f"-nncf{_version('nncf')}" if kind == "ov-int8" else "")
+        if kind in ("ov-fp32", "ov-bf16"):
+            return self.folder / f"model-{kind}{ov_tag}.xml"
         source = "builtin"
         if calib_data is not None:
             source = hashlib.sha256(str(Path(calib_data).resolve()).encode()).hexdigest()[:10]
-        how = f"-{method}" if kind.startswith("int8") else ""
-        if kind.startswith("int8") and op_types is not None:
+        int8 = kind.startswith("int8") or kind == "ov-int8"
+        how = f"-{method}" if int8 else ""
+        if int8 and op_types is not None:
             how += "-ops-" + ("_".join(op_types) or "all")
-        return self.folder / f"model-{kind}-calib{calib_clips}-{source}{how}.onnx"
+        suffix = f"{ov_tag}.xml" if kind.startswith("ov-") else ".onnx"
+        return self.folder / f"model-{kind}-calib{calib_clips}-{source}{how}{suffix}"
 
     def engines(self) -> list[Path]:
         return sorted(self.folder.glob("*.engine"))
@@ -395,7 +463,17 @@ class ArtifactCache:
                 return path
             return self._build("fp32", path)
 
-    def _make_fp32_onnx(self, path: Path) -> Path:
+    def fp32_decomposed_onnx(self) -> Path:
+        """The FP32 graph with the DCN as GridSample + Conv: the one OpenVINO reads."""
+        if self.config.deform_conv == "decomposed":
+            return self.fp32_onnx()
+        path = self.artifact_path("fp32-decomposed", 0)
+        with entry_lock(path):
+            if _usable_onnx(path):
+                return path
+            return self._build("fp32-decomposed", path)
+
+    def _make_fp32_onnx(self, path: Path, deform_conv: str | None = None) -> Path:
         from tdmi.export import export_onnx
         from tdmi.model import load_checkpoint
 
@@ -410,6 +488,7 @@ class ArtifactCache:
             verify=True,
             simplify=True,
             progress=self.progress,
+            **({"deform_conv": deform_conv} if deform_conv else {}),
         )
         self.built.append(path.name)
         return path
@@ -427,12 +506,17 @@ class ArtifactCache:
 
         ``op_types`` (INT8 only) replaces the target's default op types to quantize.
         """
-        if method == "auto" and kind.startswith("int8-"):
+        if method == "auto" and (kind.startswith("int8-") or kind == "ov-int8"):
             from tdmi.export.precision import DEFAULT_CALIBRATION
 
-            method = DEFAULT_CALIBRATION[kind.split("-", 1)[1]]
+            method = DEFAULT_CALIBRATION["openvino" if kind == "ov-int8" else kind.split("-", 1)[1]]
         path = self.artifact_path(kind, calib_clips, calib_data, method, op_types)
         with entry_lock(path):
+            if kind.startswith("ov-"):
+                if _usable_ir(path):
+                    return path
+                self.fp32_decomposed_onnx()  # its own entry (and build process) first
+                return self._build(kind, path, calibration, method, op_types)
             if _usable_onnx(path):
                 return path
             return self._build(kind, path, calibration, method, op_types)
@@ -464,6 +548,32 @@ class ArtifactCache:
         )
         self.built.extend(built)
         return Path(out)
+
+    def _make_ir(
+        self,
+        kind: str,
+        path: Path,
+        calibration: Callable[[], Any] | None,
+        method: str,
+        op_types: tuple[str, ...] | None,
+    ) -> Path:
+        """An OpenVINO IR of the decomposed FP32 graph (checked against ORT FP32 before it stays)."""
+        from tdmi.export.openvino_export import write_ir
+        from tdmi.export.precision import default_recipe
+
+        src = self.fp32_decomposed_onnx()
+        precision = kind.split("-", 1)[1]
+        if precision == "int8":
+            recipe = default_recipe("openvino", method)
+            if op_types is not None:
+                recipe = dataclasses.replace(recipe, op_types=op_types)
+            if calibration is None:
+                raise ExportError("the ov-int8 variant needs calibration data")
+            write_ir(src, path, "int8", calib=calibration(), recipe=recipe)
+        else:
+            write_ir(src, path, precision)
+        self.built.append(path.name)
+        return path
 
     def _make_variant(
         self,
@@ -516,8 +626,14 @@ def _make_artifact(
         return cache._make_weights(path)
     if kind == "fp32":
         return cache._make_fp32_onnx(path)
+    if kind == "fp32-decomposed":
+        return cache._make_fp32_onnx(path, deform_conv="decomposed")
+    if kind in ("ov-fp32", "ov-bf16"):
+        return cache._make_ir(kind, path, None, method, op_types)
     if calibration is None:
         raise ExportError(f"the {kind} variant needs calibration data")
+    if kind == "ov-int8":
+        return cache._make_ir(kind, path, calibration, method, op_types)
     return cache._make_variant(kind, path, calibration, method, op_types)
 
 
@@ -590,6 +706,22 @@ def _usable_checkpoint(path: Path) -> bool:
         read_checkpoint_config(path)
     except CheckpointError:
         path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _usable_ir(path: Path) -> bool:
+    """A cached IR is reused only with its weights beside it, both non-empty and readable."""
+    bin_path = path.with_suffix(".bin")
+    if not (path.is_file() and bin_path.is_file() and path.stat().st_size and bin_path.stat().st_size):
+        return False
+    from tdmi.plugins.openvino import require_openvino
+
+    try:
+        require_openvino().Core().read_model(str(path))
+    except Exception:  # a damaged cache entry is rebuilt, whatever OpenVINO says about it
+        path.unlink(missing_ok=True)
+        bin_path.unlink(missing_ok=True)
         return False
     return True
 
@@ -881,6 +1013,31 @@ def _open_variant(
         return skipped(reason)
     ort_options = _ort_options(opts.threads)
     try:
+        if spec.backend == "openvino":
+            assert spec.artifact is not None
+            try:
+                path = cache.variant(
+                    spec.artifact,
+                    opts.calib_clips,
+                    calibration,
+                    opts.calib_data,
+                    opts.calib_method if opts.calib_method in ("auto", "max", "percentile") else "auto",
+                    opts.int8_op_types if spec.precision == "int8" else None,
+                )
+            except (ImportError, ExportError) as e:
+                return skipped("not built: " + (str(e).splitlines() or [type(e).__name__])[0][:200])
+            predictor = runtime.load(
+                path, backend="openvino", device="cpu", threads=opts.threads, performance_hint="LATENCY"
+            )
+            return Runner(
+                spec.name,
+                spec.backend,
+                predictor.precision,  # read back from OpenVINO: bf16 only where the CPU runs it
+                spec.device,
+                predictor,
+                label=label,
+                notes=[f"OpenVINO inference precision {predictor.describe()['inference_precision']}"],
+            )
         if spec.backend == "torch":
             predictor = runtime.load(cache.weights(), backend="torch", device=spec.device)
         elif spec.artifact == "fp32":
@@ -1082,6 +1239,15 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
             "ONNX Runtime's worker threads spin after each run (this runtime cannot turn that off): on a "
             "machine with few cores the row timed right after an ORT row is slowed by it"
         )
+    from tdmi.benchmarks.report import best_cpu_variant
+
+    if any(r.backend == "openvino" and r.precision.startswith("int8") for r in setup.runners):
+        method = opts.calib_method if opts.calib_method in ("max", "percentile") else "max (NNCF min/max)"
+        notes.append(
+            f"OpenVINO INT8: NNCF post-training quantization (performance preset) on the same calibration "
+            f"clips, ranges by {method}, nothing kept in higher precision (tdmi-export openvino --max-drop "
+            "searches a recipe)"
+        )
     return BenchReport(
         machine=machine_info(),
         config=cfg.to_dict(),
@@ -1117,6 +1283,7 @@ def run_bench(opts: BenchOptions, console: Any | None = None) -> BenchReport:
         task_accuracy=task.rows if task is not None else None,
         task_dataset=task.dataset if task is not None else None,
         memory=cache.memory.to_dict(),
+        best_cpu=best_cpu_variant(rows, task.rows if task is not None else None),
     )
 
 

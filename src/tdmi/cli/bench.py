@@ -49,15 +49,17 @@ def bench(
             "--backend",
             "-b",
             help="Rows to run, comma-separated or repeated: torch, torch-cuda, ort-fp32, ort-int8, "
-            "ort-fp16-trtgraph, ort-int8-trtgraph, trt (default: the --variants set).",
+            "ort-fp16-trtgraph, ort-int8-trtgraph, ov-fp32, ov-bf16, ov-int8, trt "
+            "(default: the --variants set).",
         ),
     ] = None,
     variants: Annotated[
         str,
         typer.Option(
             "--variants",
-            help="'default': torch (+CUDA), ORT FP32 and INT8, TensorRT engines; 'all' adds the "
-            "TensorRT-targeted FP16 / INT8 graphs run on ONNX Runtime CPU as an accuracy check (not timed).",
+            help="'default': torch (+CUDA), ORT FP32 and INT8, OpenVINO FP32/BF16/INT8 where installed, "
+            "TensorRT engines; 'all' adds the TensorRT-targeted FP16 / INT8 graphs run on ONNX Runtime CPU "
+            "as an accuracy check (not timed).",
         ),
     ] = "default",
     engine: Annotated[

@@ -21,6 +21,7 @@ from tdmi.cli.common import (
     preset_or_json,
 )
 from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
+from tdmi.cli.openvino import register_openvino_commands
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
 
@@ -159,7 +160,7 @@ def onnx_cmd(
     check_input_paths({"--checkpoint": checkpoint, "--calib": calib}, folders=True)
     require_export("tdmi-export onnx")
     if split:
-        _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch)
+        _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch, deform_conv)
         return
     from tdmi.export import export_onnx
     from tdmi.export.calibration import load_calibration
@@ -168,7 +169,8 @@ def onnx_cmd(
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
     if target not in (None, "tensorrt", "onnxruntime"):
-        raise UsageError(f"--target must be tensorrt or onnxruntime, got {target!r}")
+        hint = " (OpenVINO IR: `tdmi-export openvino`)" if target == "openvino" else ""
+        raise UsageError(f"--target must be tensorrt or onnxruntime, got {target!r}{hint}")
     if precision == "fp32" and target is not None:
         raise UsageError(
             "--target applies to --precision fp16/int8 only (the FP32 graph suits every runtime)"
@@ -275,6 +277,7 @@ def _export_split(
     simplify: bool,
     precision: str,
     batch: str,
+    deform_conv: str = "native",
 ) -> None:
     """``onnx --split``: the backbone/head pair for ``tdmi-infer --reuse-features`` (FP32, dynamic batch)."""
     from tdmi.export.split_export import export_split_onnx
@@ -285,7 +288,13 @@ def _export_split(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = export_split_onnx(
-            config, output, checkpoint=checkpoint, opset=opset, verify=verify, simplify=simplify
+            config,
+            output,
+            checkpoint=checkpoint,
+            opset=opset,
+            verify=verify,
+            simplify=simplify,
+            deform_conv=None if deform_conv == "native" else deform_conv,
         )
     _show_warnings(caught)
     console.print(
@@ -415,6 +424,13 @@ def triton_cmd(
     engine: Annotated[
         Path | None, typer.Option("--engine", help="TensorRT engine (its .engine.json sidecar beside it).")
     ] = None,
+    openvino: Annotated[
+        Path | None,
+        typer.Option(
+            "--openvino",
+            help="OpenVINO IR .xml (tdmi-export openvino --batch dynamic) for Triton's openvino backend.",
+        ),
+    ] = None,
     config: Annotated[
         str | None,
         typer.Option(
@@ -454,20 +470,30 @@ def triton_cmd(
             kind=kind,
             refine=refine,
         )
-    inputs = {"--onnx": onnx, "--engine": engine, "--checkpoint": checkpoint}
+    inputs = {"--onnx": onnx, "--engine": engine, "--openvino": openvino, "--checkpoint": checkpoint}
     for opt, path in inputs.items():
         if path is not None and output.resolve() in path.resolve().parents:
             raise UsageError(f"{opt} {path} lies inside --output {output}: choose another folder")
     with tempfile.TemporaryDirectory(prefix="tdmi-triton-") as tmp:
-        art = resolve_artifact(tmp, onnx=onnx, engine=engine, config=config, checkpoint=checkpoint)
+        art = resolve_artifact(
+            tmp, onnx=onnx, engine=engine, openvino=openvino, config=config, checkpoint=checkpoint
+        )
         write_repository(output, art, settings, flavour="platform", force=force)
     console.print(
         f"wrote [bold]{output}[/]: tdmi ({art.platform}, max_batch_size {settings.max_batch_size}), "
         "tdmi_pre, tdmi_post, tdmi_pose (ensemble)"
     )
+    if art.platform == "openvino":
+        console.print(
+            "not run here: the tritonserver bundled with nvidia-pytriton has only the python backend; "
+            "serve this repository with the official Triton container (its openvino backend)",
+            markup=False,
+            highlight=False,
+        )
 
 
 register_int8_commands(app)
+register_openvino_commands(app)
 
 
 def main() -> None:

@@ -25,18 +25,19 @@ def load_predictors(
     split: Path | None,
     device: str | None,
     threads: int | None = None,
+    backend: str | None = None,
 ) -> tuple[Any, Any]:
     """The clip predictor and, for --reuse-features, its per-frame split form.
 
     ``threads`` caps the intra-op threads (ONNX Runtime, torch): one per Ray worker by default.
     """
     from tdmi import runtime
-    from tdmi.runtime.features import OnnxFramePredictor, frame_predictor_for
+    from tdmi.runtime.features import OnnxFramePredictor, OpenVINOFramePredictor, frame_predictor_for
     from tdmi.spec.config import resolve_config
 
     if model is None and config is None:
         raise ConfigError("say which model runs: --model FILE (.pt/.onnx/.engine) or --config PRESET")
-    if threads and (model is None or runtime.infer_backend(model) == "torch"):
+    if threads and (model is None or (backend or runtime.infer_backend(model)) == "torch"):
         import torch
 
         torch.set_num_threads(threads)
@@ -55,13 +56,16 @@ def load_predictors(
             net = TDMI(cfg)
         predictor: Any = TorchPredictor(net, device, source=cfg.name)
     elif model.endswith(".onnx") and split is None and reuse and not Path(model).is_file():
-        fp = OnnxFramePredictor(model, device=device, threads=threads)  # only the split pair exists
+        # only the split pair exists
+        if backend == "openvino":
+            fp: Any = OpenVINOFramePredictor(model, threads=threads)
+        else:
+            fp = OnnxFramePredictor(model, device=device, threads=threads)
         return fp, fp
     else:
-        onnx_options = (
-            {"threads": threads} if threads and runtime.infer_backend(model) == "onnxruntime" else {}
-        )
-        predictor = runtime.load(model, device=device, **onnx_options)
+        chosen = backend or runtime.infer_backend(model)
+        options = {"threads": threads} if threads and chosen in ("onnxruntime", "openvino") else {}
+        predictor = runtime.load(model, backend=backend, device=device, **options)
     if config is not None and model is not None:
         want = resolve_config(config)
         if {**want.to_dict(), "name": ""} != {**predictor.config.to_dict(), "name": ""}:
@@ -104,7 +108,17 @@ def run(
         Path | None, typer.Option("--output", "-o", help="Output folder (created if missing). Required.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Checkpoint .pt, ONNX .onnx or TensorRT .engine.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Checkpoint .pt, ONNX .onnx, OpenVINO IR .xml or TensorRT .engine."
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Engine for the model file (default: from its suffix); openvino runs a decomposed .onnx.",
+        ),
     ] = None,
     config: Annotated[
         str | None,
@@ -230,7 +244,7 @@ def run(
         run_many(
             sources,
             output,
-            functools.partial(load_predictors, model, config, reuse_features, split, device),
+            functools.partial(load_predictors, model, config, reuse_features, split, device, backend=backend),
             {
                 "model": model,
                 "config": config,
@@ -267,7 +281,9 @@ def run(
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor, frame_predictor = load_predictors(model, config, reuse_features, split, device, threads)
+        predictor, frame_predictor = load_predictors(
+            model, config, reuse_features, split, device, threads, backend
+        )
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
     det = None
@@ -325,10 +341,13 @@ def run(
             detector=det,
         )
     s = out.result.summary()
+    # OpenVINO says which precision it compiled to (bf16 on BF16 CPUs unless told otherwise)
+    precision = getattr(predictor, "precision", None) or getattr(predictor, "inference_precision", "")
     reuse = f", cache hit rate {100 * s['cache_hit_rate']:.1f}%" if s["reuse_features"] else " (clip by clip)"
     console.print(
         f"{s['frames']} frames, {s['persons']} person(s), {s['clips']} clips in {s['wall_s']:.2f} s "
-        f"({s['frames_per_s']:.2f} frames/s, {s['backend']}); backbone passes {s['backbone_passes']} "
+        f"({s['frames_per_s']:.2f} frames/s, {s['backend']} {precision}); "
+        f"backbone passes {s['backbone_passes']} "
         f"(clip by clip: {s['backbone_passes_clip_by_clip']}){reuse}; box policy {s['box_policy']}"
     )
     _report_detector(s)

@@ -15,7 +15,8 @@ from tdmi.errors import ExportError, UsageError
 
 OP_TYPES_HELP = (
     "INT8: ONNX op types to quantize, comma-separated (e.g. Conv). Default: the target's own "
-    "(ORT: Conv,Gemm,MatMul; TensorRT: ModelOpt's set, also adds, pooling, resize, concat; 'all')."
+    "(ORT: Conv,Gemm,MatMul; TensorRT: ModelOpt's set, also adds, pooling, resize, concat; OpenVINO: "
+    "NNCF's set; 'all')."
 )
 
 
@@ -100,7 +101,12 @@ def register_int8_commands(app: typer.Typer) -> None:
     def int8_sensitivity_cmd(
         src: Annotated[Path, typer.Argument(help="The unfused FP32 ONNX file written by tdmi-export.")],
         target: Annotated[
-            str, typer.Option("--target", help="onnxruntime (timed) or tensorrt (accuracy only).")
+            str,
+            typer.Option(
+                "--target",
+                help="onnxruntime (timed), openvino (NNCF IR, timed on OpenVINO; give the decomposed "
+                "FP32 ONNX) or tensorrt (accuracy only).",
+            ),
         ] = "onnxruntime",
         calib: Annotated[
             Path | None,
@@ -143,13 +149,18 @@ def register_int8_commands(app: typer.Typer) -> None:
 
         if granularity not in ("block", "node"):
             raise UsageError(f"--granularity must be block or node, got {granularity!r}")
-        if target not in ("onnxruntime", "tensorrt"):
-            raise UsageError(f"--target must be onnxruntime or tensorrt, got {target!r}")
+        if target not in ("onnxruntime", "tensorrt", "openvino"):
+            raise UsageError(f"--target must be onnxruntime, openvino or tensorrt, got {target!r}")
         check_outputs({"--json": json_path}, {"FP32_ONNX": src, "--calib": calib})
         meta = read_metadata(load_onnx_checked(src))
         if meta["precision"] != "fp32" or meta["fused"]:
             raise ExportError(f"{src} is {meta['variant']}: give the unfused FP32 export")
         config = meta["config"]
+        if target == "openvino" and config.deform_conv != "decomposed":
+            raise ExportError(
+                f"{src} has the native DeformConv, which OpenVINO cannot read: give the export of "
+                "`tdmi-export onnx --deform-conv decomposed`"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cs = load_calibration(config, calib, calib_clips)

@@ -33,24 +33,50 @@ RANGE_METHODS: tuple[str, ...] = ("max", "percentile", "entropy")
 HIST_BINS = 2048
 DEFAULT_PERCENTILE = 99.99
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+TARGETS = ("onnxruntime", "tensorrt", "openvino")
+# The range methods each target's quantizer offers: NNCF (OpenVINO) has min/max and a quantile
+# estimator (the recipe's percentile), no KL search.
+TARGET_CALIBRATIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": RANGE_METHODS,
+    "tensorrt": ("max", "entropy"),
+    "openvino": ("max", "percentile"),
+}
+# ONNX op type -> the OpenVINO op types NNCF puts quantizers on for it. An OpenVINO recipe names
+# ONNX op types like the others; the OpenVINO types of every other entry are NNCF-ignored.
+OV_OP_TYPES: dict[str, tuple[str, ...]] = {
+    "Conv": ("Convolution", "GroupConvolution"),
+    "ConvTranspose": ("ConvolutionBackpropData", "GroupConvolutionBackpropData"),
+    "MatMul": ("MatMul",),
+    "Gemm": ("MatMul",),
+    "Add": ("Add",),
+    "Mul": ("Multiply",),
+    "Sub": ("Subtract",),
+    "Concat": ("Concat",),
+    "AveragePool": ("AvgPool",),
+    "MaxPool": ("MaxPool",),
+    "Resize": ("Interpolate",),
+    "ReduceMean": ("ReduceMean",),
+    "GridSample": ("GridSample",),
+}
+DEFAULT_OP_SET = {"tensorrt": "ModelOpt default", "openvino": "NNCF default"}
 
 
 @dataclass(frozen=True)
 class Int8Recipe:
     """How to quantize: serialisable to JSON and embedded in the graph's metadata."""
 
-    target: str = "onnxruntime"  # "onnxruntime" | "tensorrt"
+    target: str = "onnxruntime"  # "onnxruntime" | "tensorrt" | "openvino"
     calibration: str = "entropy"  # max | percentile | entropy
     percentile: float = DEFAULT_PERCENTILE
-    per_channel: bool = True  # ORT: per-channel weight scales (per-tensor when False)
+    per_channel: bool = True  # ORT / OpenVINO: per-channel weight scales (per-tensor when False)
     activations: str = "int8"  # ORT: "int8" (U8S8) or "int16" (A16W8)
     fp32_regions: tuple[str, ...] = ("head", "rdm")  # regions (or node names) left unquantized
     op_types: tuple[str, ...] = QUANTIZED_OPS
 
     def __post_init__(self) -> None:
-        if self.target not in ("onnxruntime", "tensorrt"):
-            raise ExportError(f"unknown INT8 target {self.target!r}: use tensorrt or onnxruntime")
-        allowed = RANGE_METHODS if self.target == "onnxruntime" else ("max", "entropy")
+        if self.target not in TARGETS:
+            raise ExportError(f"unknown INT8 target {self.target!r}: use tensorrt, onnxruntime or openvino")
+        allowed = TARGET_CALIBRATIONS[self.target]
         if self.calibration not in allowed:
             raise ExportError(
                 f"calibration {self.calibration!r} is not available for {self.target}: "
@@ -60,6 +86,8 @@ class Int8Recipe:
             raise ExportError(f"the calibration percentile must be in (50, 100], got {self.percentile}")
         if self.activations not in ("int8", "int16"):
             raise ExportError(f"activations must be int8 or int16, got {self.activations!r}")
+        if self.activations == "int16" and self.target != "onnxruntime":
+            raise ExportError(f"A16W8 (int16 activations) is an ONNX Runtime recipe, not {self.target}'s")
         check_op_types(self.op_types, self.target)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,10 +108,12 @@ class Int8Recipe:
         parts = [self.calibration + (f"{self.percentile:g}" if self.calibration == "percentile" else "")]
         if self.target == "onnxruntime":
             parts.append("A16W8" if self.activations == "int16" else "A8W8")
+        if self.target in ("onnxruntime", "openvino"):
             parts.append("per-channel" if self.per_channel else "per-tensor")
         parts.append("fp32: " + (",".join(self.fp32_regions) if self.fp32_regions else "none"))
-        if self.target == "tensorrt" or self.op_types != QUANTIZED_OPS:
-            parts.append("ops: " + (",".join(self.op_types) if self.op_types else "ModelOpt default"))
+        if self.target != "onnxruntime" or self.op_types != QUANTIZED_OPS:
+            default = DEFAULT_OP_SET.get(self.target, "ModelOpt default")
+            parts.append("ops: " + (",".join(self.op_types) if self.op_types else default))
         return " ".join(parts)
 
 
@@ -121,7 +151,7 @@ def quantizable_regions(
     """Region -> its quantizable compute nodes, in graph order (temporal differences never included)."""
     out: dict[str, list[str]] = {}
     for n in model.graph.node:
-        if n.op_type not in op_types or _is_diff(n.name):
+        if n.op_type not in op_types or is_temporal_difference(n.name):
             continue
         region = region_of(n.name, granularity)
         if region is not None:
@@ -129,19 +159,25 @@ def quantizable_regions(
     return out
 
 
-def _is_diff(name: str) -> bool:
+def is_temporal_difference(name: str) -> bool:
+    """A temporal-difference node: never quantized (a difference of two quantized features loses its bits)."""
     return name.startswith("tde/") and "/diff/" in name
 
 
 def nodes_in(model: onnx.ModelProto, regions: Sequence[str]) -> list[str]:
     """Every node of the named regions (block names, or exact node names)."""
+    return names_in([n.name for n in model.graph.node], regions)
+
+
+def names_in(names: Sequence[str], regions: Sequence[str]) -> list[str]:
+    """The node names (ONNX nodes, or OpenVINO ops, which keep them) that belong to ``regions``."""
     wanted = set(regions)
     return [
-        n.name
-        for n in model.graph.node
-        if n.name in wanted
-        or region_of(n.name, "block") in wanted
-        or any(n.name.startswith(r.rstrip("/") + "/") for r in wanted)
+        name
+        for name in names
+        if name in wanted
+        or region_of(name, "block") in wanted
+        or any(name.startswith(r.rstrip("/") + "/") for r in wanted)
     ]
 
 
@@ -355,6 +391,9 @@ def write_ort_calibration_cache(ranges: dict[str, tuple[float, float]], path: Pa
 def describe_calibrator(recipe: Int8Recipe) -> str:
     if recipe.target == "tensorrt":
         return f"ModelOpt's {recipe.calibration} calibrator"
+    if recipe.target == "openvino":
+        how = "min/max" if recipe.calibration == "max" else f"{recipe.percentile:g}th-percentile quantile"
+        return f"NNCF post-training quantization ({how} activation ranges, performance preset)"
     if recipe.calibration == "max":
         return "tdmi activation ranges (min/max over all clips), given to onnxruntime as a calibration cache"
     pct = f"{recipe.percentile:g}th percentile of |x|"
@@ -409,6 +448,21 @@ def check_op_types(op_types: Sequence[str], target: str | None = None) -> None:
     unknown = [t for t in op_types if not onnx.defs.has(t)]
     if unknown:
         raise ExportError(f"unknown ONNX op types to quantize: {', '.join(unknown)} (e.g. Conv,Add)")
+    if target == "openvino":
+        missing = [t for t in op_types if t not in OV_OP_TYPES]
+        if missing:
+            raise ExportError(
+                f"NNCF cannot be limited to op type(s) {', '.join(missing)} for OpenVINO: choose from "
+                f"{', '.join(OV_OP_TYPES)} (or 'all' for NNCF's own set)"
+            )
+
+
+def ov_ignored_types(op_types: Sequence[str]) -> list[str]:
+    """OpenVINO op types NNCF must leave alone so only ``op_types`` (ONNX names) are quantized."""
+    if not op_types:
+        return []
+    keep = {ov for t in op_types for ov in OV_OP_TYPES[t]}
+    return sorted({ov for group in OV_OP_TYPES.values() for ov in group} - keep)
 
 
 def parse_op_types(text: str | None) -> tuple[str, ...] | None:

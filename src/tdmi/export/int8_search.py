@@ -9,7 +9,9 @@ in paired rounds (FP32 and candidate alternating, the median ratio and its sprea
 loss and latency gain. ``search`` starts from everything quantized with the best calibration, then
 keeps the most harmful regions FP32 one by one until the drop fits ``max_drop``; among the recipes
 that fit, the fastest wins. The TensorRT-targeted graph is searched the same way for accuracy only
-(its speed on ORT CPU says nothing about TensorRT).
+(its speed on ORT CPU says nothing about TensorRT). The OpenVINO target builds NNCF INT8 IRs (regions
+kept in higher precision through NNCF's ignored scope) and scores and times them on OpenVINO
+against the FP32 graph on OpenVINO at FP32.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tdmi.eval.synthetic import SyntheticSet, predict_keypoints
 from tdmi.export.calibration import CalibrationSet
 from tdmi.export.int8_recipes import (
     QUANTIZED_OPS,
+    TARGET_CALIBRATIONS,
     ActivationStats,
     Granularity,
     Int8Recipe,
@@ -90,24 +93,65 @@ class SearchResult:
         return asdict(self)
 
 
+def timed_target(target: str) -> bool:
+    """Whether candidates are timed: on ORT and OpenVINO the CPU that scores them also runs them."""
+    return target in ("onnxruntime", "openvino")
+
+
+def candidate_suffix(target: str) -> str:
+    return ".xml" if target == "openvino" else ".onnx"
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if path.suffix == ".xml":
+        path.with_suffix(".bin").unlink(missing_ok=True)
+
+
 class _Evaluator:
-    """Scores graphs on one held-out set against the FP32 graph's predictions (computed once)."""
+    """Scores graphs on one held-out set against the FP32 graph's predictions (computed once).
+
+    ``engine`` runs them: ONNX Runtime, or OpenVINO (the FP32 reference then at inference
+    precision f32, the INT8 IRs at the CPU's default for their unquantized layers).
+    """
 
     def __init__(
-        self, fp32: onnx.ModelProto, data: SyntheticSet, timing_rounds: int, threads: int | None
+        self,
+        fp32: onnx.ModelProto,
+        data: SyntheticSet,
+        timing_rounds: int,
+        threads: int | None,
+        engine: str = "onnxruntime",
+        fp32_path: Path | None = None,
     ) -> None:
         self.data = data
         self.batch = static_batch(fp32) or 1
         self.threads = threads
         self.rounds = timing_rounds
-        self.fp32_session = self._session(fp32)
+        self.engine = engine
+        if engine == "openvino":
+            if fp32_path is None:
+                raise ExportError("the OpenVINO evaluator needs the FP32 graph's path")
+            self.fp32_session = self._ov(fp32_path, "f32")
+        else:
+            self.fp32_session = self._session(fp32)
         self.fp32_preds = predict_keypoints(self._runner(self.fp32_session), data, self.batch)[:2]
 
+    def _ov(self, path: Path, precision: str | None) -> Any:
+        from tdmi.runtime.openvino_backend import OpenVINOPredictor
+
+        return OpenVINOPredictor(path, threads=self.threads, inference_precision=precision)
+
     def _session(self, model: onnx.ModelProto | Path) -> Any:
+        if self.engine == "openvino":
+            assert isinstance(model, Path)
+            return self._ov(model, None)
         proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
         return make_session(proto, threads=self.threads)
 
     def _runner(self, sess: Any) -> Callable[[np.ndarray], np.ndarray]:
+        if self.engine == "openvino":
+            return lambda clips: sess.predict(np.ascontiguousarray(clips, dtype=np.float32))
         name = sess.get_inputs()[0].name
         return lambda clips: sess.run(None, {name: clips})[0]
 
@@ -164,6 +208,11 @@ def _build(
     recipe: Int8Recipe,
     stats: ActivationStats | None,
 ) -> None:
+    if recipe.target == "openvino":
+        from tdmi.export.openvino_export import write_ir
+
+        write_ir(fp32_path, out, "int8", calib=calib, recipe=recipe, check=False)
+        return
     from tdmi.export.precision import quantize_int8
 
     quantize_int8(fp32_path, out, calib, target=recipe.target, recipe=recipe, stats=stats, progress=False)  # type: ignore[arg-type]
@@ -192,24 +241,24 @@ def sensitivity(
     if not regions:
         raise ExportError(f"{fp32_path} has no quantizable regions (no scoped Conv/Gemm/MatMul nodes)")
     state = _state if _state is not None else {}
-    ev = state.get("evaluator") or _Evaluator(model, data, timing_rounds, threads)
+    ev = state.get("evaluator") or _Evaluator(model, data, timing_rounds, threads, base.target, fp32_path)
     stats = state.get("stats")
     if stats is None and base.target == "onnxruntime":
         stats = collect_stats(model, calib.clips, static_batch(model) or 1)
     state.update(evaluator=ev, stats=stats)
-    timed = base.target == "onnxruntime"
+    timed = timed_target(base.target)
     rows: list[SensitivityRow] = []
     with tempfile.TemporaryDirectory(prefix="tdmi-int8-sens-") as tmp:
         for i, (region, nodes) in enumerate(regions.items()):
             others = tuple(r for r in regions if r != region)
             recipe = dataclasses.replace(base, fp32_regions=others)
-            out = Path(tmp, f"r{i}.onnx")
+            out = Path(tmp, f"r{i}{candidate_suffix(base.target)}")
             _build(fp32_path, out, calib, recipe, stats)
             res = ev.score(out, recipe, timed)
             res.label = f"only {region} INT8 ({base.calibration})"
             rows.append(SensitivityRow(region, len(nodes), res.drop_pck, res.speedup, res))
             say(f"{region}: {len(nodes)} nodes, PCK drop {res.drop_pck:+.2f} pts, speed-up {_x(res.speedup)}")
-            out.unlink(missing_ok=True)
+            _remove(out)
     rows.sort(key=lambda r: (-r.drop_pck, -(r.speedup or 0.0)))
     return rows
 
@@ -261,8 +310,11 @@ def search(
     fp32_path = Path(fp32_path)
     model = onnx.load(str(fp32_path))
     ort = target == "onnxruntime"
-    methods = list(calibrations or (("max", "percentile", "entropy") if ort else ("max", "entropy")))
-    ev = _Evaluator(model, data, timing_rounds, threads)
+    timed = timed_target(target)
+    if target not in TARGET_CALIBRATIONS:
+        raise ExportError(f"unknown INT8 target {target!r}: use {', '.join(TARGET_CALIBRATIONS)}")
+    methods = list(calibrations or TARGET_CALIBRATIONS[target])
+    ev = _Evaluator(model, data, timing_rounds, threads, target, fp32_path)
     stats = collect_stats(model, calib.clips, static_batch(model) or 1) if ort else None
     state: dict[str, Any] = {"evaluator": ev, "stats": stats}
     result = SearchResult(target=target, max_drop=max_drop, fp32_pck=ev.fp32_pck(), chosen=None)
@@ -272,10 +324,10 @@ def search(
         counter = iter(range(10_000))
 
         def measure(recipe: Int8Recipe) -> CandidateResult:
-            out = Path(tmp, f"c{next(counter)}.onnx")
+            out = Path(tmp, f"c{next(counter)}{candidate_suffix(target)}")
             _build(fp32_path, out, calib, recipe, stats)
-            res = ev.score(out, recipe, timed=ort)
-            out.unlink(missing_ok=True)
+            res = ev.score(out, recipe, timed=timed)
+            _remove(out)
             res.meets_budget = res.drop_pck <= max_drop
             result.candidates.append(res)
             say(f"{res.label}: PCK {res.pck:.2f} (drop {res.drop_pck:+.2f} pts), speed-up {_x(res.speedup)}")
@@ -285,7 +337,7 @@ def search(
         if op_types is not None:
             base_kw["op_types"] = tuple(op_types)
         elif not ort:
-            base_kw["op_types"] = ()  # ModelOpt's default op types
+            base_kw["op_types"] = ()  # ModelOpt's / NNCF's default op types
         if ort:
             from tdmi.export.precision import default_recipe
 
@@ -320,14 +372,14 @@ def search(
                 current_res = measure(current)
                 if current_res.drop_pck <= max_drop:
                     break
-        if ort:
+        if timed:
             measure(dataclasses.replace(current, per_channel=False))
-            if current_res.drop_pck > max_drop:
+            if ort and current_res.drop_pck > max_drop:
                 measure(dataclasses.replace(current, activations="int16"))
     fitting = [c for c in result.candidates if c.meets_budget]
-    fast = [c for c in fitting if (c.speedup or 0.0) >= min_speedup] if ort else fitting
+    fast = [c for c in fitting if (c.speedup or 0.0) >= min_speedup] if timed else fitting
     if fast:
-        if ort:
+        if timed:
             result.chosen = max(fast, key=lambda c: (c.speedup or 0.0, -c.drop_pck))
         else:
             result.chosen = min(

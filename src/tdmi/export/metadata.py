@@ -27,6 +27,8 @@ from tdmi.artifacts.onnx_meta import (
     KEY_TOOLKIT,
     KEY_VARIANT,
     OUTPUT_NAME,
+    PRECISIONS,
+    TARGETS,
     Precision,
     Target,
     normalization_spec,
@@ -47,8 +49,7 @@ def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
-def write_metadata(
-    model: onnx.ModelProto,
+def metadata_props(
     config: TDMIConfig,
     *,
     precision: Precision = "fp32",
@@ -56,15 +57,15 @@ def write_metadata(
     fused: bool = False,
     batch: int | str = 1,
     extra: dict[str, Any] | None = None,
-) -> onnx.ModelProto:
-    """Stamp ``model`` (in place, also returned) with the toolkit's metadata."""
+) -> dict[str, str]:
+    """The toolkit's metadata as key -> text: ONNX ``metadata_props`` and OpenVINO IR ``rt_info`` alike."""
     from tdmi import __version__
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ExportError(f"unknown precision {precision!r}: use fp32, fp16 or int8")
-    if target not in ("any", "tensorrt", "onnxruntime"):
-        raise ExportError(f"unknown target {target!r}: use tensorrt or onnxruntime")
-    props = {
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}: use tensorrt, onnxruntime or openvino")
+    return {
         KEY_CONFIG: config.to_json(),
         KEY_JOINTS: json.dumps(list(POSETRACK_JOINTS[: config.num_joints])),
         KEY_NORMALIZATION: json.dumps(normalization_spec(config), sort_keys=True),
@@ -76,6 +77,20 @@ def write_metadata(
         KEY_BATCH: str(batch),
         KEY_EXTRA: json.dumps(extra or {}, sort_keys=True),
     }
+
+
+def write_metadata(
+    model: onnx.ModelProto,
+    config: TDMIConfig,
+    *,
+    precision: Precision = "fp32",
+    target: Target = "any",
+    fused: bool = False,
+    batch: int | str = 1,
+    extra: dict[str, Any] | None = None,
+) -> onnx.ModelProto:
+    """Stamp ``model`` (in place, also returned) with the toolkit's metadata."""
+    props = metadata_props(config, precision=precision, target=target, fused=fused, batch=batch, extra=extra)
     _set_props(model, props)
     return model
 

@@ -29,6 +29,7 @@ from tdmi.export.onnx_export import (
     _resolve_model,
     _strip_node_metadata,
     build_onnx,
+    check_deform_conv,
     check_writable,
     compare_heatmaps,
     dynamo_export,
@@ -88,7 +89,7 @@ def _trace(
     return proto
 
 
-def _check(proto: onnx.ModelProto, part: str) -> None:
+def _check(proto: onnx.ModelProto, part: str, deform_conv: str = "native") -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -97,11 +98,10 @@ def _check(proto: onnx.ModelProto, part: str) -> None:
     bad = sorted(set(ops) & FORBIDDEN_OPS)
     if bad:
         raise ExportError(f"the {part} graph contains {', '.join(bad)}")
-    want_dcn = 4 if part == "head" else 0
-    if ops.get("DeformConv", 0) != want_dcn:
-        raise ExportError(
-            f"the {part} graph has {ops.get('DeformConv', 0)} DeformConv nodes, expected {want_dcn}"
-        )
+    if part == "head":
+        check_deform_conv(proto, deform_conv)  # the DCN in the form the config asks for
+    elif ops.get("DeformConv", 0):
+        raise ExportError(f"the {part} graph has {ops['DeformConv']} DeformConv nodes, expected 0")
     if part == "head":
         for j in range(1, 5):
             if not any(
@@ -129,7 +129,7 @@ def build_split_onnx(
     if simplify:
         b, h = simplify_graph(b), simplify_graph(h)
     _check(b, "backbone")
-    _check(h, "head")
+    _check(h, "head", cfg.deform_conv)
     return b, h
 
 
@@ -174,8 +174,12 @@ def export_split_onnx(
     simplify: bool = True,
     rtol: float = DEFAULT_RTOL,
     progress: bool = True,
+    deform_conv: str | None = None,
 ) -> SplitExportResult:
-    """Write ``<stem>.backbone.onnx`` and ``<stem>.head.onnx`` beside ``output``; both or neither."""
+    """Write ``<stem>.backbone.onnx`` and ``<stem>.head.onnx`` beside ``output``; both or neither.
+
+    ``deform_conv="decomposed"`` writes the head's DCN as GridSample + Conv (what OpenVINO reads).
+    """
     from tdmi.artifacts.split import split_paths
 
     t0 = time.perf_counter()
@@ -187,6 +191,13 @@ def export_split_onnx(
     with steps(progress, total=4 if verify else 3) as step:
         step("loading the model")
         net, cfg, weights = _resolve_model(config, Path(checkpoint) if checkpoint else None, model)
+        if deform_conv not in (None, "native", "decomposed"):
+            raise ExportError(f"deform_conv must be 'native' or 'decomposed', got {deform_conv!r}")
+        if deform_conv is not None and deform_conv != cfg.deform_conv:
+            if model is not None:
+                raise ExportError("deform_conv applies to a config/checkpoint export, not a given model")
+            net.set_deform_conv(deform_conv)  # same weights; the config in the files says which form
+            cfg = net.config
         step("exporting backbone and head (torch.onnx dynamo)")
         b, h = build_split_onnx(net, cfg, opset, simplify)
         for proto, part in ((b, "backbone"), (h, "head")):

@@ -1,7 +1,8 @@
-"""One predictor interface over PyTorch, ONNX Runtime and TensorRT.
+"""One predictor interface over PyTorch, ONNX Runtime, OpenVINO and TensorRT.
 
-``load`` picks the backend from the artifact: ``.onnx`` -> onnxruntime, ``.engine``/``.plan`` ->
-tensorrt (via its sidecar), ``.pt``/``.pth`` checkpoints, preset names and ``TDMIConfig`` -> torch.
+``load`` picks the backend from the artifact: ``.onnx`` -> onnxruntime (or openvino when asked),
+``.xml`` OpenVINO IR -> openvino, ``.engine``/``.plan`` -> tensorrt (via its sidecar), ``.pt``/``.pth``
+checkpoints, preset names and ``TDMIConfig`` -> torch.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from tdmi.runtime.chunking import Chunk, plan_chunks
 from tdmi.runtime.keypoints import predict_keypoints
 from tdmi.spec.config import PRESETS, TDMIConfig
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 _SUFFIX_BACKEND = {
     ".onnx": "onnxruntime",
+    ".xml": "openvino",
     ".engine": "tensorrt",
     ".plan": "tensorrt",
     ".pt": "torch",
@@ -53,18 +55,21 @@ def infer_backend(source: Any) -> str:
     if suffix == ".json":  # a model config file
         return "torch"
     raise ConfigError(
-        f"cannot tell which backend runs {source!r}: expected a .onnx, .engine/.plan, .pt/.pth file, a .json "
-        f"config or a preset ({', '.join(PRESETS)})"
+        f"cannot tell which backend runs {source!r}: expected a .onnx, .xml (OpenVINO IR), .engine/.plan, "
+        f".pt/.pth file, a .json config or a preset ({', '.join(PRESETS)})"
     )
 
 
 def load(
     path_or_config: Any, backend: str | None = None, device: str | None = None, **options: Any
 ) -> Predictor:
-    """A ready predictor for an artifact. ``options`` go to the backend (threads, cuda_graph, environment)."""
+    """A ready predictor for an artifact. ``options`` go to the backend (threads, cuda_graph, environment;
+    OpenVINO: threads, performance_hint, inference_precision)."""
     inferred = infer_backend(path_or_config)
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "openvino" and inferred == "onnxruntime":
+        inferred = "openvino"  # OpenVINO reads ONNX files too (the decomposed DCN graph)
     if backend is not None and backend != inferred:
         raise ConfigError(
             f"{path_or_config!r} is a {inferred} artifact, it cannot run on the {backend} backend"
@@ -79,6 +84,10 @@ def load(
         from tdmi.runtime.onnxruntime_backend import OnnxRuntimePredictor
 
         return OnnxRuntimePredictor(path_or_config, device, **options)
+    if inferred == "openvino":
+        from tdmi.runtime.openvino_backend import OpenVINOPredictor
+
+        return OpenVINOPredictor(path_or_config, device, **options)
     from tdmi.runtime.tensorrt_backend import TensorRTPredictor
 
     return TensorRTPredictor(path_or_config, device, **options)

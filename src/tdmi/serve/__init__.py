@@ -48,23 +48,30 @@ def resolve_artifact(
     *,
     onnx: str | Path | None = None,
     engine: str | Path | None = None,
+    openvino: str | Path | None = None,
     config: str | None = None,
     checkpoint: str | Path | None = None,
     verify: bool = True,
 ) -> HeatmapArtifact:
     """The heatmap model to serve: a given ONNX file or engine, or one exported into ``workdir``."""
-    given = [n for n, v in (("--onnx", onnx), ("--engine", engine)) if v is not None]
+    given = [
+        n for n, v in (("--onnx", onnx), ("--engine", engine), ("--openvino", openvino)) if v is not None
+    ]
     if config is not None or checkpoint is not None:
         given.append("--config/--checkpoint")
     if len(given) != 1:
         raise UsageError(
-            "say which model to serve: exactly one of --onnx FILE, --engine FILE or --config/--checkpoint"
-            + (f" (got {', '.join(given)})" if given else "")
+            "say which model to serve: exactly one of --onnx FILE, --engine FILE, --openvino FILE.xml or "
+            "--config/--checkpoint" + (f" (got {', '.join(given)})" if given else "")
         )
     if onnx is not None:
         return artifact_from_onnx(onnx)
     if engine is not None:
         return artifact_from_engine(engine)
+    if openvino is not None:
+        from tdmi.serve.repository import artifact_from_openvino
+
+        return artifact_from_openvino(openvino)
     from tdmi.export import export_onnx
 
     out = Path(workdir) / "model.onnx"

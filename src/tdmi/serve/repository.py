@@ -3,7 +3,9 @@
 Two flavours of the same layout:
 
 - ``platform`` (``tdmi-export triton``): ``tdmi`` runs on Triton's own ``onnxruntime_onnx`` or
-  ``tensorrt_plan`` backend, for the official container on a GPU server;
+  ``tensorrt_plan`` backend, for the official container on a GPU server, or on its ``openvino``
+  backend (an OpenVINO IR, CPU instances). The bundled pytriton server has no openvino backend, so
+  an OpenVINO repository is written and parsed here but never served here;
 - ``python`` (``tdmi-serve``): ``tdmi`` (and ``tdmi_nobatch``, the same model without the dynamic
   batcher, for comparisons) run ``tdmi.runtime`` in the Python backend, which is the one backend the
   ``tritonserver`` bundled in the nvidia-pytriton wheel has.
@@ -59,7 +61,7 @@ class HeatmapArtifact:
     """An exported heatmap model and what Triton must know about its I/O."""
 
     path: Path
-    platform: str  # onnxruntime_onnx | tensorrt_plan
+    platform: str  # onnxruntime_onnx | tensorrt_plan | openvino (a Triton backend, not a platform)
     config: TDMIConfig
     input_name: str
     output_name: str
@@ -71,7 +73,37 @@ class HeatmapArtifact:
 
     @property
     def filename(self) -> str:
-        return "model.onnx" if self.platform == "onnxruntime_onnx" else "model.plan"
+        return {"onnxruntime_onnx": "model.onnx", "openvino": "model.xml"}.get(self.platform, "model.plan")
+
+
+def artifact_from_openvino(path: str | Path) -> HeatmapArtifact:
+    """An OpenVINO IR (``.xml`` + ``.bin``, from ``tdmi-export openvino``) for Triton's openvino backend."""
+    from tdmi.export.metadata import parse_metadata  # tdmi.artifacts once the ground layer lands
+    from tdmi.plugins.openvino import read_model_checked, require_openvino, rt_metadata
+
+    p = Path(path)
+    if p.suffix.lower() != ".xml":
+        raise ConfigError(f"Triton's openvino backend serves an IR .xml (with its .bin), got {p}")
+    model = read_model_checked(require_openvino().Core(), p)
+    meta = parse_metadata(rt_metadata(model), "OpenVINO model")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ConfigError(
+            f"{p} must have one input and one output to serve, has {len(model.inputs)} and "
+            f"{len(model.outputs)}"
+        )
+    dim0 = model.inputs[0].get_partial_shape()[0]
+    batch = dim0.get_length() if dim0.is_static else None
+    return HeatmapArtifact(
+        p,
+        "openvino",
+        meta["config"],
+        model.inputs[0].get_any_name(),
+        model.outputs[0].get_any_name(),
+        "float32",
+        "float32",
+        batch,
+        batch,
+    )
 
 
 def artifact_from_onnx(path: str | Path) -> HeatmapArtifact:
@@ -188,6 +220,10 @@ def heatmap_config(
         group.kind = pb.ModelInstanceGroup.Kind.KIND_CPU
         artifact = f"1/{art.filename}" if name == HEATMAP_MODEL else f"../{HEATMAP_MODEL}/1/{art.filename}"
         _params(m, {"artifact": artifact})
+    elif art.platform == "openvino":
+        m.backend = "openvino"  # Triton's OpenVINO backend: CPU instances
+        m.default_model_filename = art.filename
+        group.kind = pb.ModelInstanceGroup.Kind.KIND_CPU
     else:
         m.platform = art.platform
         m.default_model_filename = art.filename
@@ -318,10 +354,11 @@ def _path_setup(flavour: str) -> str:
 def _check_batch(art: HeatmapArtifact, serve: ServeConfig, flavour: str) -> None:
     if flavour == "python":
         return  # tdmi.runtime splits and pads batches to whatever the file runs
-    if art.platform == "onnxruntime_onnx" and art.batch is not None:
+    if art.platform in ("onnxruntime_onnx", "openvino") and art.batch is not None:
+        how = "openvino" if art.platform == "openvino" else "onnx"
         raise ConfigError(
             f"{art.path} was exported with a fixed batch of {art.batch}; Triton's dynamic batcher needs a "
-            "dynamic batch: re-export it with `tdmi-export onnx --batch dynamic`"
+            f"dynamic batch: re-export it with `tdmi-export {how} --batch dynamic`"
         )
     if art.max_batch is not None and serve.max_batch_size > art.max_batch:
         raise ConfigError(
@@ -369,6 +406,8 @@ def write_repository(
                 )
         dest = tmp / HEATMAP_MODEL / "1" / artifact.filename
         shutil.copyfile(artifact.path, dest)
+        if artifact.platform == "openvino":
+            shutil.copyfile(artifact.path.with_suffix(".bin"), dest.with_suffix(".bin"))
         if artifact.sidecar is not None:
             shutil.copyfile(artifact.sidecar, dest.with_name(dest.name + ".json"))
     return Path(output)
