@@ -235,7 +235,7 @@ def test_cli_int8_onnxruntime_with_saved_calibration(
     assert inspect(out)["variant"] == "int8-onnxruntime"
     bad = tmp_path / "bad.onnx"
     assert run_app(app, [*args[:4], str(bad), *args[5:], "--calib", str(tmp_path / "nope.npz")]) == 1
-    assert "not found" in _flat(capsys.readouterr().err) and not bad.exists()
+    assert "nope.npz does not exist" in _flat(capsys.readouterr().err) and not bad.exists()
 
 
 @pytest.mark.modelopt

@@ -218,6 +218,14 @@ def run(
         raise UsageError("missing SOURCE: a video file, a folder of frames, a camera index or a stream URL")
     if output is None:
         raise UsageError("missing --output/-o: the folder to write the results to")
+    if any(is_live(s) for s in sources) and (len(sources) > 1 or ray is not None):
+        raise UsageError("a live source (camera index or stream URL) runs alone, without --ray")
+    if not is_live(sources[0]) and (jsonl is not None or max_frames is not None):
+        raise UsageError("--jsonl and --max-frames are for live sources (a camera index or a stream URL)")
+    if is_live(sources[0]) and boxes is not None:
+        raise UsageError(
+            "--boxes files are for stored videos: a live source takes --full-frame or --detector"
+        )
     stored = [s for s in sources if not is_live(s)]
     check_input_paths(
         {f"SOURCE {s}" if len(sources) > 1 else "SOURCE": s for s in stored}
@@ -238,8 +246,6 @@ def run(
 
     if ray is None and (workers is not None or gpus_per_worker):
         raise UsageError("--workers and --gpus-per-worker need --ray")
-    if any(is_live(s) for s in sources) and (len(sources) > 1 or ray is not None):
-        raise UsageError("a live source (camera index or stream URL) runs alone, without --ray")
     if is_batch(sources, ray):
         run_many(
             sources,
@@ -273,12 +279,6 @@ def run(
         return
     source = sources[0]
     live = is_live(source)
-    if not live and (jsonl is not None or max_frames is not None):
-        raise UsageError("--jsonl and --max-frames are for live sources (a camera index or a stream URL)")
-    if live and boxes is not None:
-        raise UsageError(
-            "--boxes files are for stored videos: a live source takes --full-frame or --detector"
-        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictor, frame_predictor = load_predictors(
