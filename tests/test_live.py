@@ -131,12 +131,14 @@ def test_stall_ends_cleanly_keeping_outputs(jpegs: list[bytes], tmp_path: Path) 
     assert json.loads(live.json.read_text())["tdmi"]["live"]["end"] == "stalled"
 
 
-def test_ctrl_c_ends_the_stream_cleanly(jpegs: list[bytes], tmp_path: Path) -> None:
-    """SIGINT while the stream is open (silent after 5 frames): the run ends with every output written."""
+def _ctrl_c_child(folder: str, out: str) -> None:
+    """The body of the Ctrl-C test, run in a fresh process (see the test)."""
     import os
     import signal
     import threading
 
+    jpegs = [f.read_bytes() for f in sorted(Path(folder).glob("*.jpg"))]
+    tmp_path = Path(out)
     jl = tmp_path / "p.jsonl"
 
     def interrupt_when_four_out() -> None:
@@ -156,6 +158,40 @@ def test_ctrl_c_ends_the_stream_cleanly(jpegs: list[bytes], tmp_path: Path) -> N
     assert live.end_reason == "interrupted" and signal.getsignal(signal.SIGINT) is before
     assert took < 250  # did not wait for the 300 s stall timeout (nor for a read blocked that long)
     assert len(_anns(live.json)) == 5 and len(jl.read_text().splitlines()) == 5
+    print("CHILD OK")
+
+
+def test_ctrl_c_ends_the_stream_cleanly(posetrack18: Path, tmp_path: Path) -> None:
+    """SIGINT while the stream is open (silent after 5 frames): the run ends with every output written.
+
+    In a fresh process, as a user's run is: a signal sent to the pytest process itself lands wherever
+    earlier tests left native libraries (their threads and signal stacks).
+    """
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_live; "
+        "test_live._ctrl_c_child(sys.argv[2], sys.argv[3])"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(__file__).parent),
+            str(posetrack18 / "videos" / CLIP),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert proc.returncode == 0 and "CHILD OK" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
 
 
 def test_unreachable_stream_is_one_line_error(tmp_path: Path) -> None:
