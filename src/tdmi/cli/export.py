@@ -17,7 +17,6 @@ from tdmi.cli.common import (
     console,
     err_console,
     main_for,
-    options_of_config,
     preset_or_json,
 )
 from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
@@ -458,18 +457,10 @@ def triton_cmd(
     verbose: Verbose = False,
 ) -> None:
     """Write a Triton model repository for the official container: tdmi, tdmi_pre, tdmi_post, tdmi_pose."""
-    from tdmi.cli.serve import parse_sizes
-    from tdmi.serve import ServeConfig, resolve_artifact, write_repository
+    from tdmi.cli.serve import serve_settings
+    from tdmi.serve import resolve_artifact, write_repository
 
-    with options_of_config(max_batch_size="max_batch", preferred_batch_sizes="preferred_batch"):
-        settings = ServeConfig(
-            max_batch_size=max_batch,
-            preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
-            max_queue_delay_us=max_queue_delay_us,
-            instances=instances,
-            kind=kind,
-            refine=refine,
-        )
+    settings = serve_settings(max_batch, preferred_batch, max_queue_delay_us, instances, refine, kind=kind)
     inputs = {"--onnx": onnx, "--engine": engine, "--openvino": openvino, "--checkpoint": checkpoint}
     for opt, path in inputs.items():
         if path is not None and output.resolve() in path.resolve().parents:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +35,24 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise UsageError(f"{option} must be comma-separated positive integers, got {text!r}")
     return sizes
+
+
+def serve_settings(
+    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: str, **more: Any
+) -> Any:
+    """The ``ServeConfig`` of the shared serving options (tdmi-serve, tdmi-export triton); a field's
+    error names its option."""
+    from tdmi.serve import ServeConfig
+
+    with options_of_config(max_batch_size="max_batch", preferred_batch_sizes="preferred_batch"):
+        return ServeConfig(
+            max_batch_size=max_batch,
+            preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
+            max_queue_delay_us=max_queue_delay_us,
+            instances=instances,
+            refine=refine,
+            **more,
+        )
 
 
 @app.command()
@@ -84,18 +102,12 @@ def serve(
 ) -> None:
     """Export (if needed), write a model repository, start Triton and serve until Ctrl-C/SIGTERM."""
     check_input_paths({"--checkpoint": checkpoint, "--onnx": onnx, "--engine": engine})
-    from tdmi.serve import LOCAL_MODELS, Ports, ServeConfig, ServerError, TritonServer, resolve_artifact
+    from tdmi.serve import LOCAL_MODELS, Ports, ServerError, TritonServer, resolve_artifact
     from tdmi.serve.repository import write_repository
 
-    with options_of_config(max_batch_size="max_batch", preferred_batch_sizes="preferred_batch"):
-        settings = ServeConfig(
-            max_batch_size=max_batch,
-            preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
-            max_queue_delay_us=max_queue_delay_us,
-            instances=instances,
-            refine=refine,
-            threads=threads,
-        )
+    settings = serve_settings(
+        max_batch, preferred_batch, max_queue_delay_us, instances, refine, threads=threads
+    )
     ports = Ports.from_http(port, grpc_port, metrics_port)
     server = TritonServer(Path("."), ports, host=host, models=LOCAL_MODELS)
     server.check_ports()  # before a minute of exporting
