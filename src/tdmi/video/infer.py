@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tdmi.errors import DataError
 from tdmi.utils import check_outputs
 from tdmi.video.boxes import (
@@ -21,12 +19,12 @@ from tdmi.video.boxes import (
     load_boxes,
     make_tracks,
 )
-from tdmi.video.pipeline import InferResult, PersonPose, run_video
+from tdmi.video.pipeline import InferResult, run_video
 from tdmi.video.source import VideoSource, open_source
 from tdmi.video.writers import (
     ContactSheet,
     VideoCodec,
-    draw_poses,
+    drawing_sink,
     overlay_video,
     write_png,
     write_tables,
@@ -160,15 +158,7 @@ def infer_video(
             else None
         )
 
-        def sink(index: int, image: np.ndarray, poses: list[PersonPose]) -> None:
-            if writer is None and contact is None:
-                return
-            drawn = draw_poses(image, poses)
-            if writer is not None:
-                writer.write(drawn)
-            if contact is not None:
-                contact.offer(index, drawn)
-
+        sink = drawing_sink(writer, contact)
         result = run_video(
             source,
             tracks,

@@ -349,7 +349,7 @@ def infer_live(
     from tdmi.video.boxes import IouTracker, full_frame_tracks
     from tdmi.video.infer import output_paths
     from tdmi.video.pipeline import run_video
-    from tdmi.video.writers import ContactSheet, draw_poses, overlay_video, write_png, write_tables
+    from tdmi.video.writers import ContactSheet, drawing_sink, overlay_video, write_png, write_tables
 
     if full_frame == (detector is not None):
         raise DataError(
@@ -388,19 +388,15 @@ def infer_live(
             else None
         )
 
+        draw = drawing_sink(writer, contact)
+
         def sink(index: int, image: np.ndarray, poses: list[Any]) -> None:
             now = time.perf_counter()
             log.out_t[index] = now
             if emit is not None:
                 arrival = source.arrivals[index] if index < len(source.arrivals) else None
                 emit(pose_record(index, poses, arrival, now))
-            if writer is None and contact is None:
-                return
-            drawn = draw_poses(image, poses)
-            if writer is not None:
-                writer.write(drawn)
-            if contact is not None:
-                contact.offer(index, drawn)
+            draw(index, image, poses)
 
         result = run_video(
             source,  # type: ignore[arg-type]  (a LiveSource reads like a VideoSource)

@@ -13,7 +13,7 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,24 @@ class OverlayWriter:
 
     def close(self) -> None:
         self._writer.release()
+
+
+def drawing_sink(
+    writer: Any | None, contact: ContactSheet | None
+) -> Callable[[int, np.ndarray, Sequence[PersonPose]], None]:
+    """A pipeline sink that draws each frame's poses once, into the overlay and the contact sheet
+    (a no-op when neither is written): stored videos and live streams share it."""
+
+    def sink(index: int, image: np.ndarray, poses: Sequence[PersonPose]) -> None:
+        if writer is None and contact is None:
+            return
+        drawn = draw_poses(image, poses)
+        if writer is not None:
+            writer.write(drawn)
+        if contact is not None:
+            contact.offer(index, drawn)
+
+    return sink
 
 
 @contextlib.contextmanager
