@@ -19,7 +19,17 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tdmi"
 # Lowest first. A module may import its own layer's and lower layers' modules, never a higher one.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # ground: no torch, no onnx
-    ("tdmi", "tdmi.errors", "tdmi.utils", "tdmi.extras", "tdmi.checks", "tdmi.spec", "tdmi.artifacts"),
+    (
+        "tdmi",
+        "tdmi.errors",
+        "tdmi.utils",
+        "tdmi.extras",
+        "tdmi.checks",
+        "tdmi.stats",
+        "tdmi.versions",
+        "tdmi.spec",
+        "tdmi.artifacts",
+    ),
     # the reference network (torch) | data handling | CUDA kernel + glue | metrics
     ("tdmi.data", "tdmi.model", "tdmi.plugins", "tdmi.eval"),
     # run artifacts | make artifacts
