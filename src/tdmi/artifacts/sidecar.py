@@ -14,15 +14,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError, EngineError
 from tdmi.utils import write_text_atomic
 
 SCHEMA = "tdmi-engine-sidecar"
 SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("tensorrt", "tensorrt-rtx")
+EnginePrecision = Literal["fp32", "fp16", "int8"]
+EngineTarget = Literal["tensorrt", "tensorrt-rtx"]
+PRECISIONS: tuple[EnginePrecision, ...] = get_args(EnginePrecision)
+TARGETS: tuple[EngineTarget, ...] = get_args(EngineTarget)
 TARGET_NAMES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
 INPUT_NAME = "frames"
 

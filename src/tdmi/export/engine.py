@@ -19,13 +19,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import onnx
 
 from tdmi.artifacts.sidecar import (
     INPUT_NAME,
     PRECISIONS,
+    TARGETS,
     BatchProfile,
     BuildEnvironment,
     EngineSidecar,
@@ -53,8 +54,8 @@ def require_tensorrt() -> Any:
     return availability.require_tensorrt(INSTALL_HINT)
 
 
-TARGETS = ("tensorrt", "tensorrt-rtx")
-DEFORM_CONV_FORMS = ("native", "decomposed")
+DeformConvForm = Literal["native", "decomposed"]
+DEFORM_CONV_FORMS: tuple[DeformConvForm, ...] = get_args(DeformConvForm)
 
 
 def default_target() -> str:
