@@ -100,7 +100,8 @@ class PluginInfo:
     name: str
     namespace: str
     plugin_version: str
-    ptx_sha256: str | None  # None when the engine contains no plugin node
+    # tdmi.plugins.ptx.kernel_sha256 of the embedded kernel; None when the engine has no plugin node
+    ptx_sha256: str | None
 
 
 @dataclass(frozen=True)

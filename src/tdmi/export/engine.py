@@ -369,8 +369,7 @@ def _tensor_infos(trt: Any, tensors: list[Any]) -> tuple[TensorInfo, ...]:
 def _ptx_sha256() -> str | None:
     from tdmi.plugins import ptx, trt_plugin
 
-    path = ptx.ptx_path(trt_plugin.aot_ptx_arch())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return ptx.kernel_sha256(trt_plugin.aot_ptx_arch())
 
 
 def _build_serialized(
