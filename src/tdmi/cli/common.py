@@ -270,3 +270,18 @@ def check_input_paths(paths: dict[str, Any], *, folders: bool = False) -> None:
             raise TdmiError(f"{option} {p} does not exist")
         if not folders and p.is_dir():
             raise TdmiError(f"{option} {p} is a folder: give a file")
+
+
+def progress_bar(unit: str, transient: bool = True) -> Any:
+    """The one progress bar of the commands (on stderr, gone when done): description, bar, done/total,
+    ``unit`` (a format over the task's ``fps`` field, e.g. ``"{task.fields[fps]:.1f} frames/s"``), ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=err_console, transient=transient)
