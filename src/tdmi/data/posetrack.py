@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tdmi.errors import DataError
+from tdmi.spec.choices import MissingFrames
 from tdmi.spec.joints import NUM_JOINTS, POSETRACK_JOINTS
 
 FORMAT_2017 = "posetrack17"
@@ -48,8 +49,6 @@ POSEVAL_JOINTS: tuple[str, ...] = (
 POSEVAL_TO_POSETRACK: tuple[int, ...] = tuple(POSETRACK_JOINTS.index(n) for n in POSEVAL_JOINTS)
 
 _NAME_ALIASES = {"neck": "head_bottom"}
-
-MissingFrames = Literal["error", "nearest"]
 
 
 @dataclass
