@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tdmi.data.posetrack import POSEVAL_JOINTS, POSEVAL_TO_POSETRACK, Frame, Person, poseval_head_size
+from tdmi.data.annotations import POSEVAL_JOINTS, POSEVAL_TO_POSETRACK, Frame, Person, poseval_head_size
 from tdmi.errors import DataError
 
 DIST_THRESH = 0.5

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from tdmi.data.posetrack import FrameCache, MissingFrames, Split, iter_samples, load_split
+from tdmi.data.annotations import Split
+from tdmi.data.posetrack import FrameCache, iter_samples, load_split
 from tdmi.data.sample import SampleClipInfo, sample_clips
 from tdmi.data.transforms import (
     PIXEL_STD,
@@ -27,6 +28,7 @@ from tdmi.data.transforms import (
     normalize,
 )
 from tdmi.errors import DataError
+from tdmi.spec.choices import MissingFrames
 from tdmi.spec.config import TDMIConfig
 from tdmi.spec.joints import flip_permutation
 from tdmi.train.config import TrainConfig

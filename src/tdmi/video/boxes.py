@@ -148,7 +148,8 @@ def load_detections_json(
 
 def load_gt(path: Path) -> dict[int, list[Det]]:
     """PoseTrack ground-truth boxes with their track ids (one video per file)."""
-    from tdmi.data.posetrack import boxes_from_gt, load_annotation_file
+    from tdmi.data.annotations import load_annotation_file
+    from tdmi.data.posetrack import boxes_from_gt
 
     videos = load_annotation_file(path)
     if len(videos) != 1:
@@ -220,7 +221,7 @@ def annotation_images(
     path = gt_file(spec, annotations)
     if path is None:
         return None
-    from tdmi.data.posetrack import load_annotation_file
+    from tdmi.data.annotations import load_annotation_file
     from tdmi.eval.io import frame_image_entry
 
     videos = load_annotation_file(path)
