@@ -224,7 +224,7 @@ def run(
     options = VideoOptions(
         full_frame=full_frame,
         boxes=boxes,
-        annotations=annotations and str(annotations),
+        annotations=str(annotations) if annotations is not None else None,
         tracker=track,
         score_thr=score_thr,
         box_policy=box_policy,
@@ -232,7 +232,7 @@ def run(
         overlay=overlay,
         fps=fps,
         allow_short=allow_short,
-        detector=detector and str(detector),
+        detector=str(detector) if detector is not None else None,
         detector_format=detector_format,
         det_score=det_score,
         det_nms=det_nms,
@@ -241,8 +241,13 @@ def run(
         raise UsageError("--workers and --gpus-per-worker need --ray")
     load = functools.partial(load_predictors, model, config, reuse_features, split, device, backend=backend)
     if is_batch(sources, ray):
-        model_settings = {"model": model, "config": config, "reuse_features": reuse_features}
-        model_settings["split"] = split and str(split)
+        split_path = str(split) if split is not None else None
+        model_settings = {
+            "model": model,
+            "config": config,
+            "reuse_features": reuse_features,
+            "split": split_path,
+        }
         run_many(sources, output, load, model_settings, options, ray, workers, gpus_per_worker, threads)
         return
     with warnings.catch_warnings(record=True) as caught:

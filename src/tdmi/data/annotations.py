@@ -287,7 +287,7 @@ def _person_from_coco(
         track_id=optional_int(ann.get("track_id")),
         score=None
         if ann.get("score") is None
-        else float(_finite(np.float64(json_number(ann.get("score"), "score", where)), "score", where)),
+        else float(_finite(np.array(json_number(ann.get("score"), "score", where)), "score", where)),
         labeled=labeled,
         keypoint_scores=scores,
         person_id=optional_int(ann.get("person_id")),

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -537,7 +537,7 @@ class _Trainer:
         try:
             for i, sl in enumerate(micro):
                 last = self.net is self.module or i == len(micro) - 1
-                sync = contextlib.nullcontext() if last else self.net.no_sync()  # type: ignore[operator]  (DDP's)
+                sync = contextlib.nullcontext() if last else cast(DistributedDataParallel, self.net).no_sync()
                 with sync:
                     amp = torch.autocast("cuda", dtype=torch.float16) if tc.amp else contextlib.nullcontext()
                     with amp:

@@ -93,8 +93,11 @@ class VideoOptions:
     def resolved(self) -> VideoOptions:
         """Input paths made absolute: the run record names them whatever the working folder, and
         Ray workers read them from theirs."""
-        absolute = {k: str(Path(v).resolve()) for k in ("annotations", "detector") if (v := getattr(self, k))}
-        return replace(self, **absolute)
+
+        def absolute(path: str | None) -> str | None:
+            return str(Path(path).resolve()) if path is not None else None
+
+        return replace(self, annotations=absolute(self.annotations), detector=absolute(self.detector))
 
 
 def is_frames_folder(p: Path) -> bool:
@@ -354,7 +357,8 @@ class LocalExecutor:
 
     def next_outcome(self) -> Outcome:
         job = self._queue.popleft()
-        cb = (lambda done, total: self.progress(job, done, total)) if self.progress else None
+        report = self.progress
+        cb = (lambda done, total: report(job, done, total)) if report is not None else None
         try:
             entry = run_video_job(
                 job, self.out_dir, self.options, self.predictor, self.frame_predictor, "local", cb

@@ -274,7 +274,7 @@ class IouTracker:
         if live and boxes:
             m = iou(np.stack([t.boxes[frame - 1] for t in live]), np.stack([d.box for d in boxes]))
             while True:
-                i, j = np.unravel_index(int(np.argmax(m)), m.shape)
+                i, j = (int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape))
                 if m[i, j] < self.threshold:
                     break
                 matched[int(j)] = live[int(i)]
@@ -312,7 +312,7 @@ def make_tracks(
     if not all(with_id):
         if tracker:
             return iou_track(dets, iou_threshold)
-        out = []
+        out: list[BoxTrack] = []
         for f, d in sorted(flat, key=lambda x: x[0]):
             out.append(BoxTrack(len(out), {f: d.box}, {f: d.score}))
         return out

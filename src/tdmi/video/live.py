@@ -167,7 +167,7 @@ class LiveSource:
                 self.end_reason = "interrupted"
                 return None
             try:
-                return q.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))  # type: ignore[no-any-return]
+                return q.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 if time.monotonic() >= deadline:
                     self.end_reason = "stalled"
@@ -373,7 +373,7 @@ def infer_live(
             files.draw(index, image, poses)
 
         result = run_video(
-            source,  # type: ignore[arg-type]  (a LiveSource reads like a VideoSource)
+            source,  # type: ignore[arg-type]  # a LiveSource reads like a VideoSource
             tracks,
             predictor,
             frame_predictor=frame_predictor,
