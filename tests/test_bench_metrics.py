@@ -29,7 +29,7 @@ from tdmi.benchmarks.report import (
 )
 from tdmi.benchmarks.suite import cpu_int8_isa, parse_backends, parse_batches
 from tdmi.data.annotations import load_annotation_file
-from tdmi.data.transforms import render_gaussian
+from tdmi.data.targets import render_gaussian
 from tdmi.errors import ConfigError, DataError
 from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset

@@ -19,11 +19,11 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from tdmi.data.annotations import Split
 from tdmi.data.posetrack import FrameCache, iter_samples, load_split
 from tdmi.data.sample import SampleClipInfo, sample_clips
+from tdmi.data.targets import gaussian_heatmap
 from tdmi.data.transforms import (
     PIXEL_STD,
     affine_transform_points,
     box_to_center_scale,
-    gaussian_heatmap,
     get_affine_transform,
     normalize,
 )
