@@ -241,24 +241,26 @@ def run(
         raise UsageError("--workers and --gpus-per-worker need --ray")
     load = functools.partial(load_predictors, model, config, reuse_features, split, device, backend=backend)
     if is_batch(sources, ray):
-        split_path = str(split) if split is not None else None
-        model_settings = {
-            "model": model,
-            "config": config,
-            "reuse_features": reuse_features,
-            "split": split_path,
-        }
+        model_settings = {"model": model, "config": config, "reuse_features": reuse_features}
+        model_settings["split"] = str(split) if split is not None else None
         run_many(sources, output, load, model_settings, options, ray, workers, gpus_per_worker, threads)
         return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        predictor, frame_predictor = load(threads)
-    for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+    predictor, frame_predictor = _load_once(load, threads)
     if is_live(sources[0]):
         _run_live(sources[0], output, predictor, frame_predictor, options, jsonl, stall_timeout, max_frames)
     else:
         _run_stored(sources[0], output, predictor, frame_predictor, options)
+
+
+def _load_once(load: Any, threads: int | None) -> tuple[Any, Any]:
+    """The predictors of a one-video run; each warning of the loading (e.g. random weights) is
+    printed as it was said, even when an earlier run in this process said it already."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictors: tuple[Any, Any] = load(threads)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+    return predictors
 
 
 def check_sources(
