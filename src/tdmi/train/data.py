@@ -243,7 +243,7 @@ class StepBatchSampler(Sampler[list[int]]):
                 f"the training data has {n} clips, fewer than one global batch of {global_batch}: "
                 "lower --batch-size (or use more data)"
             )
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler[int] = DistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
         self.local_batch = global_batch // world

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +155,8 @@ def detector_report(detector: Any, result: InferResult, inline: bool = False) ->
 
 
 def infer_video(
-    input_path: str | Path,
-    out_dir: str | Path,
+    input_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     predictor: Any,
     *,
     frame_predictor: Any | None = None,
@@ -215,7 +216,7 @@ def infer_video(
         return InferOutputs(**files.finish(result, source.name, names, gt_images, extra))
 
 
-def _checked_paths(out: Path, source: VideoSource, input_path: str | Path) -> dict[str, Path]:
+def _checked_paths(out: Path, source: VideoSource, input_path: str | os.PathLike[str]) -> dict[str, Path]:
     """The run's output files, each checked (writable, not the input) before any work."""
     if out.exists() and not out.is_dir():
         raise DataError(f"output {out} is a file: -o takes a folder")
