@@ -84,7 +84,7 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
 
 
 def serve_settings(
-    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: str, **more: Any
+    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: Refine, **more: Any
 ) -> Any:
     """The ``ServeConfig`` of the serving options (tdmi-serve, tdmi-export triton); a field's error
     names its option."""
