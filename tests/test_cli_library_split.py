@@ -45,11 +45,11 @@ def test_job_output_must_not_be_its_input(tmp_path: Path) -> None:
 
 def test_written_files_in_report_order(tmp_path: Path) -> None:
     paths = {k: tmp_path / f"v.{k}" for k in ("json", "csv", "mp4", "png", "jsonl")}
-    stored = InferOutputs(None, paths["json"], paths["csv"], paths["mp4"], None)  # type: ignore[arg-type]
+    stored = InferOutputs(None, paths["json"], paths["csv"], paths["mp4"], None)
     assert stored.written() == [paths["json"], paths["csv"], paths["mp4"]]
-    live = LiveOutputs(None, paths["json"], paths["csv"], None, paths["png"], jsonl=str(paths["jsonl"]))  # type: ignore[arg-type]
+    live = LiveOutputs(None, paths["json"], paths["csv"], None, paths["png"], jsonl=str(paths["jsonl"]))
     assert live.written() == [paths["json"], paths["csv"], paths["png"], paths["jsonl"]]
-    to_stdout = LiveOutputs(None, paths["json"], paths["csv"], None, None, jsonl="-")  # type: ignore[arg-type]
+    to_stdout = LiveOutputs(None, paths["json"], paths["csv"], None, None, jsonl="-")
     assert to_stdout.written() == [paths["json"], paths["csv"]]
 
 
