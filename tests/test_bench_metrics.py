@@ -28,8 +28,8 @@ from tdmi.benchmarks.report import (
     write_report,
 )
 from tdmi.benchmarks.suite import cpu_int8_isa, parse_backends, parse_batches
-from tdmi.data.posetrack import load_annotation_file
-from tdmi.data.transforms import render_gaussian
+from tdmi.data.annotations import load_annotation_file
+from tdmi.data.targets import render_gaussian
 from tdmi.errors import ConfigError, DataError
 from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset

@@ -16,6 +16,7 @@ import typer
 
 from tdmi.cli.common import options_of_config, preset_or_json
 from tdmi.errors import UsageError
+from tdmi.spec.choices import Backend
 from tdmi.spec.decoding import Refine
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -26,6 +27,19 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="Preset name or config JSON.", callback=preset_or_json),
 ]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (.pt).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Checkpoint .pt, ONNX .onnx, OpenVINO IR .xml or TensorRT .engine to run."
+    ),
+]
+BackendOpt = Annotated[
+    Backend | None,
+    typer.Option(
+        "--backend",
+        help="Engine for the model file (default: from its suffix); openvino runs a decomposed .onnx.",
+    ),
+]
 DeviceOpt = Annotated[
     Device | None, typer.Option("--device", help="Where torch and ORT run (default: auto).")
 ]
@@ -34,6 +48,7 @@ ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", help="Intra-op threads of each CPU backend (default: its own).")
 ]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 
 # --------------------------------------------------------------------------- calibration
@@ -69,7 +84,7 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
 
 
 def serve_settings(
-    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: str, **more: Any
+    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: Refine, **more: Any
 ) -> Any:
     """The ``ServeConfig`` of the serving options (tdmi-serve, tdmi-export triton); a field's error
     names its option."""
