@@ -71,6 +71,7 @@ def test_unknown_preset_is_a_usage_error_on_every_command(
         (infer.app, ["x.mp4", "-o", "out", "--box-policy", "nope"], "Invalid value for '--box-policy'"),
         (infer.app, ["x.mp4", "-o", "out", "--backend", "tflite"], "Invalid value for '--backend'"),
         (infer.app, ["x.mp4", "-o", "out", "--device", "tpu"], "Invalid value for '--device'"),
+        (infer.app, ["x.mp4", "-o", "out", "--device", "cuda:x"], "cuda:N (N = GPU index)"),
         (eval_cli.app, ["gt", "pred", "--missing", "maybe"], "Invalid value for '--missing'"),
         (
             export.app,

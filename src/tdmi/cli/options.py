@@ -9,8 +9,9 @@ turns them into their config.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +20,15 @@ from tdmi.errors import UsageError
 from tdmi.spec.choices import Backend
 from tdmi.spec.decoding import Refine
 
-Device = Literal["cpu", "cuda", "auto"]
+_DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
+def device_choice(value: str | None) -> str | None:
+    """``--device``: cpu, cuda, cuda:N or auto (a pattern, not a fixed list: N is the GPU index)."""
+    if value is not None and not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not one of cpu, cuda, cuda:N (N = GPU index), auto")
+    return value
+
 
 # --------------------------------------------------------------------------- model and inputs
 ConfigOpt = Annotated[
@@ -41,7 +50,8 @@ BackendOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    Device | None, typer.Option("--device", help="Where torch and ORT run (default: auto).")
+    str | None,
+    typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).", callback=device_choice),
 ]
 RefineOpt = Annotated[Refine, typer.Option("--refine", help="Heatmap decoding: quarter, dark or none.")]
 ThreadsOpt = Annotated[
