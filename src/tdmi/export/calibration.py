@@ -39,6 +39,7 @@ _LOW = (0.0 - IMAGENET_MEAN) / IMAGENET_STD
 _HIGH = (1.0 - IMAGENET_MEAN) / IMAGENET_STD
 RANGE_SLACK = 0.05  # interpolation / resampling overshoot
 MAX_OUT_OF_RANGE = 0.001  # share of values outside the normalised range that is still plausible
+DEFAULT_CALIB_CLIPS = 32  # clips drawn from a PoseTrack folder when the caller does not say
 MIN_CLIPS = 16  # fewer clips give INT8 ranges that depend on the particular clips drawn
 
 
@@ -228,9 +229,13 @@ def build_calibration_set(
 
 
 def load_calibration(
-    config: TDMIConfig, calib: CalibrationSet | Path | str | None, num_clips: int = 32
+    config: TDMIConfig, calib: CalibrationSet | Path | str | None, num_clips: int = DEFAULT_CALIB_CLIPS
 ) -> CalibrationSet:
-    """``--calib`` as given: a set, an ``.npz``, a PoseTrack folder, or nothing (smoke test)."""
+    """``--calib`` as given: a set, an ``.npz``, a PoseTrack folder, or nothing (smoke test).
+
+    The one calibration loader: every set, however it came, is checked against ``config`` (clips
+    of another input size or clip length would calibrate ranges the model never sees).
+    """
     if isinstance(calib, CalibrationSet):
         cs = calib
     elif calib is None:

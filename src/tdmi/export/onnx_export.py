@@ -333,21 +333,17 @@ def build_onnx(
     example: np.ndarray | None = None,
 ) -> onnx.ModelProto:
     """Trace, name, simplify and check (no metadata, nothing written)."""
+    from tdmi import __version__
+
     proto = trace_to_onnx(model, config, batch, opset, example)
     name_nodes_by_scope(proto)
     _strip_node_metadata(proto)
     if simplify:
         proto = simplify_graph(proto)
     _set_batch_dim(proto, batch)
-    proto.producer_name, proto.producer_version = "tdmi-deploy", _toolkit_version()
+    proto.producer_name, proto.producer_version = "tdmi-deploy", __version__
     check_graph(proto, config)
     return proto
-
-
-def _toolkit_version() -> str:
-    from tdmi import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------------------------------ verify

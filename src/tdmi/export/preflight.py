@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,6 +24,7 @@ from onnx import numpy_helper
 from tdmi.artifacts.sidecar import INPUT_NAME, BatchProfile
 from tdmi.errors import ConfigError, ExportError
 from tdmi.plugins.temporal_diff import SPEC
+from tdmi.versions import version_tuple
 
 # DeformConv (opset 19) is in every TDMI graph; the export contract's default opset is 19.
 MIN_OPSET = 19
@@ -133,17 +133,10 @@ def _ops_data() -> dict[str, Any]:
     return json.loads(text)
 
 
-def _parse_version(v: str) -> tuple[int, ...]:
-    nums = re.findall(r"\d+", str(v))
-    if not nums:
-        raise ConfigError(f"TensorRT version {v!r} is not a version number (e.g. 11, 10.15)")
-    return tuple(int(n) for n in nums)
-
-
 def op_table(trt_version: str = DEFAULT_TRT_VERSION, target: str = "tensorrt") -> OpTable:
     """The parser's operator list for a TensorRT release (10.9 or later) or for TensorRT-RTX 1.x."""
     data = _ops_data()
-    ver = _parse_version(trt_version)
+    ver = version_tuple(trt_version, "TensorRT")
     major, minor = ver[0], ver[1] if len(ver) > 1 else 0
     if target == "tensorrt-rtx":
         key = "rtx-1"
@@ -165,7 +158,7 @@ def op_table(trt_version: str = DEFAULT_TRT_VERSION, target: str = "tensorrt") -
     ops.update(target.get("add", {}))
     max_opset = int(target["max_opset"])
     for release, opset in target.get("max_opset_from", {}).items():
-        if (major, minor) >= _parse_version(release)[:2]:
+        if (major, minor) >= version_tuple(release)[:2]:
             max_opset = max(max_opset, int(opset))
     return OpTable(key, ops, int(target["min_opset"]), max_opset, target["label"])
 
