@@ -179,8 +179,9 @@ def _posetrack_clips(
         except DataError:  # a partial download: as --missing-frames nearest, and said below
             paths = s.clip_paths(config.num_frames, missing="nearest")
             substituted += 1
-        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
-        if any(f is None for f in frames):
+        read = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+        frames = [f for f in read if f is not None]
+        if len(frames) != len(read):
             log.warning("skipping a clip of %s: a frame cannot be read", s.video.name)
             continue
         clip, _ = crop_clip(frames, s.bbox_xywh, config.input_size, padding=config.bbox_padding)

@@ -154,16 +154,16 @@ def op_table(trt_version: str = DEFAULT_TRT_VERSION, target: str = "tensorrt") -
             f"TensorRT {trt_version} is not a supported target: this toolkit needs TensorRT 10.9 or later "
             "(AOT Python plugins); 11.x is the main target"
         )
-    target = data["targets"][key]
-    ops = {name: dict(entry) for name, entry in data["ops"][target["base"]].items()}
-    for name in target.get("remove", []):
+    release_data = data["targets"][key]
+    ops = {name: dict(entry) for name, entry in data["ops"][release_data["base"]].items()}
+    for name in release_data.get("remove", []):
         ops.pop(name, None)
-    ops.update(target.get("add", {}))
-    max_opset = int(target["max_opset"])
-    for release, opset in target.get("max_opset_from", {}).items():
+    ops.update(release_data.get("add", {}))
+    max_opset = int(release_data["max_opset"])
+    for release, opset in release_data.get("max_opset_from", {}).items():
         if (major, minor) >= version_tuple(release)[:2]:
             max_opset = max(max_opset, int(opset))
-    return OpTable(key, ops, int(target["min_opset"]), max_opset, target["label"])
+    return OpTable(key, ops, int(release_data["min_opset"]), max_opset, release_data["label"])
 
 
 # -- graph helpers ---------------------------------------------------------------------------------
