@@ -11,6 +11,7 @@ scope (``tde/stage2/dcn/...``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -143,7 +144,7 @@ class _Emitter:
         self.out.graph.initializer.append(numpy_helper.from_array(value, full))
         return full
 
-    def add(self, op: str, inputs: list[str], name: str, **kw: object) -> str:
+    def add(self, op: str, inputs: list[str], name: str, **kw: Any) -> str:
         out_name = f"{self.prefix}/{name}_out"
         self.nodes.append(helper.make_node(op, inputs, [out_name], name=f"{self.prefix}/{name}", **kw))
         return out_name

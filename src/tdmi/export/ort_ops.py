@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import onnx
@@ -157,7 +157,7 @@ class _TemporalDiffOp:
             class TemporalDiff(OpRun):
                 op_domain = SPEC.domain
 
-                def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray]:  # type: ignore[override]
+                def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray]:
                     if SPEC.num_frames_attr not in attrs:
                         raise ExportError(f"TemporalDiff node without {SPEC.num_frames_attr!r}")
                     return (temporal_diff_reference(x, int(attrs[SPEC.num_frames_attr])),)
@@ -186,7 +186,7 @@ def run_onnx(
         from onnx.reference import ReferenceEvaluator
 
         ref = ReferenceEvaluator(model, new_ops=[_TemporalDiffOp.get()])
-        outs = [ref.run(None, {INPUT_NAME: c})[0] for c in chunks]
+        outs = [cast(list[Any], ref.run(None, {INPUT_NAME: c}))[0] for c in chunks]  # outputs as a list
     else:
         raise ExportError(f"unknown engine {engine!r}: use onnxruntime or reference")
     return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs], axis=0)

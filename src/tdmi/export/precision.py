@@ -220,7 +220,7 @@ def _quiet_tools() -> Iterator[None]:
         tqdm = None
     original = vars(tqdm).get("__init__") if tqdm is not None else None  # the raw descriptor
     if tqdm is not None:
-        tqdm.__init__ = functools.partialmethod(tqdm.__init__, disable=True)  # type: ignore[method-assign]
+        tqdm.__init__ = functools.partialmethod(tqdm.__init__, disable=True)
     logging.disable(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -231,7 +231,7 @@ def _quiet_tools() -> Iterator[None]:
             if original is None:
                 del tqdm.__init__
             else:
-                tqdm.__init__ = original  # type: ignore[method-assign]
+                tqdm.__init__ = original
 
 
 def _float_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -62,6 +62,7 @@ def create_session(
     kernel for) into the caller's hint, said instead.
     """
     ort = require_onnxruntime()
+    source: str | bytes
     if isinstance(model, bytes):
         label, source = "the graph", model
     else:

@@ -66,7 +66,7 @@ def _define_creator(trt: Any, plugin: type) -> type:
     """The V3 creator TensorRT-RTX's parser finds by name, namespace and version; it declares
     ``num_frames`` and builds ``plugin`` from the node's value."""
 
-    class TemporalDiffCreator(trt.IPluginCreatorV3One):  # type: ignore[misc,name-defined]  # a base from the bindings module
+    class TemporalDiffCreator(trt.IPluginCreatorV3One):
         def __init__(self) -> None:
             trt.IPluginCreatorV3One.__init__(self)
             self.name = SPEC.op_type

@@ -193,19 +193,20 @@ class TensorRTPredictor(Predictor):
         self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME)))
         self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self._out_name)))
         pmin, _, pmax = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        max_batch = int(pmax[0])  # the device buffers hold the profile's largest batch
         super().__init__(
             sidecar.config(),
             precision=sidecar.precision,
             device=f"cuda:{index}",
             min_batch=int(pmin[0]),
-            max_batch=int(pmax[0]),
+            max_batch=max_batch,
             source=str(path),
         )
         self.sidecar = sidecar
         self.cuda_graph = cuda_graph
         self._stream = _cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        in_bytes = self.max_batch * int(np.prod(self.input_shape)) * self._in_dtype.itemsize
-        out_bytes = self.max_batch * int(np.prod(self.output_shape)) * self._out_dtype.itemsize
+        in_bytes = max_batch * int(np.prod(self.input_shape)) * self._in_dtype.itemsize
+        out_bytes = max_batch * int(np.prod(self.output_shape)) * self._out_dtype.itemsize
         self._d_in = _cuda(cudart.cudaMalloc(in_bytes), "cudaMalloc")
         self._d_out = _cuda(cudart.cudaMalloc(out_bytes), "cudaMalloc")
         self._graphs: dict[int, tuple[Any, Any]] = {}
