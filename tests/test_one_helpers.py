@@ -161,3 +161,35 @@ def test_sidecar_compares_releases_and_refuses_a_damaged_version() -> None:
     car.environment = replace(env, tensorrt_version="unknown")
     with pytest.raises(EngineError, match="not a version number: rebuild"):
         check_environment(car, env)  # type: ignore[arg-type]  # duck-typed sidecar
+
+
+def test_split_pair_checks_are_one_for_both_backends(tmp_path: Path) -> None:
+    """ONNX Runtime's and OpenVINO's split predictors share the pair checks (and their messages)."""
+    from tdmi.runtime.features import _check_pair, _require_pair
+    from tdmi.spec.config import get_preset
+
+    b, h = tmp_path / "m.backbone.onnx", tmp_path / "m.head.onnx"
+    with pytest.raises(
+        ExportError, match=r"m\.backbone\.onnx not found: .*`tdmi-export onnx --split -o m\.onnx`"
+    ):
+        _require_pair(b, h, "--split")
+    cfg = get_preset("tdmi-tiny")
+
+    def meta(split: str, config: object = cfg) -> dict[str, object]:
+        return {"config": config, "extra": {"split": split}}
+
+    _check_pair(b, h, meta("backbone"), meta("head"))
+    with pytest.raises(ExportError, match="different model configs"):
+        _check_pair(b, h, meta("backbone"), meta("head", cfg.replace(num_joints=cfg.num_joints - 1)))
+    with pytest.raises(ExportError, match="not a backbone/head pair"):
+        _check_pair(b, h, meta("head"), meta("backbone"))
+
+
+def test_both_exports_refuse_an_unknown_dcn_form_before_loading_a_model(tmp_path: Path) -> None:
+    from tdmi.export.onnx_export import export_onnx
+    from tdmi.export.split_export import export_split_onnx
+
+    for export in (export_onnx, export_split_onnx):
+        with pytest.raises(ExportError, match="deform_conv must be 'native' or 'decomposed', got 'dense'"):
+            export(None, tmp_path / "x.onnx", deform_conv="dense", progress=False)
+    assert not list(tmp_path.iterdir())

@@ -26,7 +26,8 @@ def _require_pair(bpath: Path, hpath: Path, options: str) -> None:
     for p in (bpath, hpath):
         if not p.is_file():
             raise ExportError(
-                f"{p} not found: write the pair with `tdmi-export onnx {options} -o {hpath.name[:-9]}.onnx`"
+                f"{p} not found: write the pair with `tdmi-export onnx {options} -o "
+                f"{hpath.name.removesuffix('.head.onnx')}.onnx`"
             )
 
 
