@@ -122,7 +122,7 @@ def _register_plugins(trt: Any, logger: Any, sidecar: Any, path: Path) -> list[s
     from tdmi.plugins.trt_plugin import aot_ptx_arch, register_plugins
 
     register_plugins()
-    local = hashlib.sha256(ptx.ptx_path(aot_ptx_arch()).read_bytes()).hexdigest()
+    local = ptx.kernel_sha256(aot_ptx_arch())
     return check_plugin(sidecar, SPEC.plugin_version, local, path.name)
 
 
