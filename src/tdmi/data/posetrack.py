@@ -210,10 +210,10 @@ def _int_id(value: Any, what: str, where: str) -> int:
     return value
 
 
-def _finite(arr: np.ndarray, what: str, where: str) -> np.ndarray:
+def _finite(arr: np.ndarray | np.floating[Any], what: str, where: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise DataError(f"{where}: '{what}' holds NaN or Infinity: every value must be a finite number")
-    return arr
+    return np.asarray(arr)
 
 
 def detect_format(data: Any) -> str:

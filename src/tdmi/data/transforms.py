@@ -77,7 +77,7 @@ def _as_box(box_xywh: Sequence[float] | np.ndarray) -> np.ndarray:
     return box
 
 
-def _as_pairs(arr: Sequence[float] | np.ndarray, name: str, n: int | None = None) -> np.ndarray:
+def _as_pairs(arr: Sequence[Sequence[float]] | np.ndarray, name: str, n: int | None = None) -> np.ndarray:
     out = np.asarray(arr, dtype=np.float64)
     if out.ndim != 2 or out.shape[1] != 2 or (n is not None and out.shape[0] != n):
         want = f"[{n}, 2]" if n is not None else "[N, 2]"

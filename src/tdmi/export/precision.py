@@ -510,7 +510,8 @@ def quantize_int8(
         if target == "tensorrt" and method == "percentile":
             raise ExportError("ModelOpt calibrates TensorRT graphs by max or entropy, not percentile")
         recipe = default_recipe(target, method)
-    target, method = recipe.target, recipe.calibration  # type: ignore[assignment]
+    # Int8Recipe keeps target/calibration as str (JSON round trip); its constructor checks the values.
+    target, method = recipe.target, recipe.calibration  # type: ignore[assignment]  # checked values
     if target == "openvino":
         raise ExportError(
             "OpenVINO INT8 is an IR made by NNCF, not a Q/DQ ONNX graph: use `tdmi-export openvino "
@@ -528,11 +529,11 @@ def quantize_int8(
         onnx.save_model(model, str(src_path), save_as_external_data=False)
         step(f"INT8 calibration for {target} ({method}, {clips.shape[0]} clips)")
         if target == "tensorrt":
-            _modelopt_int8(src_path, out_path, clips, method, exclude, recipe.op_types)  # type: ignore[arg-type]
+            _modelopt_int8(src_path, out_path, clips, method, exclude, recipe.op_types)  # type: ignore[arg-type]  # see above
         else:
             if stats is None:
                 stats = collect_stats(model, clips, static_batch(model) or 1)
-            ranges = ranges_from_stats(stats, recipe.calibration, recipe.percentile)  # type: ignore[arg-type]
+            ranges = ranges_from_stats(stats, recipe.calibration, recipe.percentile)  # type: ignore[arg-type]  # see above
             with _quiet_tools():
                 ort_quantize(src_path, out_path, ranges, recipe, exclude)
         if not out_path.is_file():

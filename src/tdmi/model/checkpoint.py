@@ -34,7 +34,7 @@ def save_checkpoint(
     """Write weights + config (+ optional extra fields such as epoch) atomically."""
     from tdmi import __version__
 
-    config: TDMIConfig = model.config  # type: ignore[assignment]
+    config: TDMIConfig = model.config  # type: ignore[assignment]  # nn.Module types attributes as Tensor
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
