@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tdmi.benchmarks.suite import ArtifactCache
+from tdmi.export.pipeline import ArtifactCache
 from tdmi.cli.bench import app
 from tdmi.cli.common import run_app
 from tdmi.data.posetrack import load_annotation_file
