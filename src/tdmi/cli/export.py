@@ -28,10 +28,12 @@ from tdmi.cli.options import (
     CalibMethodOpt,
     CalibOpt,
     ConfigOpt,
+    ExportCheckpointOpt,
     InstancesOpt,
     MaxBatchOpt,
     MaxDropOpt,
     MaxQueueDelayOpt,
+    MinSpeedupOpt,
     OpTypesOpt,
     PoseRefineOpt,
     PreferredBatchOpt,
@@ -45,6 +47,12 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Export TDMI to ONNX (FP32/FP16/INT8), inspect files, fuse TemporalDiff, build calibration sets.",
 )
+
+
+DEFAULT_TARGET_NOTE = {
+    "int8": "INT8 target: tensorrt (the default; --target onnxruntime for the fast CPU variant)",
+    "fp16": "FP16 target: tensorrt (the only FP16 target)",
+}
 
 
 def require_export(what: str) -> None:
@@ -85,57 +93,53 @@ def _error_table(title: str) -> Table:
     return table
 
 
+# ``onnx``'s own options (declared here so the command stays a short, readable signature)
+OnnxOutputOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="The .onnx file to write (one self-contained file).")
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset (>= 19 for DeformConv).")]
+VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Compare ONNX Runtime with PyTorch.")]
+SimplifyOpt = Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")]
+OnnxPrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, fp16 (TensorRT) or int8.")]
+OnnxTargetOpt = Annotated[
+    Target | None,
+    typer.Option(
+        "--target",
+        help="Runtime the FP16/INT8 graph is for: tensorrt (the default) or onnxruntime (fast CPU INT8).",
+    ),
+]
+DeformConvOpt = Annotated[
+    DeformConvForm,
+    typer.Option("--deform-conv", help="DCN as ONNX DeformConv (native) or GridSample + Conv (decomposed)."),
+]
+SplitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--split",
+        help="Write a per-frame backbone graph and a temporal head graph: <stem>.backbone/.head.onnx.",
+    ),
+]
+
+
 @app.command("onnx")
 def onnx_cmd(
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="The .onnx file to write (one self-contained file).")
-    ],
+    output: OnnxOutputOpt,
     config: ConfigOpt = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
-    ] = None,
+    checkpoint: ExportCheckpointOpt = None,
     batch: BatchOpt = "1",
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 19 for DeformConv).")] = 19,
-    verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Compare ONNX Runtime with PyTorch.")
-    ] = True,
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
-    precision: Annotated[
-        Precision, typer.Option("--precision", help="fp32, fp16 (TensorRT) or int8.")
-    ] = "fp32",
-    target: Annotated[
-        Target | None,
-        typer.Option(
-            "--target",
-            help="Runtime the FP16/INT8 graph is for: tensorrt (the default) or onnxruntime (fast CPU INT8).",
-        ),
-    ] = None,
+    opset: OpsetOpt = 19,
+    verify: VerifyOpt = True,
+    simplify: SimplifyOpt = True,
+    precision: OnnxPrecisionOpt = "fp32",
+    target: OnnxTargetOpt = None,
     calib: CalibOpt = None,
     calib_method: CalibMethodOpt = "auto",
     calib_clips: CalibClipsOpt = 32,
-    deform_conv: Annotated[
-        DeformConvForm,
-        typer.Option(
-            "--deform-conv", help="DCN as ONNX DeformConv (native) or GridSample + Conv (decomposed)."
-        ),
-    ] = "native",
+    deform_conv: DeformConvOpt = "native",
     max_drop: MaxDropOpt = None,
-    min_speedup: Annotated[
-        float | None,
-        typer.Option(
-            "--min-speedup",
-            help="With --max-drop (ONNX Runtime): choose only recipes at least this much faster than FP32 "
-            "(default 1: never an INT8 graph slower than FP32).",
-        ),
-    ] = None,
+    min_speedup: MinSpeedupOpt = None,
     op_types: OpTypesOpt = None,
-    split: Annotated[
-        bool,
-        typer.Option(
-            "--split",
-            help="Write a per-frame backbone graph and a temporal head graph: <stem>.backbone/.head.onnx.",
-        ),
-    ] = False,
+    split: SplitOpt = False,
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
@@ -167,18 +171,10 @@ def onnx_cmd(
         min_speedup=min_speedup,
     )
     if precision != "fp32" and target is None:
-        err_console.print(
-            "INT8 target: tensorrt (the default; --target onnxruntime for the fast CPU variant)"
-            if precision == "int8"
-            else "FP16 target: tensorrt (the only FP16 target)"
-        )
+        err_console.print(DEFAULT_TARGET_NOTE[precision])
+    config_file = config if config and config.endswith(".json") else None
     check_outputs(
-        {"--output": output},
-        {
-            "--checkpoint": checkpoint,
-            "--config": config if config and config.endswith(".json") else None,
-            "--calib": calib,
-        },
+        {"--output": output}, {"--checkpoint": checkpoint, "--config": config_file, "--calib": calib}
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tdmi.artifacts.onnx_meta import Granularity, Int8Target
 from tdmi.cli.common import Verbose, console, err_console
-from tdmi.cli.options import CalibClipsOpt, CalibMethodOpt, CalibOpt, OpTypesOpt
+from tdmi.cli.options import CalibClipsOpt, CalibMethodOpt, CalibOpt, MinSpeedupOpt, OpTypesOpt
 
 
 def _log(msg: str) -> None:
@@ -87,20 +87,14 @@ def int8_sensitivity_cmd(
         float | None,
         typer.Option("--max-drop", help="Also search the recipe that fits this PCK-point budget."),
     ] = None,
-    min_speedup: Annotated[
-        float,
-        typer.Option(
-            "--min-speedup",
-            help="With --max-drop: choose only recipes at least this much faster than FP32.",
-        ),
-    ] = 1.0,
+    min_speedup: MinSpeedupOpt = 1.0,
     op_types: OpTypesOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Quantize one region at a time and rank the regions by PCK loss and latency gain."""
     from tdmi.export.int8_recipes import parse_op_types
-    from tdmi.export.int8_search import search, sensitivity_study
+    from tdmi.export.int8_search import sensitivity_study
     from tdmi.utils import check_outputs, write_text_atomic
 
     check_outputs({"--json": json_path}, {"FP32_ONNX": src, "--calib": calib})
@@ -123,29 +117,39 @@ def int8_sensitivity_cmd(
     console.print(_sensitivity_table(study.rows, target, study.base.calibration))
     out = study.to_dict()
     if max_drop is not None:
-        found = search(
-            src,
-            study.calib,
-            study.data,
-            target=target,
-            max_drop=max_drop,
-            calibrations=None if calib_method == "auto" else [calib_method],
-            granularity=granularity,
-            timing_rounds=rounds,
-            log=_log,
-            known_sensitivity=study.rows,
-            min_speedup=min_speedup,
-            op_types=study.op_types,
-        )
-        console.print(candidates_table(found))
-        if found.chosen is not None:
-            console.print(f"chosen: {found.chosen.label}", markup=False, highlight=False)
-        else:
-            console.print(found.note, markup=False, highlight=False)
-        out["search"] = found.to_dict()
+        speedup = 1.0 if min_speedup is None else min_speedup
+        out["search"] = _search(study, max_drop, calib_method, granularity, rounds, speedup)
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(out, indent=2) + "\n")
         console.print(f"wrote {json_path}", markup=False, highlight=False)
+
+
+def _search(
+    study: Any, max_drop: float, calib_method: str, granularity: Granularity, rounds: int, min_speedup: float
+) -> dict[str, Any]:
+    """``--max-drop``: the recipe search on top of the measured sensitivity rows, printed."""
+    from tdmi.export.int8_search import search
+
+    found = search(
+        study.src,
+        study.calib,
+        study.data,
+        target=study.target,
+        max_drop=max_drop,
+        calibrations=None if calib_method == "auto" else [calib_method],
+        granularity=granularity,
+        timing_rounds=rounds,
+        log=_log,
+        known_sensitivity=study.rows,
+        min_speedup=min_speedup,
+        op_types=study.op_types,
+    )
+    console.print(candidates_table(found))
+    if found.chosen is not None:
+        console.print(f"chosen: {found.chosen.label}", markup=False, highlight=False)
+    else:
+        console.print(found.note, markup=False, highlight=False)
+    return found.to_dict()
 
 
 def _sensitivity_table(rows: list[Any], target: str, calibration: str) -> Table:

@@ -13,7 +13,16 @@ from rich.table import Table
 from tdmi.artifacts.onnx_meta import Precision
 from tdmi.cli.common import Verbose, console, err_console
 from tdmi.cli.int8 import _log, candidates_table
-from tdmi.cli.options import BatchOpt, CalibClipsOpt, CalibMethodOpt, CalibOpt, MaxDropOpt, OpTypesOpt
+from tdmi.cli.options import (
+    BatchOpt,
+    CalibClipsOpt,
+    CalibMethodOpt,
+    CalibOpt,
+    ExportCheckpointOpt,
+    MaxDropOpt,
+    MinSpeedupOpt,
+    OpTypesOpt,
+)
 from tdmi.errors import UsageError
 
 
@@ -25,9 +34,7 @@ def openvino_cmd(
         str | None,
         typer.Option("--config", "-c", help="Preset name or config JSON (default: the checkpoint's own)."),
     ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
-    ] = None,
+    checkpoint: ExportCheckpointOpt = None,
     onnx_path: Annotated[
         Path | None,
         typer.Option(
@@ -49,10 +56,7 @@ def openvino_cmd(
     calib_clips: CalibClipsOpt = 16,
     calib_method: CalibMethodOpt = "auto",
     max_drop: MaxDropOpt = None,
-    min_speedup: Annotated[
-        float,
-        typer.Option("--min-speedup", help="With --max-drop: only recipes this much faster than FP32."),
-    ] = 1.0,
+    min_speedup: MinSpeedupOpt = 1.0,
     eval_clips: Annotated[
         int, typer.Option("--eval-clips", help="With --max-drop: held-out synthetic clips per candidate.")
     ] = 32,

@@ -114,3 +114,14 @@ OpTypesOpt = Annotated[
         "OpenVINO: NNCF's set; 'all').",
     ),
 ]
+ExportCheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
+]
+MinSpeedupOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-speedup",
+        help="With --max-drop: choose only recipes at least this much faster than FP32 "
+        "(default 1: never an INT8 graph slower than FP32).",
+    ),
+]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tdmi.artifacts.onnx_meta import CALIB_CHOICES, CalibChoice, DeformConvForm, Precision, Target
+from tdmi.artifacts.onnx_meta import CALIB_CHOICES, CalibChoice, DeformConvForm, Int8Target, Precision, Target
 from tdmi.errors import ExportError, UsageError
 
 if TYPE_CHECKING:
@@ -39,14 +39,16 @@ def parse_batch(text: str | int) -> int | Literal["dynamic"]:
     raise UsageError(f"--batch must be a positive integer or 'dynamic', got {text!r}")
 
 
-def int8_recipe(target: str, method: str = "auto", op_types: tuple[str, ...] | None = None) -> Int8Recipe:
+def int8_recipe(
+    target: Int8Target, method: str = "auto", op_types: tuple[str, ...] | None = None
+) -> Int8Recipe:
     """The INT8 recipe for a target: its measured default, with ``op_types`` in place of its op set.
 
     The one place the default recipe and an ``--op-types`` choice are combined.
     """
     from tdmi.export.precision import default_recipe
 
-    recipe = default_recipe(target, method)  # type: ignore[arg-type]  # target checked by the spec
+    recipe = default_recipe(target, method)
     return recipe if op_types is None else dataclasses.replace(recipe, op_types=tuple(op_types))
 
 
@@ -162,7 +164,7 @@ class ExportSpec:
     def recipe(self) -> Int8Recipe:
         """The INT8 recipe this spec asks for (without ``max_drop``: the one used)."""
         target = self.resolved_target
-        if self.precision != "int8" or target is None:
+        if self.precision != "int8" or target is None or target == "any":
             raise ExportError(f"a {self.precision} artifact has no INT8 recipe")
         return int8_recipe(target, self.calib_method, self.op_types)
 

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
 
-from tdmi.artifacts.onnx_meta import Granularity
+from tdmi.artifacts.onnx_meta import Granularity, Int8Target
 from tdmi.errors import ExportError
 from tdmi.eval.metrics import task_scores
 from tdmi.eval.synthetic import SyntheticSet, predict_keypoints
@@ -215,7 +215,8 @@ def _build(
         return
     from tdmi.export.precision import quantize_int8
 
-    quantize_int8(fp32_path, out, calib, target=recipe.target, recipe=recipe, stats=stats, progress=False)  # type: ignore[arg-type]
+    target = cast("Int8Target", recipe.target)  # Int8Recipe checks its target
+    quantize_int8(fp32_path, out, calib, target=target, recipe=recipe, stats=stats, progress=False)
 
 
 def sensitivity(
@@ -492,7 +493,7 @@ class SensitivityStudy:
 
 def sensitivity_study(
     src: Path,
-    target: str,
+    target: Int8Target,
     calib: Path | None,
     calib_clips: int,
     method: str,

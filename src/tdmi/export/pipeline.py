@@ -337,9 +337,9 @@ class ArtifactCache:
         from tdmi.export.precision import DEFAULT_CALIBRATION
 
         kind = _kind(spec, self.config)
-        method = spec.calib_method
+        method: str = spec.calib_method
         if method == "auto" and spec.precision == "int8":
-            method = DEFAULT_CALIBRATION[spec.resolved_target or "tensorrt"]  # type: ignore[assignment]  # a CalibMethod
+            method = DEFAULT_CALIBRATION[spec.resolved_target or "tensorrt"]
         return self.artifact_path(kind, spec.calib_clips, spec.calib, method, spec.op_types)
 
     def engines(self) -> list[Path]:
