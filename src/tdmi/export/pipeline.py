@@ -94,8 +94,9 @@ def _make(
             source = Path(tmp) / "fp32.onnx"
             export = _export_fp32(spec.fp32_source(), source, progress, model)
             config = export.config
-        else:
-            config = _config_of(source)
+        else:  # read from the given graph only where it is needed (a W48 graph is large)
+            needed = calibration is None or spec.max_drop is not None
+            config = _config_of(source) if needed else None
         cs = _calibration(spec, config, calibration)
         variant, search = _make_variant(spec, source, out, cs, config, log, progress)
     return Built(out, spec, export=export, variant=variant, search=search)
@@ -141,7 +142,7 @@ def _config_of(source: Path) -> TDMIConfig:
     return config
 
 
-def _calibration(spec: ExportSpec, config: TDMIConfig, calibration: CalibrationLike) -> Any:
+def _calibration(spec: ExportSpec, config: TDMIConfig | None, calibration: CalibrationLike) -> Any:
     """The calibration set a variant needs (None for the FP32/BF16 IR, which needs none)."""
     if spec.openvino and spec.precision != "int8":
         return None
@@ -149,11 +150,18 @@ def _calibration(spec: ExportSpec, config: TDMIConfig, calibration: CalibrationL
         return calibration() if callable(calibration) else calibration
     from tdmi.export.calibration import load_calibration
 
+    assert config is not None  # read by _make whenever no calibration is given
     return load_calibration(config, spec.calib, spec.calib_clips)
 
 
 def _make_variant(
-    spec: ExportSpec, src: Path, out: Path, cs: Any, config: TDMIConfig, log: Log | None, progress: bool
+    spec: ExportSpec,
+    src: Path,
+    out: Path,
+    cs: Any,
+    config: TDMIConfig | None,
+    log: Log | None,
+    progress: bool,
 ) -> tuple[Any, Any]:
     """The precision step on the FP32 graph ``src``: (its result, the recipe search or None)."""
     from tdmi.export.int8_search import search_within_budget
