@@ -199,9 +199,7 @@ def test_output_folder_missing_or_readonly(tmp_path: Path, monkeypatch: pytest.M
     ro.chmod(0o555)
     try:
         if os.access(ro, os.W_OK):  # root ignores permissions: make the check see what a user would
-            import tdmi.export.onnx_export as ox
-
-            monkeypatch.setattr(ox.os, "access", lambda p, mode: Path(p) != ro)
+            monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != ro)
         with pytest.raises(ExportError, match="not writable"):
             export_onnx(PRESET, ro / "m.onnx", progress=False)
         assert not (ro / "m.onnx").exists()
