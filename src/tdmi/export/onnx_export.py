@@ -93,7 +93,7 @@ def _resolve_model(
             raise ConfigError(f"config {cfg.name!r} does not match the given model's config {mcfg.name!r}")
         return model.eval(), mcfg, "given model"
     if checkpoint is not None:
-        m = load_checkpoint(checkpoint, config=cfg)
+        m: Any = load_checkpoint(checkpoint, config=cfg)  # a TDMI (typed nn.Module by its loader)
         return m.eval(), m.config, str(checkpoint)
     if cfg is None:
         raise ConfigError("say which network to export: --config PRESET|config.json and/or --checkpoint PATH")
