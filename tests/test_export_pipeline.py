@@ -143,6 +143,23 @@ def test_build_writes_the_asked_path(tmp_path: Path) -> None:
     assert inspect(out)["precision"] == "fp32"
 
 
+@pytest.mark.filterwarnings("ignore:calibrating on the built-in sample clips")
+def test_build_a_variant_from_a_given_graph_and_within_a_budget(tmp_path: Path) -> None:
+    """``source``: the INT8 step on an existing FP32 graph; ``max_drop``: the searched recipe."""
+    from tdmi.export import inspect
+    from tdmi.export.pipeline import build
+
+    fp32 = build(ExportSpec(config="tdmi-tiny", verify=False), tmp_path / "fp32.onnx", progress=False).path
+    base = {"config": "tdmi-tiny", "precision": "int8", "target": "onnxruntime", "calib_clips": 2}
+    plain = build(ExportSpec(**base, op_types=("Conv",)), tmp_path / "a.onnx", source=fp32, progress=False)
+    assert plain.export is None and plain.search is None  # nothing exported again
+    assert inspect(plain.path)["extra"]["recipe"]["op_types"] == ["Conv"]
+    spec = ExportSpec(**base, max_drop=100.0, min_speedup=0.0, eval_clips=2)
+    searched = build(spec, tmp_path / "b.onnx", source=fp32, progress=False)
+    assert searched.search is not None and searched.search.chosen is not None
+    assert inspect(searched.path)["extra"]["recipe"] == searched.search.chosen.recipe
+
+
 def test_build_needs_an_output_or_a_cache() -> None:
     from tdmi.export.pipeline import build
 
