@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tdmi.benchmarks.suite import ArtifactCache
 from tdmi.cli.bench import app
 from tdmi.cli.common import run_app
 from tdmi.data.annotations import load_annotation_file
 from tdmi.eval import evaluate
+from tdmi.export.pipeline import ArtifactCache
 from tdmi.plugins.availability import tensorrt_available
 
 FAST = ["--config", "tdmi-tiny", "--iters", "3", "--warmup", "1", "--calib-clips", "4", "--no-progress"]

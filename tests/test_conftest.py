@@ -60,7 +60,7 @@ def test_a_test_run_does_not_write_to_the_real_cache(tmp_path: Path) -> None:
     (work / "test_writes_caches.py").write_text(
         "import os\n"
         "from pathlib import Path\n"
-        "from tdmi.benchmarks.suite import default_cache_dir\n\n\n"
+        "from tdmi.export.pipeline import default_cache_dir\n\n\n"
         "def test_writes_caches():\n"
         "    cache = default_cache_dir()\n"
         "    cache.mkdir(parents=True, exist_ok=True)\n"
@@ -82,7 +82,7 @@ def test_a_test_run_does_not_write_to_the_real_cache(tmp_path: Path) -> None:
 
 
 def test_the_session_cache_is_not_the_users(isolated_cache: Path) -> None:
-    from tdmi.benchmarks.suite import default_cache_dir
+    from tdmi.export.pipeline import default_cache_dir
 
     assert default_cache_dir().is_relative_to(isolated_cache)
     assert not default_cache_dir().is_relative_to(Path.home() / ".cache")

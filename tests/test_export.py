@@ -189,8 +189,9 @@ def test_checkpoint_config_mismatch(tmp_path: Path, tiny_model: TDMI) -> None:
 
 
 def test_output_folder_missing_or_readonly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ExportError, match="does not exist"):
-        export_onnx(PRESET, tmp_path / "missing" / "m.onnx", progress=False)
+    # the one output-path policy (tdmi.utils.prepare_output): a missing parent folder is created
+    export_onnx(PRESET, tmp_path / "missing" / "m.onnx", verify=False, simplify=False, progress=False)
+    assert (tmp_path / "missing" / "m.onnx").is_file()
     with pytest.raises(ExportError, match="is a folder"):
         export_onnx(PRESET, tmp_path, progress=False)
     ro = tmp_path / "ro"
@@ -198,9 +199,7 @@ def test_output_folder_missing_or_readonly(tmp_path: Path, monkeypatch: pytest.M
     ro.chmod(0o555)
     try:
         if os.access(ro, os.W_OK):  # root ignores permissions: make the check see what a user would
-            import tdmi.export.onnx_export as ox
-
-            monkeypatch.setattr(ox.os, "access", lambda p, mode: Path(p) != ro)
+            monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != ro)
         with pytest.raises(ExportError, match="not writable"):
             export_onnx(PRESET, ro / "m.onnx", progress=False)
         assert not (ro / "m.onnx").exists()
@@ -289,7 +288,8 @@ def test_cli_onnx_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["--config", "tdmi-nope"], "unknown preset", 2),
         (["--config", PRESET, "--opset", "18"], "opset 18 is too low", 1),
         (["--config", PRESET, "--batch", "0"], "--batch must be", 2),
-        (["--config", PRESET, "--precision", "fp8"], "--precision must be", 2),
+        (["--config", PRESET, "--precision", "fp8"], "Invalid value for '--precision'", 2),
+        (["--config", PRESET, "--precision", "bf16"], "--precision must be fp32, fp16 or int8", 2),
         (
             ["--config", PRESET, "--precision", "fp16", "--target", "onnxruntime"],
             "FP16 is built for TensorRT",

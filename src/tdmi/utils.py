@@ -200,6 +200,28 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def prepare_output(
+    path: str | os.PathLike[str], option: str = "output", *, error: type[TdmiError] = TdmiError
+) -> Path:
+    """The one output-path policy: create the missing parent folders of an output file, refuse a
+    folder where the file goes and an unwritable folder. Called before any work starts; the file
+    itself is then written atomically (``atomic_path``), so it is never half-written.
+
+    ``option`` names the path in the message (``--output``); ``error`` is the error type raised.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise error(f"{option} {path} is a folder: give a file name inside it")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"cannot create the folder {parent} for {option} ({e.strerror or e})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"folder {parent} for {option} is not writable: choose another path")
+    return path
+
+
 def check_outputs(
     outputs: Mapping[str, str | os.PathLike[str] | None],
     inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
@@ -214,7 +236,7 @@ def check_outputs(
     ``input_dirs`` are folders read as a whole (a folder of frames): nothing may be written into them,
     since the next run would read it as input. Refused: an output that is an input (symlinks resolved;
     allowed in place with ``force``), an output inside an input folder, two outputs that are one
-    file, a folder where a file goes, an unwritable folder. Missing parent folders are created.
+    file; then each output goes through ``prepare_output`` (parents created, folders refused).
     """
     outs = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
     ins = [(opt, Path(p)) for opt, p in (inputs or {}).items() if p is not None]
@@ -238,14 +260,7 @@ def check_outputs(
                     f"{opt} {path} would be written into the input folder {in_opt} {folder}, "
                     "which the next run would read as input: choose another output folder"
                 )
-        if path.is_dir():
-            raise TdmiError(f"{opt} {path} is a folder: give a file name inside it")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TdmiError(f"cannot create the folder {parent} for {opt} ({e.strerror or e})") from None
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise TdmiError(f"folder {parent} for {opt} is not writable: choose another path")
+        prepare_output(path, opt)
 
 
 def reject_unknown_fields(cls: type, data: Mapping[str, Any], what: str) -> None:

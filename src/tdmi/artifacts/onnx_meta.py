@@ -39,6 +39,13 @@ Precision = Literal["fp32", "fp16", "bf16", "int8"]  # bf16: an OpenVINO IR infe
 Target = Literal["any", "tensorrt", "onnxruntime", "openvino"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 TARGETS: tuple[Target, ...] = get_args(Target)
+DeformConvForm = Literal["native", "decomposed"]  # the DCN as ONNX DeformConv, or GridSample + Conv
+DEFORM_CONV_FORMS: tuple[DeformConvForm, ...] = get_args(DeformConvForm)
+CalibChoice = Literal["auto", "max", "percentile", "entropy"]  # INT8 ranges; auto: the target's default
+CALIB_CHOICES: tuple[CalibChoice, ...] = get_args(CalibChoice)
+RangeMethod = Literal["max", "percentile", "entropy"]  # an INT8 recipe's calibration
+Granularity = Literal["block", "node"]  # INT8 sensitivity regions: blocks or single nodes
+Int8Target = Literal["onnxruntime", "tensorrt", "openvino"]  # the runtimes an INT8 recipe is for
 
 
 def normalization_spec(config: TDMIConfig) -> dict[str, Any]:

@@ -280,7 +280,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tdmi.benchmarks.suite import default_cache_dir
+    from tdmi.export.pipeline import default_cache_dir
 
     args = _parse(argv)
     t0 = time.perf_counter()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tdmi.artifacts.onnx_meta import DeformConvForm
+from tdmi.artifacts.sidecar import EngineTarget
 from tdmi.cli.common import Verbose, check_input_paths, console, run_app
 from tdmi.errors import ExportError, UsageError
 from tdmi.utils import check_outputs
@@ -29,7 +31,11 @@ app = typer.Typer(
 )
 
 
-def _profile(batch: str | None) -> object:
+if TYPE_CHECKING:
+    from tdmi.artifacts.sidecar import BatchProfile
+
+
+def _profile(batch: str | None) -> BatchProfile | None:
     from tdmi.artifacts.sidecar import BatchProfile
 
     return None if batch is None else BatchProfile.parse(batch)
@@ -40,13 +46,13 @@ Batch = Annotated[
 ]
 TrtVersion = Annotated[str, typer.Option("--trt-version", help="TensorRT release to check against (10.9+).")]
 Target = Annotated[
-    str | None,
+    EngineTarget | None,
     typer.Option(
         "--target", help="tensorrt or tensorrt-rtx (default: whichever is installed, TensorRT first)."
     ),
 ]
 DeformConv = Annotated[
-    str | None,
+    DeformConvForm | None,
     typer.Option(
         "--deform-conv",
         help="native (ONNX DeformConv, TensorRT plugin) or decomposed (GridSample + Conv); "
@@ -97,25 +103,7 @@ def build(
         raise UsageError("choose one of --fp16 and --int8")
     if calib is not None and not (fp16 or int8):
         raise UsageError("--calib only applies to --fp16 or --int8")
-    suffix = output.suffix.lower()
-    if onnx_only and suffix in (".engine", ".plan"):
-        raise UsageError(f"--onnx-only writes an ONNX file: use -o {output.with_suffix('.onnx')}")
-    if not onnx_only and suffix == ".onnx":
-        raise UsageError(
-            f"-o {output} is an ONNX name but this builds an engine: use .engine, or add --onnx-only"
-        )
-    outputs = {"--output": output}
-    if not onnx_only:
-        from tdmi.artifacts.sidecar import sidecar_path
-
-        outputs["--output (its sidecar)"] = sidecar_path(output)
-        outputs["--timing-cache"] = timing_cache
-    check_outputs(
-        outputs,
-        {"ONNX_PATH": onnx_path, "--calib": calib},
-        force=force and onnx_only,
-        force_option="--force" if onnx_only else "",
-    )
+    _check_build_outputs(onnx_path, output, calib, timing_cache, onnx_only, force)
     from tdmi.cli.export import require_export
     from tdmi.export.engine import (
         EngineBuildOptions,
@@ -129,7 +117,7 @@ def build(
     options = EngineBuildOptions(
         precision="int8" if int8 else "fp16" if fp16 else "fp32",
         calib=calib,
-        profile=_profile(batch),  # type: ignore[arg-type]
+        profile=_profile(batch),
         workspace_gb=workspace,
         timing_cache=timing_cache,
         opt_level=opt_level,
@@ -149,7 +137,35 @@ def build(
             f"{prepared.report.trt_version}: {len(prepared.report.warnings)} warning(s))"
         )
         return
-    result = build_engine(onnx_path, output, options, verbose=verbose)
+    _print_engine(build_engine(onnx_path, output, options, verbose=verbose))
+
+
+def _check_build_outputs(
+    onnx_path: Path, output: Path, calib: Path | None, timing_cache: Path | None, onnx_only: bool, force: bool
+) -> None:
+    """The engine (and its sidecar and timing cache), or the ONNX with --onnx-only: checked before work."""
+    suffix = output.suffix.lower()
+    if onnx_only and suffix in (".engine", ".plan"):
+        raise UsageError(f"--onnx-only writes an ONNX file: use -o {output.with_suffix('.onnx')}")
+    if not onnx_only and suffix == ".onnx":
+        raise UsageError(
+            f"-o {output} is an ONNX name but this builds an engine: use .engine, or add --onnx-only"
+        )
+    outputs: dict[str, Path | None] = {"--output": output}
+    if not onnx_only:
+        from tdmi.artifacts.sidecar import sidecar_path
+
+        outputs["--output (its sidecar)"] = sidecar_path(output)
+        outputs["--timing-cache"] = timing_cache
+    check_outputs(
+        outputs,
+        {"ONNX_PATH": onnx_path, "--calib": calib},
+        force=force and onnx_only,
+        force_option="--force" if onnx_only else "",
+    )
+
+
+def _print_engine(result: Any) -> None:
     if result.report.findings:
         console.print(result.report.to_table())
     meta = result.metadata
@@ -172,13 +188,13 @@ def check(
     onnx_path: Annotated[Path, typer.Argument(help="ONNX file to check.")],
     batch: Batch = None,
     trt_version: TrtVersion = "11",
-    target: Annotated[str, typer.Option("--target", help="tensorrt or tensorrt-rtx.")] = "tensorrt",
+    target: Annotated[EngineTarget, typer.Option("--target", help="tensorrt or tensorrt-rtx.")] = "tensorrt",
     verbose: Verbose = False,
 ) -> None:
     """Pre-flight only: will TensorRT's ONNX parser and our plugin accept this graph?"""
     from tdmi.export.preflight import check_onnx
 
-    report = check_onnx(onnx_path, trt_version=trt_version, profile=_profile(batch), target=target)  # type: ignore[arg-type]
+    report = check_onnx(onnx_path, trt_version=trt_version, profile=_profile(batch), target=target)
     if report.findings:
         console.print(report.to_table())
     if not report.ok:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.table import Table
 
+from tdmi.artifacts.onnx_meta import DeformConvForm, Precision, Target
 from tdmi.cli.common import (
     Verbose,
     check_input_paths,
@@ -19,12 +20,21 @@ from tdmi.cli.common import (
     main_for,
     preset_or_json,
 )
-from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
+from tdmi.cli.int8 import _log, register_int8_commands
 from tdmi.cli.openvino import register_openvino_commands
 from tdmi.cli.options import (
+    BatchOpt,
+    CalibClipsOpt,
+    CalibMethodOpt,
+    CalibOpt,
+    ConfigOpt,
+    ExportCheckpointOpt,
     InstancesOpt,
     MaxBatchOpt,
+    MaxDropOpt,
     MaxQueueDelayOpt,
+    MinSpeedupOpt,
+    OpTypesOpt,
     PoseRefineOpt,
     PreferredBatchOpt,
     serve_settings,
@@ -39,20 +49,18 @@ app = typer.Typer(
 )
 
 
+DEFAULT_TARGET_NOTE = {
+    "int8": "INT8 target: tensorrt (the default; --target onnxruntime for the fast CPU variant)",
+    "fp16": "FP16 target: tensorrt (the only FP16 target)",
+}
+
+
 def require_export(what: str) -> None:
     """This command makes artifacts with torch and onnx: without them, one line naming the extra."""
     from tdmi.extras import require
 
     for module in ("torch", "onnx"):
         require(module, what, "export")
-
-
-def _parse_batch(text: str) -> int | str:
-    if text == "dynamic":
-        return "dynamic"
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise UsageError(f"--batch must be a positive integer or 'dynamic', got {text!r}")
 
 
 def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -85,170 +93,101 @@ def _error_table(title: str) -> Table:
     return table
 
 
+# ``onnx``'s own options (declared here so the command stays a short, readable signature)
+OnnxOutputOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="The .onnx file to write (one self-contained file).")
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset (>= 19 for DeformConv).")]
+VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Compare ONNX Runtime with PyTorch.")]
+SimplifyOpt = Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")]
+OnnxPrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp32, fp16 (TensorRT) or int8.")]
+OnnxTargetOpt = Annotated[
+    Target | None,
+    typer.Option(
+        "--target",
+        help="Runtime the FP16/INT8 graph is for: tensorrt (the default) or onnxruntime (fast CPU INT8).",
+    ),
+]
+DeformConvOpt = Annotated[
+    DeformConvForm,
+    typer.Option("--deform-conv", help="DCN as ONNX DeformConv (native) or GridSample + Conv (decomposed)."),
+]
+SplitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--split",
+        help="Write a per-frame backbone graph and a temporal head graph: <stem>.backbone/.head.onnx.",
+    ),
+]
+
+
 @app.command("onnx")
 def onnx_cmd(
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="The .onnx file to write (one self-contained file).")
-    ],
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Preset name or config JSON (default: the checkpoint's own).",
-            callback=preset_or_json,
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
-    ] = None,
-    batch: Annotated[str, typer.Option("--batch", help="Fixed batch size N, or 'dynamic'.")] = "1",
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 19 for DeformConv).")] = 19,
-    verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Compare ONNX Runtime with PyTorch.")
-    ] = True,
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 (TensorRT) or int8.")] = "fp32",
-    target: Annotated[
-        str | None,
-        typer.Option(
-            "--target",
-            help="Runtime the FP16/INT8 graph is for: tensorrt (the default) or onnxruntime (fast CPU INT8).",
-        ),
-    ] = None,
-    calib: Annotated[
-        Path | None,
-        typer.Option("--calib", help="PoseTrack folder or calibration .npz (omit: smoke-test clips)."),
-    ] = None,
-    calib_method: Annotated[
-        str,
-        typer.Option(
-            "--calib-method",
-            help="INT8 ranges: max, percentile or entropy (ORT: our own histograms; TensorRT: max or "
-            "entropy). Default: the measured default recipe's.",
-        ),
-    ] = "auto",
-    calib_clips: Annotated[
-        int, typer.Option("--calib-clips", help="Clips to draw from a PoseTrack folder.")
-    ] = 32,
-    deform_conv: Annotated[
-        str,
-        typer.Option(
-            "--deform-conv", help="DCN as ONNX DeformConv (native) or GridSample + Conv (decomposed)."
-        ),
-    ] = "native",
-    max_drop: Annotated[
-        float | None,
-        typer.Option(
-            "--max-drop",
-            help="INT8: search the recipe (regions kept FP32, calibration, per-channel, A16W8) whose PCK "
-            "drop vs FP32 on held-out synthetic clips stays within this many points; fastest wins.",
-        ),
-    ] = None,
-    min_speedup: Annotated[
-        float | None,
-        typer.Option(
-            "--min-speedup",
-            help="With --max-drop (ONNX Runtime): choose only recipes at least this much faster than FP32 "
-            "(default 1: never an INT8 graph slower than FP32).",
-        ),
-    ] = None,
-    op_types: Annotated[str | None, typer.Option("--op-types", help=OP_TYPES_HELP)] = None,
-    split: Annotated[
-        bool,
-        typer.Option(
-            "--split",
-            help="Write a per-frame backbone graph and a temporal head graph: <stem>.backbone/.head.onnx.",
-        ),
-    ] = False,
+    output: OnnxOutputOpt,
+    config: ConfigOpt = None,
+    checkpoint: ExportCheckpointOpt = None,
+    batch: BatchOpt = "1",
+    opset: OpsetOpt = 19,
+    verify: VerifyOpt = True,
+    simplify: SimplifyOpt = True,
+    precision: OnnxPrecisionOpt = "fp32",
+    target: OnnxTargetOpt = None,
+    calib: CalibOpt = None,
+    calib_method: CalibMethodOpt = "auto",
+    calib_clips: CalibClipsOpt = 32,
+    deform_conv: DeformConvOpt = "native",
+    max_drop: MaxDropOpt = None,
+    min_speedup: MinSpeedupOpt = None,
+    op_types: OpTypesOpt = None,
+    split: SplitOpt = False,
     verbose: Verbose = False,
 ) -> None:
     """Export (and verify) the FP32 graph; with --precision, convert it for the chosen runtime."""
     check_input_paths({"--checkpoint": checkpoint, "--calib": calib}, folders=True)
     require_export("tdmi-export onnx")
-    if split:
-        _export_split(output, config, checkpoint, opset, verify, simplify, precision, batch, deform_conv)
-        return
-    from tdmi.export import export_onnx
-    from tdmi.export.calibration import load_calibration
-    from tdmi.export.precision import convert_fp16
+    from tdmi.export.export_spec import ExportSpec, parse_batch
+    from tdmi.export.int8_recipes import parse_op_types
+    from tdmi.export.pipeline import build
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    if target not in (None, "tensorrt", "onnxruntime"):
+    if target in ("openvino", "any"):
         hint = " (OpenVINO IR: `tdmi-export openvino`)" if target == "openvino" else ""
         raise UsageError(f"--target must be tensorrt or onnxruntime, got {target!r}{hint}")
-    if precision == "fp32" and target is not None:
-        raise UsageError(
-            "--target applies to --precision fp16/int8 only (the FP32 graph suits every runtime)"
-        )
-    if precision == "fp16" and target == "onnxruntime":
-        raise UsageError(
-            "FP16 is built for TensorRT (ONNX Runtime CPU has no fast FP16 kernels): use int8 for ORT"
-        )
-    if deform_conv not in ("native", "decomposed"):
-        raise UsageError(f"--deform-conv must be native or decomposed, got {deform_conv!r}")
-    if calib_method not in ("auto", "entropy", "max", "percentile"):
-        raise UsageError(f"--calib-method must be auto, max, percentile or entropy, got {calib_method!r}")
-    if max_drop is not None and precision != "int8":
-        raise UsageError("--max-drop applies to --precision int8 only")
-    if max_drop is not None and max_drop < 0:
-        raise UsageError(f"--max-drop must be 0 or more PCK points, got {max_drop}")
-    if min_speedup is not None and max_drop is None:
-        raise UsageError("--min-speedup applies with --max-drop only (it constrains the recipe search)")
-    if op_types is not None and precision != "int8":
-        raise UsageError("--op-types applies to --precision int8 only")
-    batch_spec = _parse_batch(batch)
-    if precision != "fp32" and target is None:
-        target = "tensorrt"
-        err_console.print(
-            "INT8 target: tensorrt (the default; --target onnxruntime for the fast CPU variant)"
-            if precision == "int8"
-            else "FP16 target: tensorrt (the only FP16 target)"
-        )
-    from tdmi.export.int8_recipes import check_op_types, parse_op_types
-
-    ops = parse_op_types(op_types)
-    if ops is not None:  # checked before the export, not after minutes of it
-        check_op_types(ops, target)
-    check_outputs(
-        {"--output": output},
-        {
-            "--checkpoint": checkpoint,
-            "--config": config if config and config.endswith(".json") else None,
-            "--calib": calib,
-        },
+    spec = ExportSpec(
+        config=config,
+        checkpoint=checkpoint,
+        precision=precision,
+        target=target,
+        deform_conv=deform_conv,
+        batch=parse_batch(batch),
+        opset=opset,
+        verify=verify,
+        simplify=simplify,
+        split=split,
+        calib=calib,
+        calib_clips=calib_clips,
+        calib_method=calib_method,
+        op_types=parse_op_types(op_types),
+        max_drop=max_drop,
+        min_speedup=min_speedup,
     )
-    final = None
-    search = None
-    with (
-        warnings.catch_warnings(record=True) as caught,
-        tempfile.TemporaryDirectory(prefix="tdmi-export-") as tmp,
-    ):
+    if precision != "fp32" and target is None:
+        err_console.print(DEFAULT_TARGET_NOTE[precision])
+    config_file = config if config and config.endswith(".json") else None
+    check_outputs(
+        {"--output": output}, {"--checkpoint": checkpoint, "--config": config_file, "--calib": calib}
+    )
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # The FP32 graph is the product itself, or the source of the FP16/INT8 variant.
-        fp32 = output if precision == "fp32" else Path(tmp) / "fp32.onnx"
-        result = export_onnx(
-            config,
-            fp32,
-            checkpoint=checkpoint,
-            batch=batch_spec,
-            opset=opset,
-            verify=verify,
-            simplify=simplify,  # type: ignore[arg-type]
-            deform_conv=deform_conv,
-        )
-        if precision != "fp32":
-            cs = load_calibration(result.config, calib, calib_clips)
-            if precision == "fp16":
-                final = convert_fp16(fp32, output, cs)
-            else:
-                from tdmi.cli.int8 import quantize_for_cli
-
-                final, search = quantize_for_cli(
-                    fp32, output, cs, target, calib_method, max_drop, result.config, min_speedup, ops
-                )
+        built = build(spec, output, log=_log)
     _show_warnings(caught)
+    if split:
+        _print_split(built.export)
+    else:
+        _print_export(output, built.export, built.variant, built.search)
+
+
+def _print_export(output: Path, result: Any, final: Any, search: Any) -> None:
+    """What ``onnx`` made: the FP32 export and its check, then the precision variant's."""
     console.print(
         f"wrote [bold]{output}[/] ({result.config.name}, batch {result.batch}, opset {result.opset})"
     )
@@ -259,51 +198,25 @@ def onnx_cmd(
         console.print(table)
     else:
         console.print("[yellow]not verified against PyTorch (--no-verify)[/]")
-    if final is not None:
-        table = _error_table(f"{final.precision}-{final.target} vs FP32, ONNX Runtime CPU")
-        _print_error_row(table, f"{final.precision}-{final.target}", final.error)
-        console.print(table)
-        label = "nodes kept FP32" if final.precision == "fp16" else "compute nodes left unquantized"
-        names = ", ".join(final.kept_fp32_nodes[:12]) + (" ..." if len(final.kept_fp32_nodes) > 12 else "")
-        console.print(f"{label}: {len(final.kept_fp32_nodes)}" + (f" ({names})" if names else ""))
-        cal = final.calibration
-        smoke = " [bold yellow](SMOKE TEST ONLY)[/]" if cal.get("smoke_only") else ""
-        console.print(f"calibration: {cal.get('num_clips')} clips from {cal.get('source')}{smoke}")
-        if final.precision == "int8":
-            from tdmi.cli.int8 import print_recipe
+    if final is None:
+        return
+    table = _error_table(f"{final.precision}-{final.target} vs FP32, ONNX Runtime CPU")
+    _print_error_row(table, f"{final.precision}-{final.target}", final.error)
+    console.print(table)
+    label = "nodes kept FP32" if final.precision == "fp16" else "compute nodes left unquantized"
+    names = ", ".join(final.kept_fp32_nodes[:12]) + (" ..." if len(final.kept_fp32_nodes) > 12 else "")
+    console.print(f"{label}: {len(final.kept_fp32_nodes)}" + (f" ({names})" if names else ""))
+    cal = final.calibration
+    smoke = " [bold yellow](SMOKE TEST ONLY)[/]" if cal.get("smoke_only") else ""
+    console.print(f"calibration: {cal.get('num_clips')} clips from {cal.get('source')}{smoke}")
+    if final.precision == "int8":
+        from tdmi.cli.int8 import print_recipe
 
-            print_recipe(final, search)
+        print_recipe(final, search)
 
 
-def _export_split(
-    output: Path,
-    config: str | None,
-    checkpoint: Path | None,
-    opset: int,
-    verify: bool,
-    simplify: bool,
-    precision: str,
-    batch: str,
-    deform_conv: str = "native",
-) -> None:
-    """``onnx --split``: the backbone/head pair for ``tdmi-infer --reuse-features`` (FP32, dynamic batch)."""
-    from tdmi.export.split_export import export_split_onnx
-
-    if precision != "fp32" or batch not in ("1", "dynamic"):
-        raise UsageError("--split writes FP32 graphs with a dynamic batch: drop --precision/--batch")
-    check_outputs({"--output": output}, {"--checkpoint": checkpoint})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = export_split_onnx(
-            config,
-            output,
-            checkpoint=checkpoint,
-            opset=opset,
-            verify=verify,
-            simplify=simplify,
-            deform_conv=None if deform_conv == "native" else deform_conv,
-        )
-    _show_warnings(caught)
+def _print_split(result: Any) -> None:
+    """``onnx --split``: the backbone/head pair for ``tdmi-infer --reuse-features``."""
     console.print(
         f"wrote [bold]{result.backbone}[/] and [bold]{result.head}[/] ({result.config.name}, dynamic batch, "
         f"opset {result.opset}) in {result.seconds:.1f} s, weights: {result.weights}"

@@ -10,45 +10,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tdmi.artifacts.onnx_meta import Granularity, Int8Target
 from tdmi.cli.common import Verbose, console, err_console
-from tdmi.errors import ExportError, UsageError
-
-OP_TYPES_HELP = (
-    "INT8: ONNX op types to quantize, comma-separated (e.g. Conv). Default: the target's own "
-    "(ORT: Conv,Gemm,MatMul; TensorRT: ModelOpt's set, also adds, pooling, resize, concat; OpenVINO: "
-    "NNCF's set; 'all')."
-)
+from tdmi.cli.options import CalibClipsOpt, CalibMethodOpt, CalibOpt, MinSpeedupOpt, OpTypesOpt
 
 
 def _log(msg: str) -> None:
     err_console.print(msg, markup=False, highlight=False)
-
-
-def quantize_for_cli(
-    fp32: Path,
-    output: Path,
-    calib: Any,
-    target: str,
-    method: str,
-    max_drop: float | None,
-    config: Any,
-    min_speedup: float | None = None,
-    op_types: tuple[str, ...] | None = None,
-) -> tuple[Any, Any]:
-    from tdmi.export.int8_search import DEFAULT_MIN_SPEEDUP, quantize_with_budget
-
-    return quantize_with_budget(
-        fp32,
-        output,
-        calib,
-        config,
-        target=target,
-        method=method,
-        max_drop=max_drop,
-        min_speedup=DEFAULT_MIN_SPEEDUP if min_speedup is None else min_speedup,
-        op_types=op_types,
-        log=_log,
-    )
 
 
 def print_recipe(final: Any, search: Any) -> None:
@@ -94,138 +62,112 @@ def candidates_table(search: Any) -> Table:
     return table
 
 
+def int8_sensitivity_cmd(
+    src: Annotated[Path, typer.Argument(help="The unfused FP32 ONNX file written by tdmi-export.")],
+    target: Annotated[
+        Int8Target,
+        typer.Option(
+            "--target",
+            help="onnxruntime (timed), openvino (NNCF IR, timed on OpenVINO; give the decomposed "
+            "FP32 ONNX) or tensorrt (accuracy only).",
+        ),
+    ] = "onnxruntime",
+    calib: CalibOpt = None,
+    calib_clips: CalibClipsOpt = 8,
+    calib_method: CalibMethodOpt = "auto",
+    granularity: Annotated[
+        Granularity,
+        typer.Option("--granularity", help="block (stage, TDE stage, cascade, RDM, head) or node."),
+    ] = "block",
+    eval_clips: Annotated[
+        int, typer.Option("--eval-clips", help="Held-out synthetic clips scored per candidate.")
+    ] = 32,
+    rounds: Annotated[int, typer.Option("--rounds", help="Paired timing rounds per candidate.")] = 5,
+    max_drop: Annotated[
+        float | None,
+        typer.Option("--max-drop", help="Also search the recipe that fits this PCK-point budget."),
+    ] = None,
+    min_speedup: MinSpeedupOpt = 1.0,
+    op_types: OpTypesOpt = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Quantize one region at a time and rank the regions by PCK loss and latency gain."""
+    from tdmi.export.int8_recipes import parse_op_types
+    from tdmi.export.int8_search import sensitivity_study
+    from tdmi.utils import check_outputs, write_text_atomic
+
+    check_outputs({"--json": json_path}, {"FP32_ONNX": src, "--calib": calib})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = sensitivity_study(
+            src,
+            target,
+            calib,
+            calib_clips,
+            calib_method,
+            parse_op_types(op_types),
+            eval_clips,
+            granularity=granularity,
+            rounds=rounds,
+            log=_log,
+        )
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+    console.print(_sensitivity_table(study.rows, target, study.base.calibration))
+    out = study.to_dict()
+    if max_drop is not None:
+        speedup = 1.0 if min_speedup is None else min_speedup
+        out["search"] = _search(study, max_drop, calib_method, granularity, rounds, speedup)
+    if json_path is not None:
+        write_text_atomic(json_path, json.dumps(out, indent=2) + "\n")
+        console.print(f"wrote {json_path}", markup=False, highlight=False)
+
+
+def _search(
+    study: Any, max_drop: float, calib_method: str, granularity: Granularity, rounds: int, min_speedup: float
+) -> dict[str, Any]:
+    """``--max-drop``: the recipe search on top of the measured sensitivity rows, printed."""
+    from tdmi.export.int8_search import search
+
+    found = search(
+        study.src,
+        study.calib,
+        study.data,
+        target=study.target,
+        max_drop=max_drop,
+        calibrations=None if calib_method == "auto" else [calib_method],
+        granularity=granularity,
+        timing_rounds=rounds,
+        log=_log,
+        known_sensitivity=study.rows,
+        min_speedup=min_speedup,
+        op_types=study.op_types,
+    )
+    console.print(candidates_table(found))
+    if found.chosen is not None:
+        console.print(f"chosen: {found.chosen.label}", markup=False, highlight=False)
+    else:
+        console.print(found.note, markup=False, highlight=False)
+    return found.to_dict()
+
+
+def _sensitivity_table(rows: list[Any], target: str, calibration: str) -> Table:
+    table = Table(title=f"INT8 sensitivity ({target}, {calibration}): one region quantized at a time")
+    for col in ("region", "nodes", "PCK drop", "drop 95% CI", "speed-up over FP32"):
+        table.add_column(col, justify="left" if col == "region" else "right")
+    for r in rows:
+        ci = r.result.drop_pck_ci if r.result else None
+        table.add_row(
+            r.region,
+            str(r.nodes),
+            f"{r.drop_pck:+.2f}",
+            "—" if ci is None else f"{ci[0]:+.2f}…{ci[1]:+.2f}",
+            _x(r.speedup),
+        )
+    return table
+
+
 def register_int8_commands(app: typer.Typer) -> None:
     """Add ``int8-sensitivity`` to ``tdmi-export``."""
-
-    @app.command("int8-sensitivity")
-    def int8_sensitivity_cmd(
-        src: Annotated[Path, typer.Argument(help="The unfused FP32 ONNX file written by tdmi-export.")],
-        target: Annotated[
-            str,
-            typer.Option(
-                "--target",
-                help="onnxruntime (timed), openvino (NNCF IR, timed on OpenVINO; give the decomposed "
-                "FP32 ONNX) or tensorrt (accuracy only).",
-            ),
-        ] = "onnxruntime",
-        calib: Annotated[
-            Path | None,
-            typer.Option("--calib", help="PoseTrack folder or calibration .npz (omit: synthetic clips)."),
-        ] = None,
-        calib_clips: Annotated[int, typer.Option("--calib-clips", help="Calibration clips.")] = 8,
-        calib_method: Annotated[
-            str, typer.Option("--calib-method", help="max, percentile or entropy (auto: the default's).")
-        ] = "auto",
-        granularity: Annotated[
-            str, typer.Option("--granularity", help="block (stage, TDE stage, cascade, RDM, head) or node.")
-        ] = "block",
-        eval_clips: Annotated[
-            int, typer.Option("--eval-clips", help="Held-out synthetic clips scored per candidate.")
-        ] = 32,
-        rounds: Annotated[int, typer.Option("--rounds", help="Paired timing rounds per candidate.")] = 5,
-        max_drop: Annotated[
-            float | None,
-            typer.Option("--max-drop", help="Also search the recipe that fits this PCK-point budget."),
-        ] = None,
-        min_speedup: Annotated[
-            float,
-            typer.Option(
-                "--min-speedup",
-                help="With --max-drop: choose only recipes at least this much faster than FP32.",
-            ),
-        ] = 1.0,
-        op_types: Annotated[str | None, typer.Option("--op-types", help=OP_TYPES_HELP)] = None,
-        json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
-        verbose: Verbose = False,
-    ) -> None:
-        """Quantize one region at a time and rank the regions by PCK loss and latency gain."""
-        from tdmi.eval.synthetic import synthetic_set
-        from tdmi.export.calibration import load_calibration
-        from tdmi.export.int8_recipes import parse_op_types
-        from tdmi.export.int8_search import search, sensitivity
-        from tdmi.export.metadata import load_onnx_checked, read_metadata
-        from tdmi.export.precision import default_recipe
-        from tdmi.utils import check_outputs, write_text_atomic
-
-        if granularity not in ("block", "node"):
-            raise UsageError(f"--granularity must be block or node, got {granularity!r}")
-        if target not in ("onnxruntime", "tensorrt", "openvino"):
-            raise UsageError(f"--target must be onnxruntime, openvino or tensorrt, got {target!r}")
-        check_outputs({"--json": json_path}, {"FP32_ONNX": src, "--calib": calib})
-        meta = read_metadata(load_onnx_checked(src))
-        if meta["precision"] != "fp32" or meta["fused"]:
-            raise ExportError(f"{src} is {meta['variant']}: give the unfused FP32 export")
-        config = meta["config"]
-        if target == "openvino" and config.deform_conv != "decomposed":
-            raise ExportError(
-                f"{src} has the native DeformConv, which OpenVINO cannot read: give the export of "
-                "`tdmi-export onnx --deform-conv decomposed`"
-            )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            cs = load_calibration(config, calib, calib_clips)
-        for w in caught:
-            err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
-        data = synthetic_set(config, eval_clips)
-        base = default_recipe(target, calib_method)  # type: ignore[arg-type]
-        import dataclasses
-
-        ops = parse_op_types(op_types)
-        base = dataclasses.replace(base, fp32_regions=(), **({} if ops is None else {"op_types": ops}))
-        rows = sensitivity(src, cs, data, base, granularity=granularity, timing_rounds=rounds, log=_log)  # type: ignore[arg-type]
-        table = Table(
-            title=f"INT8 sensitivity ({target}, {base.calibration}): one region quantized at a time"
-        )
-        for col in ("region", "nodes", "PCK drop", "drop 95% CI", "speed-up over FP32"):
-            table.add_column(col, justify="left" if col == "region" else "right")
-        for r in rows:
-            ci = r.result.drop_pck_ci if r.result else None
-            table.add_row(
-                r.region,
-                str(r.nodes),
-                f"{r.drop_pck:+.2f}",
-                "—" if ci is None else f"{ci[0]:+.2f}…{ci[1]:+.2f}",
-                _x(r.speedup),
-            )
-        console.print(table)
-        out: dict[str, Any] = {
-            "source": str(src),
-            "target": target,
-            "recipe": base.to_dict(),
-            "data": data.describe() | {"calibration": cs.describe()},
-            "sensitivity": [
-                {
-                    "region": r.region,
-                    "nodes": r.nodes,
-                    "drop_pck": r.drop_pck,
-                    "speedup": r.speedup,
-                    "result": r.result.to_dict() if r.result else None,
-                }
-                for r in rows
-            ],
-        }
-        if max_drop is not None:
-            cals = None if calib_method == "auto" else [calib_method]
-            found = search(
-                src,
-                cs,
-                data,
-                target=target,
-                max_drop=max_drop,
-                calibrations=cals,
-                granularity=granularity,  # type: ignore[arg-type]
-                timing_rounds=rounds,
-                log=_log,
-                known_sensitivity=rows,
-                min_speedup=min_speedup,
-                op_types=ops,
-            )
-            console.print(candidates_table(found))
-            if found.chosen is not None:
-                console.print(f"chosen: {found.chosen.label}", markup=False, highlight=False)
-            else:
-                console.print(found.note, markup=False, highlight=False)
-            out["search"] = found.to_dict()
-        if json_path is not None:
-            write_text_atomic(json_path, json.dumps(out, indent=2) + "\n")
-            console.print(f"wrote {json_path}", markup=False, highlight=False)
+    app.command("int8-sensitivity")(int8_sensitivity_cmd)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tdmi.artifacts.onnx_meta import CalibChoice
 from tdmi.cli.common import options_of_config, preset_or_json
 from tdmi.errors import UsageError
 from tdmi.spec.choices import Backend
@@ -109,3 +110,43 @@ def serve_settings(
             refine=refine,
             **more,
         )
+
+
+# --- export
+BatchOpt = Annotated[str, typer.Option("--batch", help="Fixed batch size N, or 'dynamic'.")]
+CalibMethodOpt = Annotated[
+    CalibChoice,
+    typer.Option(
+        "--calib-method",
+        help="INT8 ranges: max, percentile or entropy (auto: the measured default recipe's).",
+    ),
+]
+MaxDropOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-drop",
+        help="INT8: search the recipe (regions kept in higher precision, calibration, per-channel, op "
+        "types) whose PCK drop vs FP32 on held-out synthetic clips stays within this many points; "
+        "fastest wins.",
+    ),
+]
+OpTypesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--op-types",
+        help="INT8: ONNX op types to quantize, comma-separated (e.g. Conv). Default: the target's own "
+        "(ORT: Conv,Gemm,MatMul; TensorRT: ModelOpt's set, also adds, pooling, resize, concat; "
+        "OpenVINO: NNCF's set; 'all').",
+    ),
+]
+ExportCheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (omit: random weights).")
+]
+MinSpeedupOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-speedup",
+        help="With --max-drop: choose only recipes at least this much faster than FP32 "
+        "(default 1: never an INT8 graph slower than FP32).",
+    ),
+]

@@ -19,10 +19,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import onnx
 
+from tdmi.artifacts.onnx_meta import DEFORM_CONV_FORMS
 from tdmi.artifacts.sidecar import (
     INPUT_NAME,
     PRECISIONS,
@@ -41,7 +42,7 @@ from tdmi.export.preflight import DEFAULT_TRT_VERSION, PreflightReport, check_on
 from tdmi.plugins import availability
 from tdmi.plugins.availability import probe_environment
 from tdmi.plugins.temporal_diff import SPEC
-from tdmi.utils import atomic_path, sha256_file, write_bytes_atomic
+from tdmi.utils import atomic_path, prepare_output, sha256_file, write_bytes_atomic
 
 # Default profile for a dynamic-batch graph: one to a crowd of people per frame.
 DEFAULT_DYNAMIC_PROFILE = BatchProfile(1, 4, 16)
@@ -52,10 +53,6 @@ INSTALL_HINT = " (or pass --onnx-only to write the final ONNX here and build the
 def require_tensorrt() -> Any:
     """TensorRT for building, or one line saying what is missing (and the --onnx-only way out)."""
     return availability.require_tensorrt(INSTALL_HINT)
-
-
-DeformConvForm = Literal["native", "decomposed"]
-DEFORM_CONV_FORMS: tuple[DeformConvForm, ...] = get_args(DeformConvForm)
 
 
 def default_target() -> str:
@@ -284,9 +281,7 @@ def save_onnx_atomic(model: onnx.ModelProto, output: str | Path) -> None:
 
 def write_final_onnx(src: str | Path, output: str | Path, options: EngineBuildOptions) -> PreparedOnnx:
     """``--onnx-only``: the exact graph the engine would be built from, checked, with no TensorRT."""
-    from tdmi.export.onnx_export import check_writable
-
-    check_writable(Path(output))
+    prepare_output(output, error=ExportError)
     with tempfile.TemporaryDirectory(prefix="tdmi-engine-") as tmp:
         prepared = prepare_onnx(src, options, Path(tmp))
     prepared.report.raise_if_errors()
@@ -435,12 +430,11 @@ def build_engine(
 ) -> EngineBuildResult:
     """The full build; TensorRT and a GPU are checked first, so nothing is converted or written without."""
     from tdmi import __version__
-    from tdmi.export.onnx_export import check_writable
 
     trt, environment = load_target(options.target)
     options = dataclasses.replace(options, trt_version=str(trt.__version__))
     output = Path(output)
-    check_writable(output)  # before minutes of building, not after
+    prepare_output(output, error=ExportError)  # before minutes of building, not after
     with tempfile.TemporaryDirectory(prefix="tdmi-engine-") as tmp:
         prepared = prepare_onnx(src, options, Path(tmp))
         prepared.report.raise_if_errors()

@@ -25,7 +25,7 @@ from tdmi.errors import ExportError
 from tdmi.export.metadata import check_graph_io, read_metadata, update_metadata
 from tdmi.plugins.temporal_diff import SPEC, node_attributes
 from tdmi.plugins.temporal_diff import opset_import as tdmi_opset_import
-from tdmi.utils import atomic_path
+from tdmi.utils import atomic_path, prepare_output
 
 _STAGE_RE = re.compile(r"(?:^|/)tde/stage(\d+)/diff/")
 
@@ -219,11 +219,11 @@ def fuse_temporal_diff(model: onnx.ModelProto, *, expected: int | None = None) -
 def fuse_file(src: Path | str, output: Path | str, *, check: bool = True) -> dict[str, Any]:
     """Fuse an exported file, check the result against the unfused graph on ORT CPU, write atomically."""
     from tdmi.export.metadata import load_onnx_checked
-    from tdmi.export.onnx_export import check_writable, compare_heatmaps, example_clips
+    from tdmi.export.onnx_export import compare_heatmaps, example_clips
     from tdmi.export.ort_ops import run_onnx, static_batch, temporal_diff_nodes
 
     output = Path(output)
-    check_writable(output)
+    prepare_output(output, error=ExportError)
     model = load_onnx_checked(Path(src))
     meta = read_metadata(model)
     check_graph_io(model, meta["config"], src)

@@ -20,15 +20,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
 
+from tdmi.artifacts.onnx_meta import Granularity, RangeMethod
 from tdmi.errors import ExportError
 
-RangeMethod = Literal["max", "percentile", "entropy"]
-Granularity = Literal["block", "node"]
 RANGE_METHODS: tuple[str, ...] = ("max", "percentile", "entropy")
 HIST_BINS = 2048
 DEFAULT_PERCENTILE = 99.99

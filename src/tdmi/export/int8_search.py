@@ -22,20 +22,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
 
+from tdmi.artifacts.onnx_meta import Granularity, Int8Target
 from tdmi.errors import ExportError
 from tdmi.eval.metrics import task_scores
 from tdmi.eval.synthetic import SyntheticSet, predict_keypoints
 from tdmi.export.calibration import CalibrationSet
+from tdmi.export.export_spec import DEFAULT_MIN_SPEEDUP, ExportSpec, int8_recipe
 from tdmi.export.int8_recipes import (
     QUANTIZED_OPS,
     TARGET_CALIBRATIONS,
     ActivationStats,
-    Granularity,
     Int8Recipe,
     collect_stats,
     quantizable_regions,
@@ -43,7 +44,6 @@ from tdmi.export.int8_recipes import (
 from tdmi.export.ort_ops import make_session, static_batch
 
 DEFAULT_MAX_DROP = 0.5  # PCK points
-DEFAULT_MIN_SPEEDUP = 1.0  # over FP32 (ORT): an INT8 graph slower than FP32 is never chosen
 TIMING_ROUNDS = 5
 
 Log = Callable[[str], None]
@@ -215,7 +215,8 @@ def _build(
         return
     from tdmi.export.precision import quantize_int8
 
-    quantize_int8(fp32_path, out, calib, target=recipe.target, recipe=recipe, stats=stats, progress=False)  # type: ignore[arg-type]
+    target = cast("Int8Target", recipe.target)  # Int8Recipe checks its target
+    quantize_int8(fp32_path, out, calib, target=target, recipe=recipe, stats=stats, progress=False)
 
 
 def sensitivity(
@@ -339,9 +340,7 @@ def search(
         elif not ort:
             base_kw["op_types"] = ()  # ModelOpt's / NNCF's default op types
         if ort:
-            from tdmi.export.precision import default_recipe
-
-            measure(default_recipe("onnxruntime"))
+            measure(int8_recipe("onnxruntime"))
         scored = [(measure(Int8Recipe(calibration=m, **base_kw)), m) for m in methods]
         best_res, best_method = min(scored, key=lambda t: (t[0].drop_pck, -(t[0].speedup or 0.0)))
         base = Int8Recipe(calibration=best_method, **base_kw)
@@ -352,30 +351,23 @@ def search(
             if convs_res.drop_pck < current_res.drop_pck:
                 base, current, current_res = convs, convs, convs_res
         if current_res.drop_pck > max_drop:
-            reuse = known_sensitivity and all(
-                r.result is not None
-                and r.result.recipe.get("calibration") == base.calibration
-                and tuple(r.result.recipe.get("op_types", ())) == base.op_types
-                for r in known_sensitivity
+            result.sensitivity = _sensitivity_rows(
+                fp32_path, calib, data, base, granularity, say, state, known_sensitivity
             )
-            result.sensitivity = (
-                list(known_sensitivity or [])
-                if reuse
-                else sensitivity(fp32_path, calib, data, base, granularity=granularity, log=say, _state=state)
+            current, current_res = _keep_regions(
+                result.sensitivity, base, current, current_res, max_drop, measure
             )
-            kept: list[str] = []
-            for row in result.sensitivity:
-                if row.drop_pck <= 0 and kept:
-                    break  # the rest cost nothing when quantized alone
-                kept.append(row.region)
-                current = dataclasses.replace(base, fp32_regions=tuple(kept))
-                current_res = measure(current)
-                if current_res.drop_pck <= max_drop:
-                    break
         if timed:
             measure(dataclasses.replace(current, per_channel=False))
             if ort and current_res.drop_pck > max_drop:
                 measure(dataclasses.replace(current, activations="int16"))
+    _choose(result, max_drop, min_speedup, timed)
+    return result
+
+
+def _choose(result: SearchResult, max_drop: float, min_speedup: float, timed: bool) -> None:
+    """Among the measured recipes that fit the budget: the fastest (timed), else the fewest FP32
+    regions, then the fewest op types; without one, ``result.note`` says what came closest."""
     fitting = [c for c in result.candidates if c.meets_budget]
     fast = [c for c in fitting if (c.speedup or 0.0) >= min_speedup] if timed else fitting
     if fast:
@@ -398,49 +390,136 @@ def search(
             f"no recipe tried keeps the PCK drop within {max_drop} points; the best reached "
             f"{best.drop_pck:+.2f} points ({best.label})"
         )
-    return result
 
 
-def quantize_with_budget(
-    fp32_path: Path | str,
-    output: Path | str,
+def _sensitivity_rows(
+    fp32_path: Path,
     calib: CalibrationSet,
-    config: Any,
-    *,
-    target: str = "onnxruntime",
-    method: str = "auto",
-    max_drop: float | None = None,
-    eval_clips: int = 32,
-    min_speedup: float = DEFAULT_MIN_SPEEDUP,
-    op_types: Sequence[str] | None = None,
-    log: Log | None = None,
-) -> tuple[Any, SearchResult | None]:
-    """``--precision int8``: the measured default recipe, or with ``max_drop`` the searched one.
+    data: SyntheticSet,
+    base: Int8Recipe,
+    granularity: Granularity,
+    say: Log,
+    state: dict[str, Any],
+    known: list[SensitivityRow] | None,
+) -> list[SensitivityRow]:
+    """Per-region sensitivity of ``base``: ``known`` rows when measured with its calibration and ops."""
+    reuse = known and all(
+        r.result is not None
+        and r.result.recipe.get("calibration") == base.calibration
+        and tuple(r.result.recipe.get("op_types", ())) == base.op_types
+        for r in known
+    )
+    if reuse:
+        return list(known or [])
+    return sensitivity(fp32_path, calib, data, base, granularity=granularity, log=say, _state=state)
 
-    A budget no recipe meets is an error and nothing is written (the message names the best point).
-    """
+
+def _keep_regions(
+    rows: list[SensitivityRow],
+    base: Int8Recipe,
+    current: Int8Recipe,
+    current_res: CandidateResult,
+    max_drop: float,
+    measure: Callable[[Int8Recipe], CandidateResult],
+) -> tuple[Int8Recipe, CandidateResult]:
+    """Keep regions FP32 one at a time, in order of harm, until the measured drop fits the budget."""
+    kept: list[str] = []
+    for row in rows:
+        if row.drop_pck <= 0 and kept:
+            break  # the rest cost nothing when quantized alone
+        kept.append(row.region)
+        current = dataclasses.replace(base, fp32_regions=tuple(kept))
+        current_res = measure(current)
+        if current_res.drop_pck <= max_drop:
+            break
+    return current, current_res
+
+
+def search_within_budget(
+    spec: ExportSpec, fp32_path: Path, calib: CalibrationSet, config: Any, log: Log | None, keep: str
+) -> tuple[SearchResult, Int8Recipe]:
+    """``--max-drop``: the searched recipe for ``spec`` (an INT8 spec), scored on held-out synthetic
+    clips. A budget no recipe meets is an error and nothing is written (the message names the best
+    point; ``keep`` names the precisions left to the user)."""
     from tdmi.eval.synthetic import synthetic_set
-    from tdmi.export.precision import default_recipe, quantize_int8
 
-    if max_drop is None:
-        recipe = default_recipe(target, method)  # type: ignore[arg-type]
-        if op_types is not None:
-            recipe = dataclasses.replace(recipe, op_types=tuple(op_types))
-        return quantize_int8(fp32_path, output, calib, target=target, recipe=recipe), None  # type: ignore[arg-type]
-    data = synthetic_set(config, eval_clips)
-    cals = None if method == "auto" else [method]
+    assert spec.max_drop is not None and spec.resolved_target is not None
     found = search(
         fp32_path,
         calib,
-        data,
-        target=target,
-        max_drop=max_drop,
-        calibrations=cals,
+        synthetic_set(config, spec.eval_clips),
+        target=spec.resolved_target,
+        max_drop=spec.max_drop,
+        calibrations=None if spec.calib_method == "auto" else [spec.calib_method],
         log=log,
-        min_speedup=min_speedup,
-        op_types=op_types,
+        min_speedup=spec.resolved_min_speedup,
+        op_types=spec.op_types,
     )
     if found.chosen is None:
-        raise ExportError(f"{found.note}: nothing written; raise --max-drop or keep FP32")
-    recipe = Int8Recipe.from_dict(found.chosen.recipe)
-    return quantize_int8(fp32_path, output, calib, target=target, recipe=recipe), found  # type: ignore[arg-type]
+        raise ExportError(f"{found.note}: nothing written; raise --max-drop or keep {keep}")
+    return found, Int8Recipe.from_dict(found.chosen.recipe)
+
+
+@dataclass
+class SensitivityStudy:
+    """``tdmi-export int8-sensitivity``: the per-region rows of one base recipe, and what made them."""
+
+    src: Path
+    target: str
+    base: Int8Recipe
+    op_types: tuple[str, ...] | None
+    calib: CalibrationSet
+    data: SyntheticSet
+    rows: list[SensitivityRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.src),
+            "target": self.target,
+            "recipe": self.base.to_dict(),
+            "data": self.data.describe() | {"calibration": self.calib.describe()},
+            "sensitivity": [
+                {
+                    "region": r.region,
+                    "nodes": r.nodes,
+                    "drop_pck": r.drop_pck,
+                    "speedup": r.speedup,
+                    "result": r.result.to_dict() if r.result else None,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def sensitivity_study(
+    src: Path,
+    target: Int8Target,
+    calib: Path | None,
+    calib_clips: int,
+    method: str,
+    op_types: tuple[str, ...] | None,
+    eval_clips: int,
+    *,
+    granularity: Granularity = "block",
+    rounds: int = TIMING_ROUNDS,
+    log: Log | None = None,
+) -> SensitivityStudy:
+    """Quantize one region of the FP32 graph ``src`` at a time (the target's recipe, nothing kept FP32)."""
+    from tdmi.eval.synthetic import synthetic_set
+    from tdmi.export.calibration import load_calibration
+    from tdmi.export.metadata import load_onnx_checked, read_metadata
+
+    meta = read_metadata(load_onnx_checked(src))
+    if meta["precision"] != "fp32" or meta["fused"]:
+        raise ExportError(f"{src} is {meta['variant']}: give the unfused FP32 export")
+    config = meta["config"]
+    if target == "openvino" and config.deform_conv != "decomposed":
+        raise ExportError(
+            f"{src} has the native DeformConv, which OpenVINO cannot read: give the export of "
+            "`tdmi-export onnx --deform-conv decomposed`"
+        )
+    cs = load_calibration(config, calib, calib_clips)
+    data = synthetic_set(config, eval_clips)
+    base = dataclasses.replace(int8_recipe(target, method, op_types), fp32_regions=())
+    rows = sensitivity(src, cs, data, base, granularity=granularity, timing_rounds=rounds, log=log)
+    return SensitivityStudy(src, target, base, op_types, cs, data, rows)

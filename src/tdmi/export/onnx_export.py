@@ -11,7 +11,6 @@ import ast
 import contextlib
 import gc
 import io
-import os
 import time
 import warnings
 from collections import Counter
@@ -30,7 +29,7 @@ from tdmi.export.metadata import write_metadata
 from tdmi.export.ort_ops import run_onnx
 from tdmi.plugins.availability import require_onnxruntime
 from tdmi.spec.config import TDMIConfig, resolve_config
-from tdmi.utils import atomic_path
+from tdmi.utils import atomic_path, prepare_output
 
 MIN_OPSET = 19  # first opset with DeformConv
 MAX_OPSET = 23
@@ -94,7 +93,7 @@ def _resolve_model(
             raise ConfigError(f"config {cfg.name!r} does not match the given model's config {mcfg.name!r}")
         return model.eval(), mcfg, "given model"
     if checkpoint is not None:
-        m = load_checkpoint(checkpoint, config=cfg)
+        m: Any = load_checkpoint(checkpoint, config=cfg)  # a TDMI (typed nn.Module by its loader)
         return m.eval(), m.config, str(checkpoint)
     if cfg is None:
         raise ConfigError("say which network to export: --config PRESET|config.json and/or --checkpoint PATH")
@@ -123,17 +122,6 @@ def _check_args(opset: int, batch: BatchSpec, deform_conv: str | None = None) ->
         )
     if batch != "dynamic" and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ExportError(f"batch must be a positive integer or 'dynamic', got {batch!r}")
-
-
-def check_writable(output: Path) -> None:
-    """Fail before minutes of work when the artifact could not be written anyway."""
-    parent = output.parent if str(output.parent) else Path(".")
-    if output.is_dir():
-        raise ExportError(f"output {output} is a folder: give a file name such as {output / 'model.onnx'}")
-    if not parent.is_dir():
-        raise ExportError(f"output folder {parent} does not exist: create it or choose another --output")
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"output folder {parent} is not writable: choose another --output")
 
 
 def example_clips(config: TDMIConfig, n: int) -> np.ndarray:
@@ -428,7 +416,7 @@ def export_onnx(
     t0 = time.perf_counter()
     output = Path(output)
     _check_args(opset, batch, deform_conv)
-    check_writable(output)
+    prepare_output(output, error=ExportError)
     if verify:
         require_onnxruntime()
     with steps(progress, total=4 if verify else 3) as step:

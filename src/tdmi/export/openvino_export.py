@@ -27,13 +27,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from tdmi.errors import BackendUnavailableError, ExportError
 from tdmi.eval.metrics import HeatmapError, compare_heatmaps
 from tdmi.export.calibration import CalibrationSet
+from tdmi.export.export_spec import OV_PRECISIONS
 from tdmi.export.int8_recipes import (
     Int8Recipe,
     describe_calibrator,
@@ -51,7 +52,9 @@ from tdmi.plugins.openvino import (
 )
 from tdmi.utils import atomic_path
 
-OV_PRECISIONS = ("fp32", "bf16", "int8")
+if TYPE_CHECKING:
+    from tdmi.artifacts.onnx_meta import Precision
+
 # The inference precision each IR records (None: OpenVINO's default for the CPU it runs on).
 RECORDED_HINT: dict[str, str | None] = {"fp32": "f32", "bf16": "bf16", "int8": None}
 FP32_TOLERANCE = 1e-4  # max |heatmap| difference OpenVINO FP32 may show against ONNX Runtime FP32
@@ -203,9 +206,10 @@ def check_against_ort(
     from tdmi.runtime.openvino_backend import OpenVINOPredictor
 
     reference = run_onnx(src_onnx, clips)
-    with OpenVINOPredictor(output) as p:
-        got = p.predict(clips)
-        used = p.inference_precision
+    predictor = OpenVINOPredictor(output)
+    with predictor:
+        got = predictor.predict(clips)
+        used = predictor.inference_precision
     error = compare_heatmaps(reference, got)
     if not error.finite:
         raise ExportError(f"the OpenVINO {precision} IR produces NaN/inf heatmaps: nothing kept")
@@ -267,7 +271,8 @@ def write_ir(
         }
     hint = RECORDED_HINT[precision]
     info["openvino"] = {"inference_precision": hint or "default (what the CPU runs best)"}
-    props = metadata_props(cfg, precision=precision, target="openvino", batch=meta["batch"], extra=info)
+    ir_precision = cast("Precision", precision)  # one of OV_PRECISIONS, checked above
+    props = metadata_props(cfg, precision=ir_precision, target="openvino", batch=meta["batch"], extra=info)
     if not check:
         save_ir(model, output, props, hint)
         return OpenVINOResult(output, precision, hint or "default", None, time.perf_counter() - t0)

@@ -46,11 +46,11 @@ from tdmi.export.int8_recipes import (
     ranges_from_stats,
 )
 from tdmi.export.metadata import check_graph_io, load_onnx_checked, read_metadata, update_metadata
-from tdmi.export.onnx_export import HeatmapError, check_writable, compare_heatmaps, example_clips, steps
+from tdmi.export.onnx_export import HeatmapError, compare_heatmaps, example_clips, steps
 from tdmi.export.ort_ops import make_session, run_onnx, static_batch
 from tdmi.plugins.availability import require_onnxruntime
 from tdmi.spec.config import TDMIConfig
-from tdmi.utils import atomic_path
+from tdmi.utils import atomic_path, prepare_output
 
 # ModelOpt (and its scipy / PuLP / pydantic / omegaconf / ninja tree) is an optional extra: the
 # default benchmark and CPU INT8 (--target onnxruntime) run without it.
@@ -374,7 +374,7 @@ def convert_fp16(
     """FP16 for TensorRT via ModelOpt AutoCast, overflow decided on ``calib``'s real clips."""
     t0 = time.perf_counter()
     output = Path(output)
-    check_writable(output)
+    prepare_output(output, error=ExportError)
     require_onnxruntime()
     model, cfg = _load_fp32(src)
     calib.check_fits(cfg)
@@ -518,7 +518,7 @@ def quantize_int8(
             "--precision int8` (tdmi.export.openvino_export.write_ir)"
         )
     output = Path(output)
-    check_writable(output)
+    prepare_output(output, error=ExportError)
     require_onnxruntime()
     model, cfg = _load_fp32(src)
     calib.check_fits(cfg)

@@ -30,7 +30,6 @@ from tdmi.export.onnx_export import (
     _strip_node_metadata,
     build_onnx,
     check_deform_conv,
-    check_writable,
     compare_heatmaps,
     dynamo_export,
     example_clips,
@@ -42,7 +41,7 @@ from tdmi.export.onnx_export import (
 from tdmi.export.ort_ops import make_session
 from tdmi.plugins.availability import require_onnxruntime
 from tdmi.spec.config import TDMIConfig
-from tdmi.utils import atomic_path
+from tdmi.utils import atomic_path, prepare_output
 
 SPLIT_ATOL = 1e-5  # composition vs the single graph, both on ONNX Runtime CPU
 BACKBONE_INPUT = "frame"
@@ -185,7 +184,7 @@ def export_split_onnx(
     t0 = time.perf_counter()
     _check_args(opset, "dynamic", deform_conv)
     bpath, hpath = split_paths(output)
-    check_writable(bpath)
+    prepare_output(bpath, error=ExportError)
     if verify:
         require_onnxruntime()
     with steps(progress, total=4 if verify else 3) as step:

@@ -72,8 +72,13 @@ def resolve_artifact(
         from tdmi.serve.repository import artifact_from_openvino
 
         return artifact_from_openvino(openvino)
-    from tdmi.export import export_onnx
+    from tdmi.export.export_spec import ExportSpec
+    from tdmi.export.pipeline import build
 
-    out = Path(workdir) / "model.onnx"
-    export_onnx(config, out, checkpoint=checkpoint, batch="dynamic", verify=verify)
-    return artifact_from_onnx(out)
+    spec = ExportSpec(
+        config=config,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        batch="dynamic",  # Triton's dynamic batcher
+        verify=verify,
+    )
+    return artifact_from_onnx(build(spec, Path(workdir) / "model.onnx").path)
