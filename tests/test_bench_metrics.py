@@ -27,12 +27,13 @@ from tdmi.benchmarks.report import (
     to_markdown,
     write_report,
 )
-from tdmi.benchmarks.suite import cpu_int8_isa, parse_backends, parse_batches
+from tdmi.benchmarks.variants import parse_backends, parse_batches
 from tdmi.data.posetrack import load_annotation_file
 from tdmi.data.transforms import render_gaussian
 from tdmi.errors import ConfigError, DataError
 from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset
+from tdmi.plugins.machine import cpu_int8_isa
 
 TINY = get_preset("tdmi-tiny")
 HM_H, HM_W = TINY.heatmap_size

@@ -1,7 +1,7 @@
 """Benchmarks: interleaved latency of every backend, agreement with the PyTorch reference, PoseTrack mAP.
 
-Names are imported on first use (PEP 562): ``python -m tdmi.benchmarks.gpu_check`` and
-``plugin_bandwidth`` must start on a bare GPU image without OpenCV or matplotlib, which the
+Names are imported on first use (PEP 562): the GPU evidence kit (:mod:`tdmi.gpukit`) imports
+``plugin_bandwidth``, which must start on a bare GPU image without OpenCV or matplotlib, which the
 harness modules below import.
 """
 
@@ -37,16 +37,10 @@ if TYPE_CHECKING:
         to_markdown,
         write_report,
     )
-    from tdmi.benchmarks.suite import (
-        VARIANTS,
-        ArtifactCache,
-        BenchOptions,
-        default_cache_dir,
-        machine_info,
-        parse_backends,
-        parse_batches,
-        run_bench,
-    )
+    from tdmi.benchmarks.job import run_bench
+    from tdmi.benchmarks.options import BenchOptions
+    from tdmi.benchmarks.suite import ArtifactCache, default_cache_dir
+    from tdmi.benchmarks.variants import VARIANTS, parse_backends, parse_batches
     from tdmi.eval.metrics import (
         AGREEMENT_TOL_PX,
         coords_agreement,
@@ -54,6 +48,7 @@ if TYPE_CHECKING:
         heatmap_error,
         keypoint_agreement,
     )
+    from tdmi.plugins.machine import machine_info
 
 _HOME: dict[str, str] = {
     "BackendAccuracy": "tdmi.benchmarks.accuracy",
@@ -81,14 +76,14 @@ _HOME: dict[str, str] = {
     "render_console": "tdmi.benchmarks.report",
     "to_markdown": "tdmi.benchmarks.report",
     "write_report": "tdmi.benchmarks.report",
-    "VARIANTS": "tdmi.benchmarks.suite",
+    "VARIANTS": "tdmi.benchmarks.variants",
     "ArtifactCache": "tdmi.benchmarks.suite",
-    "BenchOptions": "tdmi.benchmarks.suite",
+    "BenchOptions": "tdmi.benchmarks.options",
     "default_cache_dir": "tdmi.benchmarks.suite",
-    "machine_info": "tdmi.benchmarks.suite",
-    "parse_backends": "tdmi.benchmarks.suite",
-    "parse_batches": "tdmi.benchmarks.suite",
-    "run_bench": "tdmi.benchmarks.suite",
+    "machine_info": "tdmi.plugins.machine",
+    "parse_backends": "tdmi.benchmarks.variants",
+    "parse_batches": "tdmi.benchmarks.variants",
+    "run_bench": "tdmi.benchmarks.job",
 }
 
 __all__ = [

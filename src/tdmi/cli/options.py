@@ -84,3 +84,15 @@ def serve_settings(
             refine=refine,
             **more,
         )
+
+
+# --- bench
+# The PoseTrack harness options tdmi-bench shares with the commands that read PoseTrack.
+SplitOpt = Annotated[str, typer.Option("--split", help="PoseTrack split.")]
+BoxesOpt = Annotated[str, typer.Option("--boxes", help="'gt' or a COCO-style detections JSON.")]
+# 'error' or 'nearest' (tdmi.data.posetrack.MissingFrames, checked where it is used: that module
+# imports numpy, which a command's start-up does not)
+MissingFramesOpt = Annotated[
+    str,
+    typer.Option("--missing-frames", help="'nearest': use the nearest frame on disk for absent neighbours."),
+]

@@ -7,7 +7,7 @@ drawn figures of :mod:`tdmi.data.sample` (whose keypoints are known exactly) pro
 heatmaps, so the numerics of the exported variants can be compared meaningfully. It says nothing
 about accuracy on real people.
 
-``python -m tdmi.benchmarks.synthetic_weights --config tdmi-tiny --steps 300 -o /tmp/ckpt.pt``
+``python -m tdmi.train.synthetic --config tdmi-tiny --steps 300 -o /tmp/ckpt.pt``
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def _summary(history: Sequence[float], parts: int = 10) -> list[float]:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m tdmi.benchmarks.synthetic_weights",
+        prog="python -m tdmi.train.synthetic",
         description="Train weights with peaked heatmaps on the built-in synthetic clips (NOT pose weights; "
         "for benchmarking FP32/FP16/INT8 numerics only).",
     )
