@@ -19,14 +19,8 @@ from tdmi.benchmarks.latency import (
     paired_ratio,
     percentile,
 )
-from tdmi.benchmarks.report import (
-    NONFINITE_FLAG,
-    BenchReport,
-    accuracy_rows,
-    latency_rows,
-    to_markdown,
-    write_report,
-)
+from tdmi.benchmarks.report import NONFINITE_FLAG, BenchReport, accuracy_rows, latency_rows
+from tdmi.benchmarks.report_markdown import to_markdown, write_report
 from tdmi.benchmarks.variants import parse_backends, parse_batches
 from tdmi.data.posetrack import load_annotation_file
 from tdmi.data.transforms import render_gaussian
@@ -189,7 +183,7 @@ def _report(rows: Any, acc: Any = None) -> BenchReport:
 
 def test_header_says_whether_the_cpu_has_vnni() -> None:
     """INT8 speed-ups differ several-fold between AVX2 and VNNI CPUs: the report must say which ran."""
-    from tdmi.benchmarks.report import header_lines
+    from tdmi.benchmarks.report_markdown import header_lines
 
     zen3 = "processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n"
     zen4 = "flags\t: fpu avx avx2 avx512f avx512_vnni avx512_bf16\n"

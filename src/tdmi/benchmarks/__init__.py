@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         load_posetrack,
         run_posetrack,
     )
+    from tdmi.benchmarks.job import run_bench
     from tdmi.benchmarks.latency import (
         LatencyStats,
         Measurement,
@@ -26,19 +27,16 @@ if TYPE_CHECKING:
         measure,
         percentile,
     )
+    from tdmi.benchmarks.options import BenchOptions
     from tdmi.benchmarks.report import (
         AccuracyRow,
         BenchReport,
         LatencyRow,
         accuracy_rows,
         latency_rows,
-        plot_png,
-        render_console,
-        to_markdown,
-        write_report,
     )
-    from tdmi.benchmarks.job import run_bench
-    from tdmi.benchmarks.options import BenchOptions
+    from tdmi.benchmarks.report_console import render_console
+    from tdmi.benchmarks.report_markdown import plot_png, to_markdown, write_report
     from tdmi.benchmarks.suite import ArtifactCache, default_cache_dir
     from tdmi.benchmarks.variants import VARIANTS, parse_backends, parse_batches
     from tdmi.eval.metrics import (
@@ -72,10 +70,10 @@ _HOME: dict[str, str] = {
     "LatencyRow": "tdmi.benchmarks.report",
     "accuracy_rows": "tdmi.benchmarks.report",
     "latency_rows": "tdmi.benchmarks.report",
-    "plot_png": "tdmi.benchmarks.report",
-    "render_console": "tdmi.benchmarks.report",
-    "to_markdown": "tdmi.benchmarks.report",
-    "write_report": "tdmi.benchmarks.report",
+    "plot_png": "tdmi.benchmarks.report_markdown",
+    "render_console": "tdmi.benchmarks.report_console",
+    "to_markdown": "tdmi.benchmarks.report_markdown",
+    "write_report": "tdmi.benchmarks.report_markdown",
     "VARIANTS": "tdmi.benchmarks.variants",
     "ArtifactCache": "tdmi.benchmarks.suite",
     "BenchOptions": "tdmi.benchmarks.options",

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tdmi.benchmarks.output import emit_json
 from tdmi.errors import DataError, TdmiError
-from tdmi.utils import write_text_atomic
 
 
 def _keypoints(path: Path) -> list[list[float]]:
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TdmiError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.json is not None:
-        write_text_atomic(a.json, text + "\n")
+    emit_json(result, a.json)
     return 0
 
 

@@ -283,7 +283,8 @@ def _run_and_report(
     opts: Any, posetrack: bool, keep_predictions: bool, paths: tuple[Path | None, ...]
 ) -> None:
     from tdmi.benchmarks.job import run_bench
-    from tdmi.benchmarks.report import render_console, write_report
+    from tdmi.benchmarks.report_console import render_console
+    from tdmi.benchmarks.report_markdown import write_report
 
     report = run_bench(opts, console=console)
     render_console(report, console)
