@@ -52,7 +52,7 @@ def live_vs_offline(
 
     if not jpegs:
         raise DataError("no frames to stream")
-    options = {"threads": threads} if threads else {}
+    options: dict[str, Any] = {"threads": threads} if threads else {}
     predictor = runtime.load(str(model), device="cpu", **options)
     rows: dict[str, list[dict[str, Any]]] = {"offline": [], "online": [], "online_paced": []}
     with tempfile.TemporaryDirectory(prefix="tdmi-live-bench-") as tmp:

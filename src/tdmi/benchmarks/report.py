@@ -1,8 +1,9 @@
 """Benchmark results as one data structure (JSON through ``to_dict``), built from the measurements.
 
 Its renderings: :mod:`.report_console` (the console tables) and :mod:`.report_markdown` (Markdown,
-PNG plot, and the files beside ``--json``). Every rendering carries the machine, the weights (random weights are said loudly) and the settings,
-because a latency or accuracy number without them cannot be compared with anything.
+PNG plot, and the files beside ``--json``). Every rendering carries the machine, the weights
+(random weights are said loudly) and the settings, because a latency or accuracy number without
+them cannot be compared with anything.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ class BenchReport:
         data = asdict(self)
         for row, src in zip(data["latency"], self.latency, strict=True):
             row["flags"] = src.flags
-        for row, src in zip(data["accuracy"] or [], self.accuracy or [], strict=True):
-            row["flags"] = src.flags
+        for arow, asrc in zip(data["accuracy"] or [], self.accuracy or [], strict=True):
+            arow["flags"] = asrc.flags
         data["schema"] = "tdmi-bench"
         data["schema_version"] = 1
         return clean(data)

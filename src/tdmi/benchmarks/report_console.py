@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tdmi.benchmarks.report import GROUP_NAMES, BenchReport
@@ -15,6 +16,7 @@ from tdmi.benchmarks.report_markdown import (
 from tdmi.benchmarks.task_accuracy import task_cells, task_title
 
 
+@dataclass(frozen=True)
 class ConsoleColumn:
     """A console-table column: ``drop`` orders the columns left out first when the terminal is narrow.
 
@@ -97,7 +99,9 @@ def fit_table(
         return bool(Measurement.get(console, wide, table).maximum <= console.width)
 
     shown = list(range(len(columns)))
-    order = sorted((i for i, c in enumerate(columns) if c.drop is not None), key=lambda i: columns[i].drop)
+    order = sorted(
+        (i for i, c in enumerate(columns) if c.drop is not None), key=lambda i: columns[i].drop or 0
+    )
     table = build(shown, stack=False)
     while order and not fits(table):
         shown.remove(order.pop(0))
@@ -149,6 +153,7 @@ def render_console(report: BenchReport, console: Any) -> None:
         return [note if i < 0 else cells[i] for _, i in spec]
 
     latency: list[tuple[list[str], str | None]] = []
+    style: str | None
     for row in report.latency:
         style = (
             "red" if row.nonfinite or row.status == "failed" else ("dim" if row.status == "skipped" else None)
@@ -165,7 +170,7 @@ def render_console(report: BenchReport, console: Any) -> None:
         ]
         show("PoseTrack mAP per joint group (poseval)", ACCURACY_CONSOLE, acc)
     if report.task_accuracy is not None:
-        task = []
+        task: list[tuple[list[str], str | None]] = []
         for trow in report.task_accuracy:
             cells = task_cells(trow)
             style = "red" if trow.status == "failed" else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tdmi.benchmarks.options import BenchOptions
 from tdmi.benchmarks.suite import ArtifactCache, Calibration, check_engine
@@ -158,6 +158,7 @@ def _open_openvino(
     predictor = runtime.load(
         path, backend="openvino", device="cpu", threads=opts.threads, performance_hint="LATENCY"
     )
+    describe = cast(Any, predictor).describe  # the OpenVINO predictor's own report
     return Runner(
         spec.name,
         spec.backend,
@@ -165,7 +166,7 @@ def _open_openvino(
         spec.device,
         predictor,
         label=label,
-        notes=[f"OpenVINO inference precision {predictor.describe()['inference_precision']}"],
+        notes=[f"OpenVINO inference precision {describe()['inference_precision']}"],
     )
 
 

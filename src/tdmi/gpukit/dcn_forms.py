@@ -19,10 +19,10 @@ from tdmi.gpukit.record import Recorder, one_line
 def load_decomposed_dcn() -> Callable[..., Any]:
     """The decomposed (GridSample) DCN, if this checkout has it; SectionSkipped says why not."""
     try:
-        from tdmi.model.dcn import deform_conv2d_decomposed  # type: ignore[import-not-found]  # absent in some checkouts: skipped then
+        from tdmi.model.dcn import deform_conv2d_decomposed
     except ImportError as e:
         raise SectionSkipped(f"{DCN_IMPORT} is not available in this checkout ({one_line(e)})") from None
-    return deform_conv2d_decomposed  # type: ignore[no-any-return]  # the op is untyped
+    return deform_conv2d_decomposed
 
 
 def _operands(cfg: Any, b: int, seed: int, device: str) -> list[Any]:
@@ -49,7 +49,7 @@ def _time_form(
     ctx = strict_fp32() if dt == "fp32" else contextlib.nullcontext()
     with ctx, torch.inference_mode():
         y = call()
-        out = time_calls(call, cuda, *reps)
+        out: dict[str, Any] = dict(time_calls(call, cuda, *reps))
     err = (y.float() - ref).abs().max().item()
     out.update(max_abs_err=err, max_rel_err=err / scale if scale else None)
     return out

@@ -99,7 +99,7 @@ class _CupyLauncher:
         self.cupy.cuda.get_current_stream().synchronize()
 
 
-Launcher = Callable[[Any, Any, int], None]
+Launcher = Callable[[Any, Any, int], Any]  # (input, output, frames): writes the output
 PATHS = ("torch-vs-numpy", "cuda-python", "cupy")
 
 

@@ -192,7 +192,9 @@ def probe_environment(trt: Any = None) -> BuildEnvironment:
     _, runtime_version = cudart.cudaRuntimeGetVersion()
     _, driver_version = cudart.cudaDriverGetVersion()
     if trt is None:
-        import tensorrt as trt
+        import tensorrt
+
+        trt = tensorrt
     return BuildEnvironment(
         tensorrt_version=str(trt.__version__),
         cuda_runtime_version=cuda_version_text(int(runtime_version)),
