@@ -125,8 +125,8 @@ def render_console(report: BenchReport, console: Any) -> None:
         console = Console(file=console.file, width=max(console.width, 120), highlight=False)
 
     for i, line in enumerate(header_lines(report)):
-        style = "bold yellow" if report.random_weights and i == 0 else "dim"
-        console.print(line, style=style, markup=False, highlight=False)
+        header_style = "bold yellow" if report.random_weights and i == 0 else "dim"
+        console.print(line, style=header_style, markup=False, highlight=False)
     footnotes: list[str] = []
 
     def mark(name: str, text: str) -> str:
@@ -153,7 +153,7 @@ def render_console(report: BenchReport, console: Any) -> None:
         return [note if i < 0 else cells[i] for _, i in spec]
 
     latency: list[tuple[list[str], str | None]] = []
-    style: str | None
+    style: str | None  # a row's colour: red (failed or NaN), dim (skipped), or none
     for row in report.latency:
         style = (
             "red" if row.nonfinite or row.status == "failed" else ("dim" if row.status == "skipped" else None)
