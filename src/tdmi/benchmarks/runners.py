@@ -136,6 +136,25 @@ def _ort_options(threads: int | None) -> dict[str, Any]:
     return options
 
 
+def _variant_path(
+    spec: VariantSpec,
+    opts: BenchOptions,
+    cache: ArtifactCache,
+    calibration: Callable[[], Any],
+    method: str,
+    op_types: tuple[str, ...] | None,
+) -> Path | str:
+    """The cached precision variant of a row, or why it could not be made here.
+
+    A precision variant that cannot be made here is a row with the reason, not a crash.
+    """
+    assert spec.artifact is not None
+    try:
+        return cache.variant(spec.artifact, opts.calib_clips, calibration, opts.calib_data, method, op_types)
+    except (ImportError, ExportError) as e:
+        return _not_built(e)
+
+
 def _open_openvino(
     spec: VariantSpec, opts: BenchOptions, cache: ArtifactCache, calibration: Callable[[], Any], label: str
 ) -> Any:
@@ -143,18 +162,12 @@ def _open_openvino(
     from tdmi import runtime
     from tdmi.benchmarks.latency import Runner
 
-    assert spec.artifact is not None
-    try:
-        path = cache.variant(
-            spec.artifact,
-            opts.calib_clips,
-            calibration,
-            opts.calib_data,
-            opts.calib_method if opts.calib_method in ("auto", "max", "percentile") else "auto",
-            opts.int8_op_types if spec.precision == "int8" else None,
-        )
-    except (ImportError, ExportError) as e:
-        return _not_built(e)
+    method = opts.calib_method if opts.calib_method in ("auto", "max", "percentile") else "auto"
+    path = _variant_path(
+        spec, opts, cache, calibration, method, opts.int8_op_types if spec.precision == "int8" else None
+    )
+    if isinstance(path, str):
+        return path
     predictor = runtime.load(
         path, backend="openvino", device="cpu", threads=opts.threads, performance_hint="LATENCY"
     )
@@ -181,19 +194,10 @@ def _open_predictor(
         return runtime.load(cache.weights(), backend="torch", device=spec.device)
     if spec.artifact == "fp32":
         return runtime.load(cache.fp32_onnx(), backend="onnxruntime", device="cpu", **ort_options)
-    assert spec.artifact is not None
-    try:
-        path = cache.variant(
-            spec.artifact,
-            opts.calib_clips,
-            calibration,
-            opts.calib_data,
-            opts.calib_method,
-            opts.int8_op_types,  # FP16 variants ignore it
-        )
-    except (ImportError, ExportError) as e:
-        # A precision variant that cannot be made here is a row with the reason, not a crash.
-        return _not_built(e)
+    # FP16 variants ignore the INT8 op types
+    path = _variant_path(spec, opts, cache, calibration, opts.calib_method, opts.int8_op_types)
+    if isinstance(path, str):
+        return path
     return runtime.load(path, backend="onnxruntime", device="cpu", **ort_options)
 
 
