@@ -10,7 +10,7 @@ import pytest
 from tdmi.benchmarks.suite import ArtifactCache
 from tdmi.cli.bench import app
 from tdmi.cli.common import run_app
-from tdmi.data.posetrack import load_annotation_file
+from tdmi.data.annotations import load_annotation_file
 from tdmi.eval import evaluate
 from tdmi.plugins.availability import tensorrt_available
 

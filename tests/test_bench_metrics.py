@@ -22,8 +22,8 @@ from tdmi.benchmarks.latency import (
 from tdmi.benchmarks.report import NONFINITE_FLAG, BenchReport, accuracy_rows, latency_rows
 from tdmi.benchmarks.report_markdown import to_markdown, write_report
 from tdmi.benchmarks.variants import parse_backends, parse_batches
-from tdmi.data.posetrack import load_annotation_file
-from tdmi.data.transforms import render_gaussian
+from tdmi.data.annotations import load_annotation_file
+from tdmi.data.targets import render_gaussian
 from tdmi.errors import ConfigError, DataError
 from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdmi.data.posetrack import POSEVAL_JOINTS, Frame, Person, load_split, poseval_head_size
+from tdmi.data.annotations import POSEVAL_JOINTS, Frame, Person, poseval_head_size
+from tdmi.data.posetrack import load_split
 from tdmi.errors import DataError
 from tdmi.eval import (
     EvalResult,

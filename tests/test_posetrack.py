@@ -8,20 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdmi.data.posetrack import (
+from tdmi.data.annotations import (
     FORMAT_2017,
     FORMAT_2018,
     FORMAT_2021,
     Frame,
     Person,
     Video,
-    boxes_from_gt,
-    clip_frame_paths,
-    iter_samples,
     load_annotation_file,
-    load_detections,
-    load_split,
 )
+from tdmi.data.posetrack import boxes_from_gt, clip_frame_paths, iter_samples, load_detections, load_split
 from tdmi.errors import DataError
 from tdmi.spec.joints import POSETRACK_JOINTS
 

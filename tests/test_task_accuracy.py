@@ -12,7 +12,8 @@ from tdmi.benchmarks.latency import Runner
 from tdmi.benchmarks.task_accuracy import run_synthetic_accuracy, speedups_at_batch1, task_cells
 from tdmi.cli.bench import app
 from tdmi.cli.common import run_app
-from tdmi.data.transforms import affine_transform_points, gaussian_heatmap, get_affine_transform
+from tdmi.data.targets import gaussian_heatmap
+from tdmi.data.transforms import affine_transform_points, get_affine_transform
 from tdmi.errors import DataError
 from tdmi.eval.metrics import oks, oks_ap, pck_hits, task_scores
 from tdmi.eval.synthetic import SyntheticSet, synthetic_set

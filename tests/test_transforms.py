@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tdmi.data.targets import gaussian_heatmap, render_gaussian
 from tdmi.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -22,14 +23,12 @@ from tdmi.data.transforms import (
     denormalize,
     flip_back_heatmaps,
     flip_clip,
-    gaussian_heatmap,
     get_affine_transform,
     get_max_preds,
     heatmaps_to_keypoints,
     key_frame_position,
     merge_flip,
     normalize,
-    render_gaussian,
     stack_crop_infos,
 )
 from tdmi.errors import DataError, TdmiError

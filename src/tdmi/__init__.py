@@ -11,11 +11,9 @@ def __getattr__(name: str) -> Any:
     """``__version__`` on first use: importlib.metadata costs every command's start-up otherwise."""
     if name != "__version__":
         raise AttributeError(f"module 'tdmi' has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version
+    from tdmi.versions import installed_version
 
-    try:
-        value = version("tdmi-deploy")
-    except PackageNotFoundError:  # running from a source tree without an install
-        value = "0.0.0+source"
+    # "0.0.0+source": running from a source tree without an install
+    value = installed_version("tdmi-deploy") or "0.0.0+source"
     globals()["__version__"] = value
     return value

@@ -150,7 +150,8 @@ def test_tdmi_eval_scores_runtime_predictions(slim_models: Path, posetrack18: Pa
         import tdmi.runtime
         from tdmi.cli.common import run_app
         from tdmi.cli.eval import app
-        from tdmi.data.posetrack import Person, load_split
+        from tdmi.data.annotations import Person
+        from tdmi.data.posetrack import load_split
         from tdmi.eval import write_predictions
         root, model, pred = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
         pred.mkdir()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError, EngineError
 from tdmi.utils import write_text_atomic
+from tdmi.versions import version_tuple
 
 SCHEMA = "tdmi-engine-sidecar"
 SCHEMA_VERSION = 1
@@ -100,7 +100,8 @@ class PluginInfo:
     name: str
     namespace: str
     plugin_version: str
-    ptx_sha256: str | None  # None when the engine contains no plugin node
+    # tdmi.plugins.ptx.kernel_sha256 of the embedded kernel; None when the engine has no plugin node
+    ptx_sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -283,8 +284,15 @@ def load_sidecar(path: str | Path) -> EngineSidecar:
     return sidecar_from_dict(data, p)
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v))
+def _release(version: str, engine: str | Path) -> tuple[int, ...]:
+    """A TensorRT version as release numbers; a sidecar whose text is not one is refused as damaged."""
+    try:
+        return version_tuple(version, "TensorRT")
+    except ConfigError:
+        raise EngineError(
+            f"{engine}: its sidecar records TensorRT version {version!r}, not a version number: "
+            "rebuild it with tdmi-build-engine"
+        ) from None
 
 
 def check_environment(
@@ -297,8 +305,8 @@ def check_environment(
     """
     built, here = sidecar.environment, current
     name = TARGET_NAMES[sidecar.target]
-    bt, ht = _version_tuple(built.tensorrt_version)[:3], _version_tuple(here.tensorrt_version)[:3]
-    if bt != ht:
+    bt, ht = _release(built.tensorrt_version, engine), _release(here.tensorrt_version, engine)
+    if bt[:3] != ht[:3]:
         raise EngineError(
             f"{engine} was built with {name} {built.tensorrt_version} but this machine has {name} "
             f"{here.tensorrt_version}: rebuild it here with tdmi-build-engine"
@@ -324,7 +332,7 @@ def check_environment(
             f"{engine} was built on {built.gpu.name}, running on {here.gpu.name} (same compute capability "
             f"{here.gpu.compute_capability}); tactics were timed on the other GPU, rebuild for best speed"
         )
-    if _version_tuple(built.tensorrt_version) != _version_tuple(here.tensorrt_version):
+    if bt != ht:
         warnings.append(
             f"{engine} was built with TensorRT {built.tensorrt_version}, running with {here.tensorrt_version}"
         )

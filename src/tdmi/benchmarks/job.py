@@ -23,7 +23,7 @@ from tdmi.utils import sha256_file
 
 if TYPE_CHECKING:
     from tdmi.benchmarks.report import BenchReport
-    from tdmi.data.posetrack import MissingFrames
+    from tdmi.spec.choices import MissingFrames
 
 
 class _NoProgress:

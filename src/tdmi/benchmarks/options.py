@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 from tdmi.benchmarks.variants import parse_batches
 from tdmi.errors import ConfigError, ExportError, UsageError
+from tdmi.spec.choices import MISSING_FRAMES
 from tdmi.spec.config import TDMIConfig
 
 # INT8 ranges: auto (each target's measured default), max, percentile (ONNX Runtime only), entropy
@@ -79,7 +80,7 @@ def bench_options(
 
 def check_options(opts: BenchOptions) -> None:
     """Every option value makes sense, before minutes of exporting (a UsageError naming the option)."""
-    if opts.missing_frames not in ("error", "nearest"):
+    if opts.missing_frames not in MISSING_FRAMES:
         raise UsageError(f"--missing-frames must be 'error' or 'nearest', got {opts.missing_frames!r}")
     if opts.iters < 1 or opts.warmup < 0:
         raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got {opts.iters} and {opts.warmup}")

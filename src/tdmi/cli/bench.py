@@ -43,7 +43,7 @@ app.command("gpu", help=GPU_SUMMARY)(gpu)
 Protocol = Literal["http", "grpc"]  # tritonclient's two transports (tdmi.serve.load_test)
 
 # ---- the benchmark's own options (shared ones come from tdmi.cli.options)
-BackendOpt = Annotated[
+VariantBackendOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--backend",
@@ -85,7 +85,7 @@ Int8OpTypesOpt = Annotated[
     typer.Option(
         "--int8-op-types",
         help="INT8 variants: ONNX op types to quantize, comma-separated (e.g. Conv,Gemm,MatMul); "
-        "'all' is ModelOpt's own set. Default: each target's (ORT: Conv,Gemm,MatMul; TensorRT: all).",
+        "'all' is ServerModelOpt's own set. Default: each target's (ORT: Conv,Gemm,MatMul; TensorRT: all).",
     ),
 ]
 CalibDataOpt = Annotated[
@@ -124,7 +124,7 @@ AccuracyOpt = Annotated[
 AccuracyClipsOpt = Annotated[
     int, typer.Option("--accuracy-clips", help="Held-out synthetic clips for --accuracy synthetic.")
 ]
-JsonOpt = Annotated[
+ReportJsonOpt = Annotated[
     Path | None, typer.Option("--json", help="Write the results as JSON (and .md / .png beside it).")
 ]
 MarkdownOpt = Annotated[
@@ -150,7 +150,7 @@ SecondsOpt = Annotated[
 CompareRoundsOpt = Annotated[
     int, typer.Option("--compare-rounds", help="--server: paired batching on/off rounds (0: skip).")
 ]
-ModelOpt = Annotated[
+ServerModelOpt = Annotated[
     Path | None, typer.Option("--model", help="--server: the local ONNX/engine the server runs, for parity.")
 ]
 
@@ -160,7 +160,7 @@ def bench(
     ctx: typer.Context,
     config: ConfigOpt = None,
     checkpoint: CheckpointOpt = None,
-    backend: BackendOpt = None,
+    backend: VariantBackendOpt = None,
     variants: VariantsOpt = "default",
     engine: EngineOpt = None,
     batch: BatchOpt = "1",
@@ -184,7 +184,7 @@ def bench(
     pred_dir: PredDirOpt = None,
     accuracy: AccuracyOpt = "auto",
     accuracy_clips: AccuracyClipsOpt = 64,
-    json_path: JsonOpt = None,
+    json_path: ReportJsonOpt = None,
     markdown: MarkdownOpt = None,
     plot: PlotOpt = None,
     no_progress: NoProgressOpt = False,
@@ -194,7 +194,7 @@ def bench(
     requests: RequestsOpt = 64,
     seconds: SecondsOpt = 10.0,
     compare_rounds: CompareRoundsOpt = 3,
-    model: ModelOpt = None,
+    model: ServerModelOpt = None,
     verbose: Verbose = False,
 ) -> None:
     """Run the benchmark and print one table (plus a PoseTrack table with --data)."""

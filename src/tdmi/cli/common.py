@@ -53,6 +53,9 @@ except ImportError:
     pass
 
 
+_ABORT_OR_CTRL_C: tuple[type[BaseException], ...] = (*_ABORT, KeyboardInterrupt)
+
+
 class Interrupted(BaseException):
     """Raised in the main thread by SIGINT/SIGTERM.
 
@@ -98,7 +101,7 @@ def _one_line_warnings() -> Iterator[None]:
         err_console.print(f"[yellow]warning:[/] {escape(text)}", markup=True)
 
     with warnings.catch_warnings():
-        warnings.showwarning = show  # type: ignore[assignment]
+        warnings.showwarning = show
         yield
 
 
@@ -149,7 +152,7 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str 
     except Interrupted as e:
         err_console.print("interrupted; nothing written")
         return 128 + e.signum
-    except (*_ABORT, KeyboardInterrupt):
+    except _ABORT_OR_CTRL_C:
         err_console.print("interrupted; nothing written")
         return 130
     except _USAGE as e:  # usage errors: typer/click already phrases them well
@@ -270,3 +273,18 @@ def check_input_paths(paths: dict[str, Any], *, folders: bool = False) -> None:
             raise TdmiError(f"{option} {p} does not exist")
         if not folders and p.is_dir():
             raise TdmiError(f"{option} {p} is a folder: give a file")
+
+
+def progress_bar(unit: str, transient: bool = True) -> Any:
+    """The one progress bar of the commands (on stderr, gone when done): description, bar, done/total,
+    ``unit`` (a format over the task's ``fps`` field, e.g. ``"{task.fields[fps]:.1f} frames/s"``), ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=err_console, transient=transient)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tdmi.cli.common import Verbose, console, err_console, main_for
+from tdmi.cli.options import DeviceOpt, ModelOpt
 
 app = typer.Typer(
     add_completion=False,
@@ -21,15 +22,12 @@ def run(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Output folder (created if missing).")
     ] = Path("tdmi-demo"),
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Another model (.pt/.onnx/.engine); default: the shipped one."),
-    ] = None,
+    model: ModelOpt = None,
     frames: Annotated[int, typer.Option("--frames", help="Video length in frames (>= 3).")] = 48,
     seed: Annotated[
         int, typer.Option("--seed", help="Which figure walks (pose, size, path, background).")
     ] = 7,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
+    device: DeviceOpt = None,
     verbose: Verbose = False,
 ) -> None:
     """Write OUTPUT/demo.mp4 and demo_boxes.csv, then tdmi-infer's demo.json/.csv/_overlay.mp4/_sheet.png."""

@@ -11,8 +11,10 @@ import typer
 from rich.table import Table
 
 from tdmi.cli.common import Verbose, console, main_for
-from tdmi.errors import DataError, UsageError
+from tdmi.cli.options import JsonOpt
+from tdmi.errors import DataError
 from tdmi.eval import EvalResult, evaluate
+from tdmi.eval.io import MissingPredictions
 from tdmi.utils import check_outputs, write_text_atomic
 
 app = typer.Typer(
@@ -59,11 +61,10 @@ def run(
             help="Per-video prediction JSONs (GT file names), or a many-video tdmi-infer -o folder."
         ),
     ],
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the metrics to this JSON.")
-    ] = None,
+    json_out: JsonOpt = None,
     missing: Annotated[
-        str, typer.Option("--missing", help="GT video without prediction file: 'error' or 'empty'.")
+        MissingPredictions,
+        typer.Option("--missing", help="GT video without prediction file: 'error' or 'empty'."),
     ] = "error",
     per_joint: Annotated[
         bool, typer.Option("--per-joint", help="Also print AP/precision/recall per joint.")
@@ -71,8 +72,6 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Print the Head/Shou/Elb/Wri/Hip/Knee/Ankl/Total AP table."""
-    if missing not in ("error", "empty"):
-        raise UsageError(f"--missing must be 'error' or 'empty', got {missing!r}")
     if not gt_dir.exists():
         raise DataError(f"ground-truth folder {gt_dir} does not exist")
     if not pred_dir.is_dir():
@@ -80,7 +79,7 @@ def run(
     # A --json inside the GT or prediction folder must not replace one of the files being scored.
     name = json_out.name if json_out is not None else ""
     check_outputs({"--json": json_out}, {"GT_DIR": gt_dir / name, "PRED_DIR": pred_dir / name})
-    result = evaluate(gt_dir, pred_dir, missing=missing, progress=True)  # type: ignore[arg-type]
+    result = evaluate(gt_dir, pred_dir, missing=missing, progress=True)
     console.print(_table(result, per_joint))
     c = result.counts
     console.print(

@@ -9,8 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for, preset_or_json
+from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for, progress_bar
+from tdmi.cli.options import BackendOpt, ConfigOpt, DeviceOpt, ModelOpt, RefineOpt, ThreadsOpt
 from tdmi.errors import ConfigError, DataError, UsageError
+from tdmi.spec.choices import BoxPolicy
 
 app = typer.Typer(
     add_completion=False,
@@ -92,128 +94,186 @@ def check_model_options(model: str | None, config: str | None) -> None:
         require("torch", what)
 
 
+# --------------------------------------------------------------------------- tdmi-infer's own options
+# SOURCE and -o are required, but checked after the model options (in `run`) so that a model this
+# install cannot run is named first, whatever else is missing.
+SourcesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="A video file, a folder of frames (sorted by name), a camera index (0) or a stream URL "
+        "(rtsp://, http(s):// MJPEG); several videos, a folder of videos / frame folders, or a .txt "
+        "list (one path a line) run as a batch into OUTPUT/<name>/. Required."
+    ),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Output folder (created if missing). Required.")
+]
+FullFrameOpt = Annotated[bool, typer.Option("--full-frame", help="One person: the whole frame.")]
+BoxesOpt = Annotated[
+    str | None,
+    typer.Option("--boxes", help="PoseTrack detections .json, MOT .csv (frame,id,x,y,w,h,score), or 'gt'."),
+]
+AnnotationsOpt = Annotated[
+    Path | None, typer.Option("--annotations", help="PoseTrack annotation JSON for --boxes gt.")
+]
+TrackOpt = Annotated[
+    bool, typer.Option("--track/--no-track", help="Link untracked boxes with the IoU tracker.")
+]
+ScoreThrOpt = Annotated[float, typer.Option("--score-thr", help="Drop detections below this score.")]
+ReuseOpt = Annotated[
+    bool, typer.Option("--reuse-features", help="Run the backbone once per frame and reuse its features.")
+]
+BoxPolicyOpt = Annotated[
+    BoxPolicy, typer.Option("--box-policy", help="Crop of each clip frame: key, frame or smoothed.")
+]
+SplitOpt = Annotated[
+    Path | None,
+    typer.Option("--split", help="Split ONNX pair (tdmi-export onnx --split) for --reuse-features."),
+]
+FpsOpt = Annotated[float | None, typer.Option("--fps", help="Frame rate of a frame folder (default 25).")]
+OverlayOpt = Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write the overlay video.")]
+AllowShortOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-short",
+        help="A damaged video that decodes fewer frames than its container declares: warn and "
+        "process what decodes (default: refuse, naming the first lost frame).",
+    ),
+]
+DetectorOpt = Annotated[
+    Path | None,
+    typer.Option("--detector", help="Person detector ONNX (ultralytics YOLO or mmdeploy/rtmlib e2e)."),
+]
+DetectorFormatOpt = Annotated[
+    str | None, typer.Option("--detector-format", help="yolo or e2e, when the graph does not say.")
+]
+DetScoreOpt = Annotated[float, typer.Option("--det-score", help="Keep persons at this score or above.")]
+DetNmsOpt = Annotated[float, typer.Option("--det-nms", help="NMS IoU threshold (YOLO layout).")]
+JsonlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--jsonl", help="Live sources: each frame's poses as a JSON line, to a file or '-' (stdout)."
+    ),
+]
+StallOpt = Annotated[
+    float, typer.Option("--stall-timeout", help="Live sources: end when no frame comes for this many s.")
+]
+MaxFramesOpt = Annotated[
+    int | None, typer.Option("--max-frames", help="Live sources: stop after this many frames.")
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option("--ray", help="Run the videos on Ray: 'auto' (RAY_ADDRESS or a local cluster) or ADDRESS."),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Ray workers (actors), one predictor each (default 2).")
+]
+GpusOpt = Annotated[
+    float, typer.Option("--gpus-per-worker", help="GPUs each Ray worker reserves (places it on GPU nodes).")
+]
+
+
 @app.command()
 def run(
-    # SOURCE and -o are required, but checked after the model options (below) so that a model this
-    # install cannot run is named first, whatever else is missing.
-    sources: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="A video file, a folder of frames (sorted by name), a camera index (0) or a stream URL "
-            "(rtsp://, http(s):// MJPEG); several videos, a folder of videos / frame folders, or a .txt "
-            "list (one path a line) run as a batch into OUTPUT/<name>/. Required."
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (created if missing). Required.")
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Checkpoint .pt, ONNX .onnx, OpenVINO IR .xml or TensorRT .engine."
-        ),
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend",
-            help="Engine for the model file (default: from its suffix); openvino runs a decomposed .onnx.",
-        ),
-    ] = None,
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config", "-c", help="Preset or config JSON (alone: random weights).", callback=preset_or_json
-        ),
-    ] = None,
-    full_frame: Annotated[bool, typer.Option("--full-frame", help="One person: the whole frame.")] = False,
-    boxes: Annotated[
-        str | None,
-        typer.Option(
-            "--boxes", help="PoseTrack detections .json, MOT .csv (frame,id,x,y,w,h,score), or 'gt'."
-        ),
-    ] = None,
-    annotations: Annotated[
-        Path | None, typer.Option("--annotations", help="PoseTrack annotation JSON for --boxes gt.")
-    ] = None,
-    track: Annotated[
-        bool, typer.Option("--track/--no-track", help="Link untracked boxes with the IoU tracker.")
-    ] = True,
-    score_thr: Annotated[float, typer.Option("--score-thr", help="Drop detections below this score.")] = 0.3,
-    reuse_features: Annotated[
-        bool, typer.Option("--reuse-features", help="Run the backbone once per frame and reuse its features.")
-    ] = False,
-    box_policy: Annotated[
-        str, typer.Option("--box-policy", help="Crop of each clip frame: key, frame or smoothed.")
-    ] = "key",
-    split: Annotated[
-        Path | None,
-        typer.Option("--split", help="Split ONNX pair (tdmi-export onnx --split) for --reuse-features."),
-    ] = None,
-    refine: Annotated[
-        str, typer.Option("--refine", help="Heatmap decoding: quarter, dark or none.")
-    ] = "quarter",
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
-    fps: Annotated[
-        float | None, typer.Option("--fps", help="Frame rate of a frame folder (default 25).")
-    ] = None,
-    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Write the overlay video.")] = True,
-    allow_short: Annotated[
-        bool,
-        typer.Option(
-            "--allow-short",
-            help="A damaged video that decodes fewer frames than its container declares: warn and "
-            "process what decodes (default: refuse, naming the first lost frame).",
-        ),
-    ] = False,
-    detector: Annotated[
-        Path | None,
-        typer.Option("--detector", help="Person detector ONNX (ultralytics YOLO or mmdeploy/rtmlib e2e)."),
-    ] = None,
-    detector_format: Annotated[
-        str | None, typer.Option("--detector-format", help="yolo or e2e, when the graph does not say.")
-    ] = None,
-    det_score: Annotated[
-        float, typer.Option("--det-score", help="Keep persons at this score or above.")
-    ] = 0.3,
-    det_nms: Annotated[float, typer.Option("--det-nms", help="NMS IoU threshold (YOLO layout).")] = 0.45,
-    jsonl: Annotated[
-        str | None,
-        typer.Option(
-            "--jsonl", help="Live sources: each frame's poses as a JSON line, to a file or '-' (stdout)."
-        ),
-    ] = None,
-    stall_timeout: Annotated[
-        float, typer.Option("--stall-timeout", help="Live sources: end when no frame comes for this many s.")
-    ] = 10.0,
-    max_frames: Annotated[
-        int | None, typer.Option("--max-frames", help="Live sources: stop after this many frames.")
-    ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray", help="Run the videos on Ray: 'auto' (RAY_ADDRESS or a local cluster) or ADDRESS."
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Ray workers (actors), one predictor each (default 2).")
-    ] = None,
-    gpus_per_worker: Annotated[
-        float,
-        typer.Option("--gpus-per-worker", help="GPUs each Ray worker reserves (places it on GPU nodes)."),
-    ] = 0.0,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads", help="Intra-op threads per predictor (default: the runtime's; 1 per Ray worker)."
-        ),
-    ] = None,
+    sources: SourcesArg = None,
+    output: OutputOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    config: ConfigOpt = None,
+    full_frame: FullFrameOpt = False,
+    boxes: BoxesOpt = None,
+    annotations: AnnotationsOpt = None,
+    track: TrackOpt = True,
+    score_thr: ScoreThrOpt = 0.3,
+    reuse_features: ReuseOpt = False,
+    box_policy: BoxPolicyOpt = "key",
+    split: SplitOpt = None,
+    refine: RefineOpt = "quarter",
+    device: DeviceOpt = None,
+    fps: FpsOpt = None,
+    overlay: OverlayOpt = True,
+    allow_short: AllowShortOpt = False,
+    detector: DetectorOpt = None,
+    detector_format: DetectorFormatOpt = None,
+    det_score: DetScoreOpt = 0.3,
+    det_nms: DetNmsOpt = 0.45,
+    jsonl: JsonlOpt = None,
+    stall_timeout: StallOpt = 10.0,
+    max_frames: MaxFramesOpt = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
+    threads: ThreadsOpt = None,
     verbose: Verbose = False,
 ) -> None:
     """Track people through SOURCE and write OUTPUT/<name>.json, .csv, _overlay.mp4 and _sheet.png."""
     from tdmi.video.live import is_live
 
     check_model_options(model, config)
+    sources, output = check_sources(sources, output, boxes, ray, jsonl, max_frames)
+    stored = [s for s in sources if not is_live(s)]
+    check_input_paths(
+        {f"SOURCE {s}" if len(sources) > 1 else "SOURCE": s for s in stored}
+        | {"--split": split, "--annotations": annotations, "--detector": detector}
+        | ({"--boxes": boxes} if boxes not in (None, "gt") else {}),
+        folders=True,
+    )
+    from tdmi.cli.infer_batch import is_batch, run_many
+    from tdmi.video.batch import VideoOptions
+
+    options = VideoOptions(
+        full_frame=full_frame,
+        boxes=boxes,
+        annotations=str(annotations) if annotations is not None else None,
+        tracker=track,
+        score_thr=score_thr,
+        box_policy=box_policy,
+        refine=refine,
+        overlay=overlay,
+        fps=fps,
+        allow_short=allow_short,
+        detector=str(detector) if detector is not None else None,
+        detector_format=detector_format,
+        det_score=det_score,
+        det_nms=det_nms,
+    )
+    if ray is None and (workers is not None or gpus_per_worker):
+        raise UsageError("--workers and --gpus-per-worker need --ray")
+    load = functools.partial(load_predictors, model, config, reuse_features, split, device, backend=backend)
+    if is_batch(sources, ray):
+        model_settings = {"model": model, "config": config, "reuse_features": reuse_features}
+        model_settings["split"] = str(split) if split is not None else None
+        run_many(sources, output, load, model_settings, options, ray, workers, gpus_per_worker, threads)
+        return
+    predictor, frame_predictor = _load_once(load, threads)
+    if is_live(sources[0]):
+        _run_live(sources[0], output, predictor, frame_predictor, options, jsonl, stall_timeout, max_frames)
+    else:
+        _run_stored(sources[0], output, predictor, frame_predictor, options)
+
+
+def _load_once(load: Any, threads: int | None) -> tuple[Any, Any]:
+    """The predictors of a one-video run; each warning of the loading (e.g. random weights) is
+    printed as it was said, even when an earlier run in this process said it already."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictors: tuple[Any, Any] = load(threads)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
+    return predictors
+
+
+def check_sources(
+    sources: list[str] | None,
+    output: Path | None,
+    boxes: str | None,
+    ray: str | None,
+    jsonl: str | None,
+    max_frames: int | None,
+) -> tuple[list[str], Path]:
+    """The usage rules between the inputs and the options that only some inputs take."""
+    from tdmi.video.live import is_live
+
     if not sources:
         raise UsageError("missing SOURCE: a video file, a folder of frames, a camera index or a stream URL")
     if output is None:
@@ -226,119 +286,30 @@ def run(
         raise UsageError(
             "--boxes files are for stored videos: a live source takes --full-frame or --detector"
         )
-    stored = [s for s in sources if not is_live(s)]
-    check_input_paths(
-        {f"SOURCE {s}" if len(sources) > 1 else "SOURCE": s for s in stored}
-        | {"--split": split, "--annotations": annotations, "--detector": detector}
-        | ({"--boxes": boxes} if boxes not in (None, "gt") else {}),
-        folders=True,
-    )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    return sources, output
 
-    from tdmi.video.infer import infer_video
-    from tdmi.video.pipeline import BOX_POLICIES
 
-    if box_policy not in BOX_POLICIES:
-        raise ConfigError(f"--box-policy must be one of {', '.join(BOX_POLICIES)}, got {box_policy!r}")
-    if refine not in ("quarter", "dark", "none"):
-        raise ConfigError(f"--refine must be quarter, dark or none, got {refine!r}")
-    from tdmi.cli.infer_batch import is_batch, run_many
+def _run_stored(source: str, output: Path, predictor: Any, frame_predictor: Any, options: Any) -> None:
+    """One stored video or frame folder, with a progress bar and the run's report."""
+    from tdmi.video.batch import infer_with_options, load_detector
 
-    if ray is None and (workers is not None or gpus_per_worker):
-        raise UsageError("--workers and --gpus-per-worker need --ray")
-    if is_batch(sources, ray):
-        run_many(
-            sources,
-            output,
-            functools.partial(load_predictors, model, config, reuse_features, split, device, backend=backend),
-            {
-                "model": model,
-                "config": config,
-                "reuse_features": reuse_features,
-                "split": split and str(split),
-            },
-            full_frame=full_frame,
-            boxes=boxes,
-            annotations=annotations,
-            track=track,
-            score_thr=score_thr,
-            box_policy=box_policy,
-            refine=refine,
-            fps=fps,
-            overlay=overlay,
-            ray=ray,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            threads=threads,
-            allow_short=allow_short,
-            detector=detector,
-            detector_format=detector_format,
-            det_score=det_score,
-            det_nms=det_nms,
-        )
-        return
-    source = sources[0]
-    live = is_live(source)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        predictor, frame_predictor = load_predictors(
-            model, config, reuse_features, split, device, threads, backend
-        )
-    for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", markup=True)
-    det = None
-    if detector is not None:
-        from tdmi.video.detector import Detector
-
-        det = Detector(detector, format=detector_format, score_thr=det_score, nms_iou=det_nms)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[fps]:.1f} frames/s"),
-        TimeRemainingColumn(),
-    )
-    if live:
-        _run_live(
-            source,
-            output,
-            predictor,
-            frame_predictor,
-            full_frame,
-            det,
-            box_policy,
-            refine,
-            overlay,
-            jsonl,
-            fps,
-            stall_timeout,
-            max_frames,
-        )
-        return
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    detector = load_detector(options, cached=False)
+    with progress_bar("{task.fields[fps]:.1f} frames/s") as bar:
         task = bar.add_task("pose tracking", total=None, fps=0.0)
 
         def progress(done: int, total: int | None) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, completed=done, total=total, fps=done / elapsed if elapsed > 0 else 0.0)
 
-        out = infer_video(
+        out = infer_with_options(
             source,
             output,
+            options,
             predictor,
-            frame_predictor=frame_predictor,
-            full_frame=full_frame,
-            boxes=boxes,
-            annotations=annotations,
-            tracker=track,
-            score_thr=score_thr,
-            box_policy=box_policy,
-            refine=refine,
-            overlay=overlay,
-            fps=fps,
-            allow_short=allow_short,
+            frame_predictor,
+            annotations=options.annotations,
+            detector=detector,
             progress=progress,
-            detector=det,
         )
     s = out.result.summary()
     # OpenVINO says which precision it compiled to (bf16 on BF16 CPUs unless told otherwise)
@@ -350,9 +321,7 @@ def run(
         f"backbone passes {s['backbone_passes']} "
         f"(clip by clip: {s['backbone_passes_clip_by_clip']}){reuse}; box policy {s['box_policy']}"
     )
-    _report_detector(s)
-    written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    report_outputs(out, console)
     if out.overlay_codec is not None:
         c = out.overlay_codec
         note = (
@@ -363,13 +332,16 @@ def run(
         console.print(f"overlay codec: {c.label} ({c.fourcc}; {note})")
 
 
-def _report_detector(s: dict[str, Any], say: Any = console) -> None:
+def report_outputs(out: Any, say: Any) -> None:
+    """The lines every run ends with: the detector's share of the time (when one ran) and the files."""
+    s = out.result.summary()
     if "detector" in s:
         d = s["detector"]
         say.print(
             f"detector ({d['format']}, {d['backend']}): {d['ms_per_frame']:.1f} ms/frame beside the pose "
             f"pass's {d['pose_ms_per_frame']:.1f} ms/frame ({100 * d['share']:.1f}% of the time per frame)"
         )
+    say.print("wrote " + ", ".join(str(p) for p in out.written()))
 
 
 def _run_live(
@@ -377,17 +349,13 @@ def _run_live(
     output: Path,
     predictor: Any,
     frame_predictor: Any,
-    full_frame: bool,
-    det: Any,
-    box_policy: str,
-    refine: str,
-    overlay: bool,
+    options: Any,
     jsonl: str | None,
-    fps: float | None,
     stall_timeout: float,
     max_frames: int | None,
 ) -> None:
     """Online mode: poses as each frame's clip completes; a stall or a drop ends the run cleanly."""
+    from tdmi.video.batch import load_detector
     from tdmi.video.live import infer_live
 
     # with --jsonl - stdout carries the poses only: every report goes to stderr
@@ -397,13 +365,13 @@ def _run_live(
         output,
         predictor,
         frame_predictor=frame_predictor,
-        full_frame=full_frame,
-        detector=det,
-        box_policy=box_policy,
-        refine=refine,
-        overlay=overlay,
+        full_frame=options.full_frame,
+        detector=load_detector(options, cached=False),
+        box_policy=options.box_policy,
+        refine=options.refine,
+        overlay=options.overlay,
         jsonl=jsonl,
-        fps=fps,
+        fps=options.fps,
         stall_timeout=stall_timeout,
         max_frames=max_frames,
     )
@@ -422,11 +390,7 @@ def _run_live(
         f"({live['delay_frames']} frame(s) of delay; after the clip's last frame "
         f"p50 {live['after_window_ms_p50']} ms)"
     )
-    _report_detector(s, say)
-    written = [out.json, out.csv] + [p for p in (out.overlay, out.sheet) if p is not None]
-    if out.jsonl not in (None, "-"):
-        written.append(Path(out.jsonl))  # type: ignore[arg-type]
-    say.print("wrote " + ", ".join(str(p) for p in written))
+    report_outputs(out, say)
 
 
 def main() -> None:

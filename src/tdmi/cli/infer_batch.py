@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,15 +9,15 @@ from typing import Any
 
 from rich.markup import escape
 
-from tdmi.cli.common import Interrupted, console, err_console
+from tdmi.cli.common import Interrupted, console, err_console, progress_bar
 from tdmi.errors import DataError
 from tdmi.video.batch import (
     MANIFEST_SUFFIXES,
     RUN_RECORD,
     VIDEO_SUFFIXES,
     BatchEvent,
-    LocalExecutor,
     VideoOptions,
+    check_job_outputs,
     collect_jobs,
     is_frames_folder,
     load_run_record,
@@ -47,90 +46,29 @@ def run_many(
     output: Path,
     loader: Callable[..., tuple[Any, Any]],
     model_settings: dict[str, Any],
-    *,
-    full_frame: bool,
-    boxes: str | None,
-    annotations: Path | None,
-    track: bool,
-    score_thr: float,
-    box_policy: str,
-    refine: str,
-    fps: float | None,
-    overlay: bool,
-    ray: str | None,
-    workers: int | None,
-    gpus_per_worker: float,
-    threads: int | None,
-    allow_short: bool = False,
-    detector: Path | None = None,
-    detector_format: str | None = None,
-    det_score: float = 0.3,
-    det_nms: float = 0.45,
+    options: VideoOptions,
+    ray: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every video of ``sources`` into ``output/<name>/`` (here, or on Ray) and print a summary."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from tdmi.video.ray_runner import make_executor
 
-    if full_frame + (boxes is not None) + (detector is not None) != 1:
-        raise DataError(
-            "say where person boxes come from: --full-frame, --boxes FILE.json|FILE.csv|gt or --detector "
-            "DET.onnx (one of them)"
-        )
-    options = VideoOptions(
-        full_frame=full_frame,
-        boxes=boxes,
-        annotations=str(annotations.resolve()) if annotations is not None else None,
-        tracker=track,
-        score_thr=score_thr,
-        box_policy=box_policy,
-        refine=refine,
-        overlay=overlay,
-        fps=fps,
-        allow_short=allow_short,
-        detector=str(detector.resolve()) if detector is not None else None,
-        detector_format=detector_format,
-        det_score=det_score,
-        det_nms=det_nms,
-    )
+    options.check()
+    options = options.resolved()
     jobs = collect_jobs(sources, options)
     out = Path(output)
-    for job in jobs:
-        if (out / job.name).resolve() == Path(job.source) or Path(job.source).is_relative_to(
-            (out / job.name).resolve()
-        ):
-            raise DataError(
-                f"output {out / job.name} would overwrite the input {job.source}: choose another -o"
-            )
+    check_job_outputs(jobs, out)
     model = model_settings.get("model")
     if model is not None and Path(model).exists():
         model_settings = {**model_settings, "model": str(Path(model).resolve())}
     settings = {"model": model_settings, "options": options.to_dict()}
-    if ray is not None:
-        from tdmi.video.ray_runner import RayExecutor
-
-        executor: Any = RayExecutor(
-            functools.partial(loader, threads=threads or 1),
-            out,
-            options,
-            workers=workers or 2,
-            threads=threads or 1,
-            gpus_per_worker=gpus_per_worker,
-            address=ray,
-        )
-        where = f"{workers or 2} Ray worker(s)"
-    else:
-        executor = LocalExecutor(loader(threads=threads), out, options)
-        where = "this process"
+    executor, where = make_executor(loader, out, options, ray, workers, gpus_per_worker, threads)
     names = [j.name for j in jobs]
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("videos, {task.fields[fps]:.1f} frames/s"),
-        TimeRemainingColumn(),
-    )
     frames = 0
     t0 = time.perf_counter()
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with progress_bar("videos, {task.fields[fps]:.1f} frames/s") as bar:
         task = bar.add_task(f"pose tracking on {where}", total=len(jobs), fps=0.0)
 
         def on_event(e: BatchEvent) -> None:

@@ -9,16 +9,26 @@ turns them into their config.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
 from tdmi.cli.common import options_of_config, preset_or_json
 from tdmi.errors import UsageError
+from tdmi.spec.choices import Backend, MissingFrames
 from tdmi.spec.decoding import Refine
 
-Device = Literal["cpu", "cuda", "auto"]
+_DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
+def device_choice(value: str | None) -> str | None:
+    """``--device``: cpu, cuda, cuda:N or auto (a pattern, not a fixed list: N is the GPU index)."""
+    if value is not None and not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not one of cpu, cuda, cuda:N (N = GPU index), auto")
+    return value
+
 
 # --------------------------------------------------------------------------- model and inputs
 ConfigOpt = Annotated[
@@ -26,14 +36,29 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="Preset name or config JSON.", callback=preset_or_json),
 ]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="TDMI checkpoint (.pt).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Checkpoint .pt, ONNX .onnx, OpenVINO IR .xml or TensorRT .engine to run."
+    ),
+]
+BackendOpt = Annotated[
+    Backend | None,
+    typer.Option(
+        "--backend",
+        help="Engine for the model file (default: from its suffix); openvino runs a decomposed .onnx.",
+    ),
+]
 DeviceOpt = Annotated[
-    Device | None, typer.Option("--device", help="Where torch and ORT run (default: auto).")
+    str | None,
+    typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).", callback=device_choice),
 ]
 RefineOpt = Annotated[Refine, typer.Option("--refine", help="Heatmap decoding: quarter, dark or none.")]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", help="Intra-op threads of each CPU backend (default: its own).")
 ]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 
 # --------------------------------------------------------------------------- calibration
@@ -69,7 +94,7 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
 
 
 def serve_settings(
-    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: str, **more: Any
+    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: Refine, **more: Any
 ) -> Any:
     """The ``ServeConfig`` of the serving options (tdmi-serve, tdmi-export triton); a field's error
     names its option."""
@@ -90,9 +115,7 @@ def serve_settings(
 # The PoseTrack harness options tdmi-bench shares with the commands that read PoseTrack.
 SplitOpt = Annotated[str, typer.Option("--split", help="PoseTrack split.")]
 BoxesOpt = Annotated[str, typer.Option("--boxes", help="'gt' or a COCO-style detections JSON.")]
-# 'error' or 'nearest' (tdmi.data.posetrack.MissingFrames, checked where it is used: that module
-# imports numpy, which a command's start-up does not)
 MissingFramesOpt = Annotated[
-    str,
+    MissingFrames,
     typer.Option("--missing-frames", help="'nearest': use the nearest frame on disk for absent neighbours."),
 ]

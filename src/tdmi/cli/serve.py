@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for, preset_or_json
+from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for
 from tdmi.cli.options import (
+    CheckpointOpt,
+    ConfigOpt,
     InstancesOpt,
     MaxBatchOpt,
     MaxQueueDelayOpt,
@@ -28,13 +30,8 @@ app = typer.Typer(
 
 @app.command()
 def serve(
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config", "-c", help="Preset or config JSON (alone: random weights).", callback=preset_or_json
-        ),
-    ] = None,
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="TDMI checkpoint to serve.")] = None,
+    config: ConfigOpt = None,
+    checkpoint: CheckpointOpt = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Serve this exported ONNX file.")] = None,
     engine: Annotated[
         Path | None, typer.Option("--engine", help="Serve this TensorRT engine (with its sidecar; GPU).")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tdmi.data.posetrack import Frame, Person, Video, load_annotation_file
+from tdmi.data.annotations import Frame, Person, Video, load_annotation_file
 from tdmi.errors import DataError
 from tdmi.eval.poseval import EvalResult, evaluate_frames
 from tdmi.spec.joints import NUM_JOINTS, POSETRACK_JOINTS

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tdmi.data.posetrack import POSEVAL_JOINTS, POSEVAL_TO_POSETRACK, Frame, Person, poseval_head_size
+from tdmi.data.annotations import POSEVAL_JOINTS, POSEVAL_TO_POSETRACK, Frame, Person, poseval_head_size
 from tdmi.errors import DataError
 
 DIST_THRESH = 0.5
@@ -280,8 +280,7 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray) -> float:
     mrec[0, 1 : len(rec) + 1] = rec
     mrec[0, len(rec) + 1] = 1.0
     mpre[0, :-1] = np.maximum.accumulate(mpre[0, ::-1])[::-1][:-1]
-    i = np.argwhere(~np.equal(mrec[0, 1:], mrec[0, : mrec.shape[1] - 1])) + 1
-    i = i.flatten()
+    i = (np.argwhere(~np.equal(mrec[0, 1:], mrec[0, : mrec.shape[1] - 1])) + 1).flatten()
     return float(np.sum(np.multiply(np.subtract(mrec[0, i], mrec[0, i - 1]), mpre[0, i])))
 
 

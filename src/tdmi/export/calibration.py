@@ -39,6 +39,7 @@ _LOW = (0.0 - IMAGENET_MEAN) / IMAGENET_STD
 _HIGH = (1.0 - IMAGENET_MEAN) / IMAGENET_STD
 RANGE_SLACK = 0.05  # interpolation / resampling overshoot
 MAX_OUT_OF_RANGE = 0.001  # share of values outside the normalised range that is still plausible
+DEFAULT_CALIB_CLIPS = 32  # clips drawn from a PoseTrack folder when the caller does not say
 MIN_CLIPS = 16  # fewer clips give INT8 ranges that depend on the particular clips drawn
 
 
@@ -178,8 +179,9 @@ def _posetrack_clips(
         except DataError:  # a partial download: as --missing-frames nearest, and said below
             paths = s.clip_paths(config.num_frames, missing="nearest")
             substituted += 1
-        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
-        if any(f is None for f in frames):
+        read = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+        frames = [f for f in read if f is not None]
+        if len(frames) != len(read):
             log.warning("skipping a clip of %s: a frame cannot be read", s.video.name)
             continue
         clip, _ = crop_clip(frames, s.bbox_xywh, config.input_size, padding=config.bbox_padding)
@@ -228,9 +230,13 @@ def build_calibration_set(
 
 
 def load_calibration(
-    config: TDMIConfig, calib: CalibrationSet | Path | str | None, num_clips: int = 32
+    config: TDMIConfig, calib: CalibrationSet | Path | str | None, num_clips: int = DEFAULT_CALIB_CLIPS
 ) -> CalibrationSet:
-    """``--calib`` as given: a set, an ``.npz``, a PoseTrack folder, or nothing (smoke test)."""
+    """``--calib`` as given: a set, an ``.npz``, a PoseTrack folder, or nothing (smoke test).
+
+    The one calibration loader: every set, however it came, is checked against ``config`` (clips
+    of another input size or clip length would calibrate ranges the model never sees).
+    """
     if isinstance(calib, CalibrationSet):
         cs = calib
     elif calib is None:

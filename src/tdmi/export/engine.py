@@ -206,22 +206,6 @@ def profile_for(model: onnx.ModelProto, requested: BatchProfile | None) -> Batch
     return DEFAULT_DYNAMIC_PROFILE
 
 
-def load_calibration(calib: Path | None, config: Any, num_clips: int = 32) -> Any:
-    """A ``CalibrationSet`` from a saved .npz, a PoseTrack folder, or (None) the built-in sample clip."""
-    from tdmi.export import CalibrationSet, build_calibration_set
-
-    if calib is None:
-        return build_calibration_set(config, None, num_clips=AUTO_CALIB_CLIPS)
-    calib = Path(calib)
-    if calib.suffix == ".npz":
-        if not calib.is_file():
-            raise ExportError(f"calibration file {calib} not found")
-        return CalibrationSet.load(calib)
-    if calib.is_dir():
-        return build_calibration_set(config, calib, num_clips=num_clips)
-    raise ExportError(f"--calib {calib} is neither a calibration .npz nor a PoseTrack folder")
-
-
 def prepare_onnx(src: str | Path, options: EngineBuildOptions, workdir: Path) -> PreparedOnnx:
     """Precision variant, then the fused rewrite, then the pre-flight check (nothing is written)."""
     src = Path(src)
@@ -257,8 +241,11 @@ def prepare_onnx(src: str | Path, options: EngineBuildOptions, workdir: Path) ->
         precision = source_precision
     elif precision != "fp32":
         from tdmi.export import convert_fp16, quantize_int8
+        from tdmi.export.calibration import DEFAULT_CALIB_CLIPS, load_calibration
 
-        calib = load_calibration(options.calib, config)
+        # No --calib: a few built-in clips are enough for FP16 overflow checks and a smoke INT8.
+        clips = AUTO_CALIB_CLIPS if options.calib is None else DEFAULT_CALIB_CLIPS
+        calib = load_calibration(config, options.calib, clips)
         out = workdir / f"{src.stem}.{precision}.onnx"
         if precision == "fp16":
             result = convert_fp16(current, out, calib)
@@ -369,8 +356,7 @@ def _tensor_infos(trt: Any, tensors: list[Any]) -> tuple[TensorInfo, ...]:
 def _ptx_sha256() -> str | None:
     from tdmi.plugins import ptx, trt_plugin
 
-    path = ptx.ptx_path(trt_plugin.aot_ptx_arch())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return ptx.kernel_sha256(trt_plugin.aot_ptx_arch())
 
 
 def _build_serialized(

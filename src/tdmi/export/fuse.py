@@ -41,7 +41,7 @@ class DiffPattern:
     node_names: list[str] = field(default_factory=list)
 
 
-def _const(gs_tensor: object) -> np.ndarray | None:
+def _const(gs_tensor: Any) -> np.ndarray | None:
     import onnx_graphsurgeon as gs
 
     if isinstance(gs_tensor, gs.Constant):
@@ -57,12 +57,12 @@ def _const(gs_tensor: object) -> np.ndarray | None:
     return None
 
 
-def _slice_frame(node: object) -> int | None:
+def _slice_frame(node: Any) -> int | None:
     """Frame index ``k`` of a ``Slice(x5, [k], [k+1], axes=[1], steps=[1])``; None if it is not one."""
-    if node.op != "Slice" or len(node.inputs) < 3:  # type: ignore[attr-defined]
+    if node.op != "Slice" or len(node.inputs) < 3:
         return None
-    ins = list(node.inputs)  # type: ignore[attr-defined]
-    vals = [_const(t) if t is not None and getattr(t, "name", "") else None for t in ins[1:5]]
+    ins = list(node.inputs)
+    vals = [_const(t) if t is not None and getattr(t, "name", None) else None for t in ins[1:5]]
     starts, ends = vals[0], vals[1]
     axes = vals[2] if len(vals) > 2 and vals[2] is not None else np.array([0])
     steps = vals[3] if len(vals) > 3 and vals[3] is not None else np.array([1])
@@ -78,23 +78,24 @@ def _slice_frame(node: object) -> int | None:
     return k if int(ends.reshape(-1)[0]) == k + 1 and k >= 0 else None
 
 
-def _only_consumer(tensor: object, node: object) -> bool:
-    return len(tensor.outputs) == 1 and tensor.outputs[0] is node  # type: ignore[attr-defined]
+def _only_consumer(tensor: Any, node: Any) -> bool:
+    return len(tensor.outputs) == 1 and tensor.outputs[0] is node
 
 
-def _match(concat: object) -> tuple[DiffPattern, list[object], object, object] | None:
+def _match(concat: Any) -> tuple[DiffPattern, list[Any], Any, Any] | None:
     """The block ending in ``concat``: (pattern, its nodes, input tensor, output tensor)."""
     c = concat
-    if c.op != "Concat" or int(c.attrs.get("axis", 0)) not in (2, -3) or not c.inputs:  # type: ignore[attr-defined]
+    if c.op != "Concat" or int(c.attrs.get("axis", 0)) not in (2, -3) or not c.inputs:
         return None
-    subs = [t.inputs[0] if len(t.inputs) == 1 else None for t in c.inputs]  # type: ignore[attr-defined]
+    subs = [t.inputs[0] if len(t.inputs) == 1 else None for t in c.inputs]
     if any(s is None or s.op != "Sub" or not _only_consumer(s.outputs[0], c) for s in subs):
         return None
     x5 = None
     slices: dict[int, object] = {}
     for k, sub in enumerate(subs):
+        assert sub is not None  # a missing Sub was refused above
         pair = []
-        for t in sub.inputs:  # type: ignore[union-attr]
+        for t in sub.inputs:
             if len(t.inputs) != 1:
                 return None
             sl = t.inputs[0]
@@ -118,7 +119,7 @@ def _match(concat: object) -> tuple[DiffPattern, list[object], object, object] |
     shape5 = _const(head.inputs[1])
     if shape5 is None or shape5.size != 5 or int(shape5[1]) != num_frames:
         return None
-    out = c.outputs[0]  # type: ignore[attr-defined]
+    out = c.outputs[0]
     if len(out.outputs) != 1 or out.outputs[0].op != "Reshape":
         return None
     tail = out.outputs[0]
@@ -129,14 +130,14 @@ def _match(concat: object) -> tuple[DiffPattern, list[object], object, object] |
     if int(shape4[1]) not in (-1, (num_frames - 1) * ch) or [int(v) for v in shape4[2:]] != hw:
         return None
     nodes = [head, *slices.values(), *subs, c, tail]
-    stages = {int(m.group(1)) for n in nodes if (m := _STAGE_RE.search(n.name or ""))}  # type: ignore[attr-defined]
+    stages = {int(m.group(1)) for n in nodes if (m := _STAGE_RE.search(n.name or ""))}
     stage = stages.pop() if len(stages) == 1 else None
     pattern = DiffPattern(
         stage=stage,
         num_frames=num_frames,
         input_name=head.inputs[0].name,
         output_name=tail.outputs[0].name,
-        node_names=[n.name for n in nodes],  # type: ignore[attr-defined]
+        node_names=[n.name for n in nodes],
     )
     return pattern, nodes, head.inputs[0], tail.outputs[0]
 

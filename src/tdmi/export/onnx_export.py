@@ -109,7 +109,10 @@ def _resolve_model(
     return net, cfg, "random"
 
 
-def _check_args(opset: int, batch: BatchSpec) -> None:
+def _check_args(opset: int, batch: BatchSpec, deform_conv: str | None = None) -> None:
+    """The export options every export (single graph or split pair) refuses before loading a model."""
+    if deform_conv not in (None, "native", "decomposed"):
+        raise ExportError(f"deform_conv must be 'native' or 'decomposed', got {deform_conv!r}")
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(
             f"opset {opset} is too low: DeformConv needs opset >= {MIN_OPSET} (use --opset {MIN_OPSET})"
@@ -333,21 +336,17 @@ def build_onnx(
     example: np.ndarray | None = None,
 ) -> onnx.ModelProto:
     """Trace, name, simplify and check (no metadata, nothing written)."""
+    from tdmi import __version__
+
     proto = trace_to_onnx(model, config, batch, opset, example)
     name_nodes_by_scope(proto)
     _strip_node_metadata(proto)
     if simplify:
         proto = simplify_graph(proto)
     _set_batch_dim(proto, batch)
-    proto.producer_name, proto.producer_version = "tdmi-deploy", _toolkit_version()
+    proto.producer_name, proto.producer_version = "tdmi-deploy", __version__
     check_graph(proto, config)
     return proto
-
-
-def _toolkit_version() -> str:
-    from tdmi import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------------------------------ verify
@@ -426,11 +425,9 @@ def export_onnx(
     ``deform_conv`` (``native``/``decomposed``; default: the model config's) picks the DCN form in
     the graph. Nothing is written when any step fails (including verification outside tolerance).
     """
-    if deform_conv not in (None, "native", "decomposed"):
-        raise ExportError(f"deform_conv must be 'native' or 'decomposed', got {deform_conv!r}")
     t0 = time.perf_counter()
     output = Path(output)
-    _check_args(opset, batch)
+    _check_args(opset, batch, deform_conv)
     check_writable(output)
     if verify:
         require_onnxruntime()

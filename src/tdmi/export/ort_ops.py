@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import onnx
@@ -24,7 +24,7 @@ from onnx import helper as oh
 from tdmi.artifacts.onnx_meta import INPUT_NAME
 from tdmi.errors import DataError, ExportError
 from tdmi.export.metadata import load_onnx_checked
-from tdmi.plugins.availability import require_onnxruntime
+from tdmi.plugins.ort import create_session
 from tdmi.plugins.temporal_diff import SPEC, node_attributes, temporal_diff_reference
 
 Engine = Literal["onnxruntime", "reference"]
@@ -130,27 +130,18 @@ def make_session(
     allow_spinning: bool | None = None,
     arena: bool = True,
 ) -> Any:
-    """A CPU session for ``model``; ``arena=False`` for one-off checks and calibration probes.
+    """A CPU session for an in-memory ``model``, the fused op made runnable (``with_cpu_temporal_diff``).
 
-    ORT's CPU arena keeps (and rounds up) the largest activations a session ever held until the
-    session is gone; a session that runs a few batches is better off returning them after each run.
-    Timed sessions keep the arena.
+    Not a second factory: the graph is adapted here and handed to the one factory,
+    :func:`tdmi.plugins.ort.create_session`. ``arena=False`` for one-off checks and calibration
+    probes (timed sessions keep the arena).
     """
-    ort = require_onnxruntime()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.enable_cpu_mem_arena = arena
-    if threads:
-        so.intra_op_num_threads = threads
-    if allow_spinning is not None:  # off when timed side by side with torch: spinning workers steal its cores
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    try:
-        return ort.InferenceSession(
-            with_cpu_temporal_diff(model).SerializeToString(), so, providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented)
-        first = (str(e).splitlines() or [type(e).__name__])[0][:240]
-        raise ExportError(f"ONNX Runtime cannot load the graph: {first}") from None
+    return create_session(
+        with_cpu_temporal_diff(model).SerializeToString(),
+        threads=threads,
+        allow_spinning=allow_spinning,
+        arena=arena,
+    )
 
 
 class _TemporalDiffOp:
@@ -166,7 +157,7 @@ class _TemporalDiffOp:
             class TemporalDiff(OpRun):
                 op_domain = SPEC.domain
 
-                def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray]:  # type: ignore[override]
+                def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray]:
                     if SPEC.num_frames_attr not in attrs:
                         raise ExportError(f"TemporalDiff node without {SPEC.num_frames_attr!r}")
                     return (temporal_diff_reference(x, int(attrs[SPEC.num_frames_attr])),)
@@ -195,7 +186,7 @@ def run_onnx(
         from onnx.reference import ReferenceEvaluator
 
         ref = ReferenceEvaluator(model, new_ops=[_TemporalDiffOp.get()])
-        outs = [ref.run(None, {INPUT_NAME: c})[0] for c in chunks]
+        outs = [cast(list[Any], ref.run(None, {INPUT_NAME: c}))[0] for c in chunks]  # outputs as a list
     else:
         raise ExportError(f"unknown engine {engine!r}: use onnxruntime or reference")
     return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs], axis=0)

@@ -220,7 +220,7 @@ def _quiet_tools() -> Iterator[None]:
         tqdm = None
     original = vars(tqdm).get("__init__") if tqdm is not None else None  # the raw descriptor
     if tqdm is not None:
-        tqdm.__init__ = functools.partialmethod(tqdm.__init__, disable=True)  # type: ignore[method-assign]
+        tqdm.__init__ = functools.partialmethod(tqdm.__init__, disable=True)
     logging.disable(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -231,7 +231,7 @@ def _quiet_tools() -> Iterator[None]:
             if original is None:
                 del tqdm.__init__
             else:
-                tqdm.__init__ = original  # type: ignore[method-assign]
+                tqdm.__init__ = original
 
 
 def _float_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -310,6 +310,55 @@ def _finish(
     return error
 
 
+def _require_autocast() -> Any:
+    """ModelOpt AutoCast's ``convert_to_mixed_precision``, or the extra that installs it."""
+    try:
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"FP16 conversion uses NVIDIA ModelOpt AutoCast, which is not installed ({e}): {MODELOPT_HINT}"
+        ) from None
+    return convert_to_mixed_precision
+
+
+def _autocast_until_consistent(
+    convert: Any, src_path: Path, data_path: Path, excluded: list[str], data_max: float, step: Any
+) -> onnx.ModelProto:
+    """AutoCast FP16, run again once with the DeformConv nodes it left with mixed input types kept FP32.
+
+    TensorRT's DeformConv takes one type for all its inputs; AutoCast decides per tensor, so a first
+    pass can feed one node FP16 and FP32 at once. ``excluded`` grows with the nodes kept FP32.
+    """
+    converted: onnx.ModelProto | None = None
+    for _attempt in range(2):
+        step("AutoCast FP16 (running calibration clips)")
+        try:
+            with _quiet_tools():
+                converted = convert(
+                    onnx_path=str(src_path),
+                    low_precision_type="fp16",
+                    nodes_to_exclude=[f"^{re.escape(n)}$" for n in excluded] or None,
+                    keep_io_types=True,
+                    calibration_data=str(data_path),
+                    data_max=data_max,
+                    providers=["cpu"],
+                )
+        except ModuleNotFoundError as e:  # AutoCast's own imports (polygraphy) come with the extra
+            raise ExportError(
+                f"AutoCast FP16 conversion needs {e.name!r}, which is not installed: {MODELOPT_HINT}"
+            ) from e
+        except Exception as e:  # AutoCast raises assertion/value errors from deep inside
+            raise ExportError(f"AutoCast FP16 conversion failed: {type(e).__name__}: {e}") from e
+        conflicts = deformconv_type_conflicts(converted)
+        if not conflicts:
+            break
+        excluded.extend(conflicts)  # one type for all DeformConv inputs: keep such nodes FP32
+    else:
+        raise ExportError(f"DeformConv nodes still mix FP16 and FP32 inputs: {conflicts}")
+    assert converted is not None
+    return converted
+
+
 # ------------------------------------------------------------------------------------------- public
 
 
@@ -329,12 +378,7 @@ def convert_fp16(
     require_onnxruntime()
     model, cfg = _load_fp32(src)
     calib.check_fits(cfg)
-    try:
-        from modelopt.onnx.autocast import convert_to_mixed_precision
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"FP16 conversion uses NVIDIA ModelOpt AutoCast, which is not installed ({e}): {MODELOPT_HINT}"
-        ) from None
+    convert = _require_autocast()
     clips = _calib_clips(calib, model, clips_within_budget(model, max_calib_clips))
     excluded: list[str] = []
     with steps(progress, total=4) as step, tempfile.TemporaryDirectory(prefix="tdmi-fp16-") as tmpdir:
@@ -347,33 +391,7 @@ def convert_fp16(
         src_path, data_path = Path(tmpdir, "fp32.onnx"), Path(tmpdir, "calib.npz")
         onnx.save_model(model, str(src_path), save_as_external_data=False)
         np.savez(data_path, frames=clips)
-        converted: onnx.ModelProto | None = None
-        for _attempt in range(2):
-            step("AutoCast FP16 (running calibration clips)")
-            try:
-                with _quiet_tools():
-                    converted = convert_to_mixed_precision(
-                        onnx_path=str(src_path),
-                        low_precision_type="fp16",
-                        nodes_to_exclude=[f"^{re.escape(n)}$" for n in excluded] or None,
-                        keep_io_types=True,
-                        calibration_data=str(data_path),
-                        data_max=data_max,
-                        providers=["cpu"],
-                    )
-            except ModuleNotFoundError as e:  # AutoCast's own imports (polygraphy) come with the extra
-                raise ExportError(
-                    f"AutoCast FP16 conversion needs {e.name!r}, which is not installed: {MODELOPT_HINT}"
-                ) from e
-            except Exception as e:  # AutoCast raises assertion/value errors from deep inside
-                raise ExportError(f"AutoCast FP16 conversion failed: {type(e).__name__}: {e}") from e
-            conflicts = deformconv_type_conflicts(converted)
-            if not conflicts:
-                break
-            excluded.extend(conflicts)  # one type for all DeformConv inputs: keep such nodes FP32
-        else:
-            raise ExportError(f"DeformConv nodes still mix FP16 and FP32 inputs: {conflicts}")
-        assert converted is not None
+        converted = _autocast_until_consistent(convert, src_path, data_path, excluded, data_max, step)
         kept = kept_fp32_nodes(converted)
         step("checking against FP32 on ONNX Runtime CPU")
         extra = {
@@ -492,7 +510,8 @@ def quantize_int8(
         if target == "tensorrt" and method == "percentile":
             raise ExportError("ModelOpt calibrates TensorRT graphs by max or entropy, not percentile")
         recipe = default_recipe(target, method)
-    target, method = recipe.target, recipe.calibration  # type: ignore[assignment]
+    # Int8Recipe keeps target/calibration as str (JSON round trip); its constructor checks the values.
+    target, method = recipe.target, recipe.calibration  # type: ignore[assignment]  # checked values
     if target == "openvino":
         raise ExportError(
             "OpenVINO INT8 is an IR made by NNCF, not a Q/DQ ONNX graph: use `tdmi-export openvino "
@@ -510,11 +529,11 @@ def quantize_int8(
         onnx.save_model(model, str(src_path), save_as_external_data=False)
         step(f"INT8 calibration for {target} ({method}, {clips.shape[0]} clips)")
         if target == "tensorrt":
-            _modelopt_int8(src_path, out_path, clips, method, exclude, recipe.op_types)  # type: ignore[arg-type]
+            _modelopt_int8(src_path, out_path, clips, method, exclude, recipe.op_types)  # type: ignore[arg-type]  # see above
         else:
             if stats is None:
                 stats = collect_stats(model, clips, static_batch(model) or 1)
-            ranges = ranges_from_stats(stats, recipe.calibration, recipe.percentile)  # type: ignore[arg-type]
+            ranges = ranges_from_stats(stats, recipe.calibration, recipe.percentile)  # type: ignore[arg-type]  # see above
             with _quiet_tools():
                 ort_quantize(src_path, out_path, ranges, recipe, exclude)
         if not out_path.is_file():

@@ -183,7 +183,7 @@ def export_split_onnx(
     from tdmi.artifacts.split import split_paths
 
     t0 = time.perf_counter()
-    _check_args(opset, "dynamic")
+    _check_args(opset, "dynamic", deform_conv)
     bpath, hpath = split_paths(output)
     check_writable(bpath)
     if verify:
@@ -191,8 +191,6 @@ def export_split_onnx(
     with steps(progress, total=4 if verify else 3) as step:
         step("loading the model")
         net, cfg, weights = _resolve_model(config, Path(checkpoint) if checkpoint else None, model)
-        if deform_conv not in (None, "native", "decomposed"):
-            raise ExportError(f"deform_conv must be 'native' or 'decomposed', got {deform_conv!r}")
         if deform_conv is not None and deform_conv != cfg.deform_conv:
             if model is not None:
                 raise ExportError("deform_conv applies to a config/checkpoint export, not a given model")

@@ -11,7 +11,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from tdmi.errors import CheckpointError, ConfigError
 from tdmi.spec.config import TDMIConfig
 from tdmi.utils import atomic_path
+
+if TYPE_CHECKING:
+    from tdmi.model.tdmi import TDMI
 
 FORMAT = "tdmi-checkpoint"
 FORMAT_VERSION = 1
@@ -31,7 +34,7 @@ def save_checkpoint(
     """Write weights + config (+ optional extra fields such as epoch) atomically."""
     from tdmi import __version__
 
-    config: TDMIConfig = model.config  # type: ignore[assignment]
+    config: TDMIConfig = model.config  # type: ignore[assignment]  # nn.Module types attributes as Tensor
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -148,7 +151,7 @@ def load_hrnet_weights(model: nn.Module, source: str | os.PathLike[str] | Mappin
     sd = extract_state_dict(obj, what)
     if sd and all(k.startswith("backbone.") for k in sd):
         sd = {k[len("backbone.") :]: v for k, v in sd.items()}
-    backbone = model.backbone if hasattr(model, "backbone") else model
+    backbone = getattr(model, "backbone", model)  # a TDMI, or an HRNet given directly
     load_state_dict_checked(backbone, sd, what)
 
 
@@ -164,7 +167,7 @@ def read_checkpoint_config(path: str | os.PathLike[str]) -> TDMIConfig | None:
 
 def load_checkpoint(
     path: str | os.PathLike[str], config: TDMIConfig | None = None, device: str | torch.device = "cpu"
-) -> nn.Module:
+) -> TDMI:
     """Rebuild a TDMI model from a checkpoint (its embedded config unless ``config`` is given).
 
     A given ``config`` that contradicts the embedded one is an error: silently loading weights

@@ -7,6 +7,8 @@ and ``forward`` computes what those networks compute.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from tdmi.spec.config import HRNetConfig
@@ -149,7 +151,8 @@ class HighResolutionModule(nn.Module):
                                 )
                             )
                     fuse_layer.append(nn.Sequential(*convs))
-            fuse_layers.append(nn.ModuleList(fuse_layer))
+            # None keeps index j for the identity path, so parameter names match the reference weights.
+            fuse_layers.append(nn.ModuleList(fuse_layer))  # type: ignore[arg-type]  # ModuleList stores None
         return nn.ModuleList(fuse_layers)
 
     def forward(self, x: list[Tensor]) -> list[Tensor]:
@@ -158,7 +161,8 @@ class HighResolutionModule(nn.Module):
         x = [branch(xi) for branch, xi in zip(self.branches, x, strict=True)]
         assert self.fuse_layers is not None
         out = []
-        for i, fuse in enumerate(self.fuse_layers):
+        for i, row in enumerate(self.fuse_layers):
+            fuse = cast(nn.ModuleList, row)
             y = x[0] if i == 0 else fuse[0](x[0])
             for j in range(1, self.num_branches):
                 y = y + x[j] if i == j else y + fuse[j](x[j])
@@ -193,7 +197,7 @@ def _make_transition(pre: list[int], cur: list[int], momentum: float) -> nn.Modu
                     )
                 )
             layers.append(nn.Sequential(*convs))
-    return nn.ModuleList(layers)
+    return nn.ModuleList(layers)  # type: ignore[arg-type]  # None: branch passed through unchanged
 
 
 class HRNet(nn.Module):

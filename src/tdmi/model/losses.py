@@ -56,8 +56,8 @@ class TDMILoss(nn.Module):
         self.mi_weight = mi_weight
 
     def forward(self, out: object, target: Tensor, target_weight: Tensor) -> dict[str, Tensor]:
-        heat = self.heatmap(out.heatmaps, target, target_weight)  # type: ignore[attr-defined]
-        u, n = out.useful_pooled, out.noisy_pooled  # type: ignore[attr-defined]
+        heat = self.heatmap(out.heatmaps, target, target_weight)  # type: ignore[attr-defined]  # a TDMITrainOutput
+        u, n = out.useful_pooled, out.noisy_pooled  # type: ignore[attr-defined]  # a TDMITrainOutput
         mi = self.mi(u, n)
         estimator = self.mi.learning_loss(u.detach(), n.detach())
         total = heat + self.mi_weight * mi + estimator
@@ -65,7 +65,7 @@ class TDMILoss(nn.Module):
 
 
 def make_loss(config: object) -> TDMILoss:
-    return TDMILoss(config.resolved_motion_channels, config.mi_hidden, config.mi_weight)  # type: ignore[attr-defined]
+    return TDMILoss(config.resolved_motion_channels, config.mi_hidden, config.mi_weight)  # type: ignore[attr-defined]  # a TDMIConfig
 
 
 def train_step(

@@ -61,6 +61,7 @@ class ModulatedDeformConv(nn.Module):
         self.offset_mask = nn.Conv2d(channels, 3 * offset_groups * kk, kernel, padding=kernel // 2)
         # Start as a plain convolution (zero offsets, mask 0.5) as DCN v2 does.
         nn.init.zeros_(self.offset_mask.weight)
+        assert self.offset_mask.bias is not None  # nn.Conv2d has a bias unless bias=False
         nn.init.zeros_(self.offset_mask.bias)
         self.weight = nn.Parameter(torch.empty(channels, channels, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(channels))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tdmi.errors import BackendUnavailableError
+from tdmi.versions import version_tuple
 
 if TYPE_CHECKING:
     from tdmi.artifacts.sidecar import BuildEnvironment
@@ -122,16 +123,6 @@ def torch_cuda_available() -> Availability:
 MIN_ORT_VERSION = (1, 25)
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 def require_onnxruntime() -> Any:
     """Import ONNX Runtime, insisting on a version whose CPU DeformConv kernel we rely on."""
     try:
@@ -140,7 +131,7 @@ def require_onnxruntime() -> Any:
         raise BackendUnavailableError(
             "ONNX Runtime is not installed: pip install 'onnxruntime>=1.25' (or run with --no-verify)"
         ) from None
-    if _version_tuple(ort.__version__) < MIN_ORT_VERSION:
+    if version_tuple(ort.__version__, "ONNX Runtime") < MIN_ORT_VERSION:
         need = ".".join(map(str, MIN_ORT_VERSION))
         raise BackendUnavailableError(
             f"ONNX Runtime {ort.__version__} is too old (DeformConv needs >= {need}): "

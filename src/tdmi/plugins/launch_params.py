@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,7 +23,15 @@ KERNEL_NAMES: dict[str, str] = {"float32": "temporal_diff_f32", "float16": "temp
 KERNEL_PARAM_TYPES: tuple[str, ...] = ("u64", "u32", "u32", "u32", "u64")
 INT32_MAX = 2**31 - 1
 
-E = TypeVar("E")
+
+
+class _Multipliable(Protocol):
+    """An int, or a TensorRT shape expression: both multiply (``tensorrt.plugin`` overloads ``*``)."""
+
+    def __mul__(self, other: Any, /) -> Any: ...
+
+
+E = TypeVar("E", bound=_Multipliable)
 
 
 def dtype_key(dtype: Any) -> str:

@@ -38,11 +38,61 @@ def _num_frames(fields: Any) -> int:
 
 def _define(trt: Any) -> tuple[type, type]:
     """The plugin and creator classes, bound to one bindings module (they subclass its types)."""
+    plugin = _define_plugin(trt)
+    return plugin, _define_creator(trt, plugin)
+
+
+def _output_dims(trt: Any, x: Any, builder: Any, t: int) -> Any:
+    """``[B*T, C, h, w] -> [B, (T-1)*C, h, w]`` as TensorRT dimension expressions."""
+    if len(x) != 4:
+        raise ValueError(f"{SPEC.op_type}: input must be [B*T, C, h, w], got rank {len(x)}")
+    out = trt.DimsExprs(x)
+    op = trt.DimensionOperation
+    out[0] = builder.operation(op.FLOOR_DIV, x[0], builder.constant(t))
+    out[1] = builder.operation(op.PROD, x[1], builder.constant(t - 1))
+    return out
+
+
+def _launch(dims: Any, dtype: str, src: int, dst: int, num_frames: int, stream: int) -> None:
+    """The shipped PTX kernel on ``stream``, with the launch arithmetic the AOT plugin uses too."""
+    from tdmi.plugins import launch, launch_params
+
+    shape = tuple(int(d) for d in dims)
+    config = launch_params.launch_config(shape, num_frames, dtype)
+    launch.launch(src, dst, config, device=_current_device(), stream=stream)
+
+
+def _define_creator(trt: Any, plugin: type) -> type:
+    """The V3 creator TensorRT-RTX's parser finds by name, namespace and version; it declares
+    ``num_frames`` and builds ``plugin`` from the node's value."""
+
+    class TemporalDiffCreator(trt.IPluginCreatorV3One):
+        def __init__(self) -> None:
+            trt.IPluginCreatorV3One.__init__(self)
+            self.name = SPEC.op_type
+            self.plugin_namespace = SPEC.domain
+            self.plugin_version = SPEC.plugin_version
+            self.field_names = trt.PluginFieldCollection(
+                [
+                    trt.PluginField(
+                        SPEC.num_frames_attr, np.array([], dtype=np.int32), trt.PluginFieldType.INT32
+                    )
+                ]
+            )
+
+        def create_plugin(self, name: str, fields: Any, phase: Any) -> Any:
+            return plugin(_num_frames(fields))
+
+    return TemporalDiffCreator
+
+
+def _define_plugin(trt: Any) -> type:
+    """The IPluginV3 class (core, build and runtime in one object, as TensorRT's Python samples do)."""
     float_types = {trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16"}
 
     bases = (trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime)
 
-    class TemporalDiffPlugin(*bases):  # type: ignore[misc]
+    class TemporalDiffPlugin(*bases):  # type: ignore[misc]  # bases are values of the bindings module
         def __init__(self, num_frames: int) -> None:
             trt.IPluginV3.__init__(self)
             trt.IPluginV3OneCore.__init__(self)
@@ -71,15 +121,7 @@ def _define(trt: Any) -> tuple[type, type]:
             return [input_types[0]]
 
         def get_output_shapes(self, inputs: Any, shape_inputs: Any, builder: Any) -> list[Any]:
-            x = inputs[0]
-            if len(x) != 4:
-                raise ValueError(f"{SPEC.op_type}: input must be [B*T, C, h, w], got rank {len(x)}")
-            t = self.num_frames
-            out = trt.DimsExprs(x)
-            op = trt.DimensionOperation
-            out[0] = builder.operation(op.FLOOR_DIV, x[0], builder.constant(t))
-            out[1] = builder.operation(op.PROD, x[1], builder.constant(t - 1))
-            return [out]
+            return [_output_dims(trt, inputs[0], builder, self.num_frames)]
 
         def supports_format_combination(self, pos: int, in_out: Any, num_inputs: int) -> bool:
             desc = in_out[pos].desc
@@ -110,32 +152,10 @@ def _define(trt: Any) -> tuple[type, type]:
         def enqueue(
             self, input_desc: Any, output_desc: Any, inputs: Any, outputs: Any, workspace: Any, stream: Any
         ) -> None:
-            from tdmi.plugins import launch, launch_params
+            dtype = float_types[input_desc[0].type]
+            _launch(input_desc[0].dims, dtype, int(inputs[0]), int(outputs[0]), self.num_frames, int(stream))
 
-            shape = tuple(int(d) for d in input_desc[0].dims)
-            config = launch_params.launch_config(shape, self.num_frames, float_types[input_desc[0].type])
-            launch.launch(
-                int(inputs[0]), int(outputs[0]), config, device=_current_device(), stream=int(stream)
-            )
-
-    class TemporalDiffCreator(trt.IPluginCreatorV3One):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            trt.IPluginCreatorV3One.__init__(self)
-            self.name = SPEC.op_type
-            self.plugin_namespace = SPEC.domain
-            self.plugin_version = SPEC.plugin_version
-            self.field_names = trt.PluginFieldCollection(
-                [
-                    trt.PluginField(
-                        SPEC.num_frames_attr, np.array([], dtype=np.int32), trt.PluginFieldType.INT32
-                    )
-                ]
-            )
-
-        def create_plugin(self, name: str, fields: Any, phase: Any) -> Any:
-            return TemporalDiffPlugin(_num_frames(fields))
-
-    return TemporalDiffPlugin, TemporalDiffCreator
+    return TemporalDiffPlugin
 
 
 def _current_device() -> int:

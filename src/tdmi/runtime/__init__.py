@@ -8,16 +8,15 @@ checkpoints, preset names and ``TDMIConfig`` -> torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from tdmi.errors import ConfigError
 from tdmi.runtime.base import Predictor, validate_clips
 from tdmi.runtime.chunking import Chunk, plan_chunks
 from tdmi.runtime.keypoints import predict_keypoints
+from tdmi.spec.choices import BACKENDS, Backend
 from tdmi.spec.config import PRESETS, TDMIConfig
 
-Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
-BACKENDS: tuple[Backend, ...] = get_args(Backend)
 _SUFFIX_BACKEND = {
     ".onnx": "onnxruntime",
     ".xml": "openvino",
@@ -29,6 +28,7 @@ _SUFFIX_BACKEND = {
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "Chunk",
     "Predictor",
     "infer_backend",

@@ -117,7 +117,7 @@ class Predictor(ABC):
         validate_clips(clips, self.config)
         torch_in = is_torch_tensor(clips)
         n = int(clips.shape[0])
-        outs = []
+        outs: list[Any] = []  # numpy arrays or torch tensors, as the clips came
         for chunk in plan_chunks(n, self.max_batch, self.min_batch):
             x = clips[chunk.start : chunk.stop]
             if chunk.padding:

@@ -21,6 +21,24 @@ from tdmi.runtime.base import FramePredictor
 __all__ = ["FramePredictor", "OnnxFramePredictor", "frame_predictor_for"]
 
 
+def _require_pair(bpath: Path, hpath: Path, options: str) -> None:
+    """Both halves on disk, or the export command (with ``options``) that writes them."""
+    for p in (bpath, hpath):
+        if not p.is_file():
+            raise ExportError(
+                f"{p} not found: write the pair with `tdmi-export onnx {options} -o "
+                f"{hpath.name.removesuffix('.head.onnx')}.onnx`"
+            )
+
+
+def _check_pair(bpath: Path, hpath: Path, bmeta: dict[str, Any], hmeta: dict[str, Any]) -> None:
+    """The two files are halves of one export: the same model config, marked backbone and head."""
+    if bmeta["config"].to_dict() != hmeta["config"].to_dict():
+        raise ExportError(f"{bpath} and {hpath} come from different model configs: re-export the pair")
+    if (bmeta["extra"].get("split"), hmeta["extra"].get("split")) != ("backbone", "head"):
+        raise ExportError(f"{bpath} / {hpath} are not a backbone/head pair from `tdmi-export onnx --split`")
+
+
 class OnnxFramePredictor(FramePredictor):
     """The ``*.backbone.onnx`` / ``*.head.onnx`` pair on ONNX Runtime (CPU, or CUDA if installed)."""
 
@@ -30,19 +48,10 @@ class OnnxFramePredictor(FramePredictor):
         from tdmi.runtime.onnxruntime_backend import open_session
 
         bpath, hpath = split_paths(path)
-        for p in (bpath, hpath):
-            if not p.is_file():
-                raise ExportError(
-                    f"{p} not found: write the pair with `tdmi-export onnx --split -o {hpath.name[:-9]}.onnx`"
-                )
+        _require_pair(bpath, hpath, "--split")
         self._bsess, bmeta, self.device = open_session(bpath, device, threads)
         self._hsess, hmeta, _ = open_session(hpath, self.device, threads)
-        if bmeta["config"].to_dict() != hmeta["config"].to_dict():
-            raise ExportError(f"{bpath} and {hpath} come from different model configs: re-export the pair")
-        if (bmeta["extra"].get("split"), hmeta["extra"].get("split")) != ("backbone", "head"):
-            raise ExportError(
-                f"{bpath} / {hpath} are not a backbone/head pair from `tdmi-export onnx --split`"
-            )
+        _check_pair(bpath, hpath, bmeta, hmeta)
         super().__init__(bmeta["config"])
         self._in_name = self._bsess.get_inputs()[0].name
 
@@ -79,20 +88,10 @@ class OpenVINOFramePredictor(FramePredictor):
 
         core = require_openvino().Core()
         bpath, hpath = split_paths(Path(path).with_suffix(".onnx") if str(path).endswith(".xml") else path)
-        for p in (bpath, hpath):
-            if not p.is_file():
-                raise ExportError(
-                    f"{p} not found: write the pair with `tdmi-export onnx --split --deform-conv decomposed "
-                    f"-o {hpath.name[:-9]}.onnx`"
-                )
+        _require_pair(bpath, hpath, "--split --deform-conv decomposed")
         bmodel, hmodel = read_model_checked(core, bpath), read_model_checked(core, hpath)
         bmeta, hmeta = parse_metadata(rt_metadata(bmodel)), parse_metadata(rt_metadata(hmodel))
-        if bmeta["config"].to_dict() != hmeta["config"].to_dict():
-            raise ExportError(f"{bpath} and {hpath} come from different model configs: re-export the pair")
-        if (bmeta["extra"].get("split"), hmeta["extra"].get("split")) != ("backbone", "head"):
-            raise ExportError(
-                f"{bpath} / {hpath} are not a backbone/head pair from `tdmi-export onnx --split`"
-            )
+        _check_pair(bpath, hpath, bmeta, hmeta)
         super().__init__(bmeta["config"])
         self.device = "cpu"
         props = compile_properties(threads, "LATENCY", inference_precision)

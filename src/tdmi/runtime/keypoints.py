@@ -55,4 +55,4 @@ def predict_keypoints(
     if flip_test:
         heatmaps = merge_flip(heatmaps, predictor.predict(flip_clip(clips)))
     centers, scales = stack_crop_infos(infos)
-    return heatmaps_to_keypoints(heatmaps, centers, scales, refine=refine, sigma=cfg.sigma)  # type: ignore[arg-type]
+    return heatmaps_to_keypoints(heatmaps, centers, scales, refine=refine, sigma=cfg.sigma)  # type: ignore[arg-type]  # str from the CLI

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from tdmi.artifacts.onnx_meta import INPUT_NAME, parse_metadata
-from tdmi.errors import BackendUnavailableError, ConfigError, DataError, ExportError
+from tdmi.errors import BackendUnavailableError, ConfigError, DataError
 from tdmi.plugins.availability import require_onnxruntime
+from tdmi.plugins.ort import check_model_file, create_session
 from tdmi.runtime.base import Predictor
 
 FUSED_OP = "TemporalDiff"
@@ -44,6 +45,11 @@ def _providers(ort: Any, device: str | None) -> tuple[list[Any], str]:
     return ["CPUExecutionProvider"], "cpu"
 
 
+def _explain(text: str) -> str | None:
+    """ORT's load error for a fused graph, told as what to run instead."""
+    return FUSED_HINT if FUSED_OP in text and "tdmi" in text else None
+
+
 def ort_session(
     path: str | Path,
     device: str | None = None,
@@ -51,32 +57,18 @@ def ort_session(
     allow_spinning: bool | None = None,
     what: str = "ONNX file",
 ) -> tuple[Any, str]:
-    """The one ONNX Runtime session factory of the runtime, for any graph: (session, device).
+    """A session for any graph file on the device asked for: (session, device).
 
-    Missing, empty and unreadable files, and fused graphs, are refused in one line each.
+    The runtime's device policy (cpu / cuda[:N] / auto -> providers) on top of the one factory,
+    :func:`tdmi.plugins.ort.create_session`; missing, empty and unreadable files, and fused graphs,
+    are refused in one line each.
     """
     ort = require_onnxruntime()
-    p = Path(path)
-    if not p.is_file():
-        raise ExportError(f"{what} {p} not found")
-    if p.stat().st_size == 0:
-        raise ExportError(f"{p} is empty (0 bytes): the export was interrupted; export it again")
+    check_model_file(Path(path), what)  # a missing file is said before a missing CUDA provider
     providers, dev = _providers(ort, device)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    if allow_spinning is not None:
-        # Spinning workers keep cores busy after each run: off when timing side by side with torch.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    try:
-        session = ort.InferenceSession(str(p), so, providers=providers)
-    except Exception as e:  # ORT's exception types are not importable in a stable way
-        text = str(e)
-        if FUSED_OP in text and "tdmi" in text:
-            raise ExportError(f"ONNX Runtime cannot run {p}: {FUSED_HINT}") from None
-        first = (text.splitlines() or [type(e).__name__])[0][:240]
-        raise ExportError(f"ONNX Runtime cannot load {p}: {first}") from None
+    session = create_session(
+        path, providers=providers, threads=threads, allow_spinning=allow_spinning, what=what, explain=_explain
+    )
     return session, dev
 
 

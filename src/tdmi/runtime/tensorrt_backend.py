@@ -86,6 +86,58 @@ def check_engine_file(
     return sidecar, warnings
 
 
+def _import_runtime(rtx: bool) -> Any:
+    """The TensorRT module that reads this engine: TensorRT-RTX (GPU checked: it builds anywhere but
+    runs on a GPU only) or TensorRT (whose import check includes the GPU)."""
+    from tdmi.plugins.availability import require_tensorrt
+
+    if not rtx:
+        return require_tensorrt()
+    from tdmi.plugins.availability import cuda_gpu_available
+    from tdmi.plugins.rtx import import_rtx
+
+    trt = import_rtx()
+    cuda_gpu_available().require()
+    return trt
+
+
+def _register_plugins(trt: Any, logger: Any, sidecar: Any, path: Path) -> list[str]:
+    """Make the engine's plugins creatable before deserializing it; warnings on a differing plugin.
+
+    TensorRT-RTX has no plugin library: our IPluginV3 is registered in this process when the engine
+    holds it. TensorRT gets its own (DeformConv) and, for a fused engine, our AOT plugin, whose PTX
+    is compared with the one the engine was built with.
+    """
+    if sidecar.target == "tensorrt-rtx":
+        if sidecar.plugin is not None:
+            from tdmi.plugins.rtx_plugin import register_rtx_plugins
+
+            register_rtx_plugins()  # an IPluginV3 in this process runs the kernel
+        return []
+    trt.init_libnvinfer_plugins(logger, "")
+    if sidecar.plugin is None:
+        return []
+    from tdmi.plugins import ptx
+    from tdmi.plugins.temporal_diff import SPEC
+    from tdmi.plugins.trt_plugin import aot_ptx_arch, register_plugins
+
+    register_plugins()
+    local = ptx.kernel_sha256(aot_ptx_arch())
+    return check_plugin(sidecar, SPEC.plugin_version, local, path.name)
+
+
+def _single_output(engine: Any, trt: Any, path: Path) -> str:
+    """The engine's one output name, after checking it takes exactly the ``frames`` input."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    if ins != [INPUT_NAME] or len(outs) != 1:
+        raise EngineError(
+            f"{path} must have input {INPUT_NAME!r} and one output, has inputs {ins}, outputs {outs}"
+        )
+    return str(outs[0])
+
+
 class TensorRTPredictor(Predictor):
     backend = "tensorrt"
 
@@ -102,18 +154,11 @@ class TensorRTPredictor(Predictor):
         path = Path(path)
         # 1. What the engine needs, from the sidecar, before anything touches TensorRT.
         sidecar, self.warnings = check_engine_file(path, environment, target)
-        from tdmi.plugins.availability import probe_environment, require_tensorrt
-
         rtx = sidecar.target == "tensorrt-rtx"
-        if rtx:
-            from tdmi.plugins.availability import cuda_gpu_available
-            from tdmi.plugins.rtx import import_rtx
-
-            trt = import_rtx()
-            cuda_gpu_available().require()  # RTX builds anywhere, but runs on a GPU only
-        else:
-            trt = require_tensorrt()
+        trt = _import_runtime(rtx)
         if environment is None:
+            from tdmi.plugins.availability import probe_environment
+
             self.warnings += check_environment(sidecar, probe_environment(trt), path.name)
         from cuda.bindings import runtime as cudart
 
@@ -129,21 +174,7 @@ class TensorRTPredictor(Predictor):
             )
         # 2. Plugins: TensorRT's own (DeformConv) and, when present, ours.
         self._logger = trt.Logger(trt.Logger.WARNING)
-        if rtx:
-            if sidecar.plugin is not None:
-                from tdmi.plugins.rtx_plugin import register_rtx_plugins
-
-                register_rtx_plugins()  # an IPluginV3 in this process runs the kernel
-        else:
-            trt.init_libnvinfer_plugins(self._logger, "")
-        if sidecar.plugin is not None and not rtx:
-            from tdmi.plugins import ptx
-            from tdmi.plugins.temporal_diff import SPEC
-            from tdmi.plugins.trt_plugin import aot_ptx_arch, register_plugins
-
-            register_plugins()
-            local = hashlib.sha256(ptx.ptx_path(aot_ptx_arch()).read_bytes()).hexdigest()
-            self.warnings += check_plugin(sidecar, SPEC.plugin_version, local, path.name)
+        self.warnings += _register_plugins(trt, self._logger, sidecar, path)
         # 3. Deserialize and bind.
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(data)
@@ -155,46 +186,47 @@ class TensorRTPredictor(Predictor):
         self.runtime_cache_path: Path | None = None
         if rtx:
             self.runtime_cache_path = Path(runtime_cache) if runtime_cache else runtime_cache_path(path)
-            runtime_config = self.engine.create_runtime_config()
-            cache = runtime_config.create_runtime_cache()
-            saved = self.runtime_cache_path
-            if saved.is_file() and not cache.deserialize(saved.read_bytes()):
-                self.warnings.append(
-                    f"runtime cache {self.runtime_cache_path} was made for another GPU, driver or "
-                    "TensorRT-RTX version: kernels are compiled again and the cache is rewritten"
-                )
-            runtime_config.set_runtime_cache(cache)
-            self._runtime_cache = cache
-            self.context = self.engine.create_execution_context(runtime_config)
+            self.context = self._rtx_context(self.runtime_cache_path)
         else:
             self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if ins != [INPUT_NAME] or len(outs) != 1:
-            raise EngineError(
-                f"{path} must have input {INPUT_NAME!r} and one output, has inputs {ins}, outputs {outs}"
-            )
-        self._out_name = outs[0]
+        self._out_name = _single_output(self.engine, trt, path)
         self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME)))
         self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self._out_name)))
         pmin, _, pmax = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        max_batch = int(pmax[0])  # the device buffers hold the profile's largest batch
         super().__init__(
             sidecar.config(),
             precision=sidecar.precision,
             device=f"cuda:{index}",
             min_batch=int(pmin[0]),
-            max_batch=int(pmax[0]),
+            max_batch=max_batch,
             source=str(path),
         )
         self.sidecar = sidecar
         self.cuda_graph = cuda_graph
         self._stream = _cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        in_bytes = self.max_batch * int(np.prod(self.input_shape)) * self._in_dtype.itemsize
-        out_bytes = self.max_batch * int(np.prod(self.output_shape)) * self._out_dtype.itemsize
+        in_bytes = max_batch * int(np.prod(self.input_shape)) * self._in_dtype.itemsize
+        out_bytes = max_batch * int(np.prod(self.output_shape)) * self._out_dtype.itemsize
         self._d_in = _cuda(cudart.cudaMalloc(in_bytes), "cudaMalloc")
         self._d_out = _cuda(cudart.cudaMalloc(out_bytes), "cudaMalloc")
         self._graphs: dict[int, tuple[Any, Any]] = {}
+
+    def _rtx_context(self, saved: Path) -> Any:
+        """An execution context with TensorRT-RTX's runtime cache, loaded from ``saved`` when it fits.
+
+        The kernels RTX compiles on first use are kept in the cache; a cache from another GPU,
+        driver or RTX release is refused by RTX itself, and then rebuilt (said in the warnings).
+        """
+        runtime_config = self.engine.create_runtime_config()
+        cache = runtime_config.create_runtime_cache()
+        if saved.is_file() and not cache.deserialize(saved.read_bytes()):
+            self.warnings.append(
+                f"runtime cache {saved} was made for another GPU, driver or "
+                "TensorRT-RTX version: kernels are compiled again and the cache is rewritten"
+            )
+        runtime_config.set_runtime_cache(cache)
+        self._runtime_cache = cache
+        return self.engine.create_execution_context(runtime_config)
 
     # -- numpy: our buffers --------------------------------------------------------------------
     def _set_shape(self, shape: tuple[int, ...]) -> None:

@@ -81,7 +81,9 @@ class HeatmapModel:
         self.output_name = cfg["output"][0]["name"]
         _, serve = _configs(params)
         path = (Path(args["model_repository"]) / params["artifact"]).resolve()
-        options = {"threads": serve.threads} if serve.threads and path.suffix == ".onnx" else {}
+        options: dict[str, Any] = (
+            {"threads": serve.threads} if serve.threads and path.suffix == ".onnx" else {}
+        )
         self.predictor = runtime.load(path, **options)
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -186,7 +188,7 @@ class PostprocessModel:
                     _input(r, CENTERS),
                     _input(r, SCALES),
                     refine=self.serve.refine,
-                    sigma=self.config.sigma,  # type: ignore[arg-type]
+                    sigma=self.config.sigma,
                 )
             except TdmiError as e:
                 out.append(error_response(str(e)))

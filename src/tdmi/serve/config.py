@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdmi.errors import ConfigError
+from tdmi.spec.decoding import REFINES, Refine
 from tdmi.utils import reject_unknown_fields
 
-REFINES = ("dark", "quarter", "none")
 KINDS = ("cpu", "gpu")
 
 # Model names in a repository; clients address them by these.
@@ -38,7 +38,7 @@ class ServeConfig:
     max_queue_delay_us: int = 2000
     instances: int = 1
     kind: str = "cpu"  # instance_group kind of the heatmap model: cpu or gpu
-    refine: str = "dark"  # heatmap decoding of the pose model
+    refine: Refine = "dark"  # heatmap decoding of the pose model
     bgr: bool = True  # images are BGR (as cv2 reads them) unless False
     threads: int = 0  # ONNX Runtime intra-op threads per instance in the Python backend (0: its default)
 

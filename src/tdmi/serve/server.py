@@ -29,6 +29,7 @@ from types import TracebackType
 
 from tdmi.errors import BackendUnavailableError, TdmiError
 
+LOG_NAME = "tritonserver.log"  # in the server's scratch folder
 INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0 (see README, Serving)"
 
 
@@ -177,7 +178,7 @@ class TritonServer:
 
     @property
     def log_path(self) -> Path | None:
-        return self.scratch / "tritonserver.log" if self.scratch else None
+        return self.scratch / LOG_NAME if self.scratch else None
 
     def log_tail(self, lines: int = 20) -> str:
         p = self.log_path
@@ -229,7 +230,7 @@ class TritonServer:
             backends = self.scratch / "backends"
             shutil.copytree(dist.backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy2(dist.stub, backends / "python" / "triton_python_backend_stub")
-            log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
+            log = open(self.scratch / LOG_NAME, "wb")  # noqa: SIM115 - the child owns it for its lifetime
             try:
                 self.process = subprocess.Popen(
                     self.command(dist, backends),

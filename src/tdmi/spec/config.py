@@ -200,7 +200,7 @@ def _fits(value: Any, hint: Any) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_fits(v, args[0]) for v in value)
         return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return isinstance(value, (dict, hint))
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -6,13 +6,17 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError
+from tdmi.spec.choices import MISSING_FRAMES, MissingFrames
 from tdmi.utils import reject_unknown_fields
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("multistep", "cosine", "constant")
+Optimizer = Literal["adam", "adamw"]
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+# multistep: x gamma at each milestone; cosine: down to 0 over the run; constant: the warm-up only
+Schedule = Literal["multistep", "cosine", "constant"]
+SCHEDULES: tuple[Schedule, ...] = get_args(Schedule)
 # Fields a resumed run may change without breaking the run it continues (they do not alter the curve
 # already trained, only how far it goes and what is logged / written on the way).
 RESUMABLE_CHANGES = frozenset({"steps", "epochs", "val_every", "save_every", "log_every"})
@@ -25,15 +29,15 @@ class TrainConfig:
     data: str = "synthetic"  # "synthetic" or a PoseTrack root / annotation folder
     split: str = "train"
     val_split: str = "val"
-    missing_frames: str = "error"  # "error" or "nearest" (partial downloads, as in tdmi-bench)
+    missing_frames: MissingFrames = "error"  # partial downloads, as in tdmi-bench
     steps: int | None = None  # total optimiser steps; None -> epochs x steps per epoch
     epochs: int = 20
     batch_size: int = 4  # global batch (all processes, all accumulation micro-batches)
     grad_accum: int = 1  # micro-batches per step in each process
-    optimizer: str = "adam"
+    optimizer: Optimizer = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: str = "multistep"
+    schedule: Schedule = "multistep"
     milestones: tuple[float, ...] = (0.7, 0.9)  # fractions of the total steps (multistep)
     gamma: float = 0.1
     warmup_steps: int = 0
@@ -76,7 +80,7 @@ class TrainConfig:
 
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
-        need(self.missing_frames in ("error", "nearest"), "missing_frames must be 'error' or 'nearest'")
+        need(self.missing_frames in MISSING_FRAMES, "missing_frames must be 'error' or 'nearest'")
         need(self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")

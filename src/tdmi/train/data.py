@@ -16,17 +16,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from tdmi.data.posetrack import FrameCache, MissingFrames, Split, iter_samples, load_split
+from tdmi.data.annotations import Split
+from tdmi.data.posetrack import FrameCache, iter_samples, load_split
 from tdmi.data.sample import SampleClipInfo, sample_clips
+from tdmi.data.targets import gaussian_heatmap
 from tdmi.data.transforms import (
     PIXEL_STD,
     affine_transform_points,
     box_to_center_scale,
-    gaussian_heatmap,
     get_affine_transform,
     normalize,
 )
 from tdmi.errors import DataError
+from tdmi.spec.choices import MissingFrames
 from tdmi.spec.config import TDMIConfig
 from tdmi.spec.joints import flip_permutation
 from tdmi.train.config import TrainConfig
@@ -241,7 +243,7 @@ class StepBatchSampler(Sampler[list[int]]):
                 f"the training data has {n} clips, fewer than one global batch of {global_batch}: "
                 "lower --batch-size (or use more data)"
             )
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler[int] = DistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
         self.local_batch = global_batch // world

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -252,8 +252,60 @@ def _train(
     on_step: StepCallback | None,
     keep_checkpoints: bool,
 ) -> TrainResult:
-    dev = info.device
-    if tc.amp and dev.type != "cuda":
+    _check_run(tc, info, run, resume)
+    payload = _read_last(run, cfg, tc) if resume else None
+    # data first: a missing split or frame is reported before any model is built
+    data = _Data.load(cfg, tc, info)
+    total = tc.steps if tc.steps is not None else tc.epochs * data.spe
+    end = min(total, stop_after) if stop_after is not None else total
+    torch.manual_seed(tc.seed)
+    model = _initial_model(cfg, init if payload is None else None, hrnet_weights if payload is None else None)
+    t = _Trainer(model, cfg, tc, run, info, data, total, payload, extra, keep_checkpoints)
+    bar = _Bar(progress and info.main, end, t.step, cfg.name)
+    t.bar = bar
+    try:
+        while t.step < end:
+            epoch, k0 = divmod(t.step, data.spe)
+            data.dataset.set_epoch(epoch)
+            data.sampler.set_epoch(epoch, k0)
+            loader = DataLoader(
+                data.dataset,
+                batch_sampler=data.sampler,
+                num_workers=tc.workers,
+                pin_memory=info.device.type == "cuda",
+            )
+            t0 = time.perf_counter()
+            for batch in loader:
+                vals, lr = t.optimizer_step(batch)
+                dt = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rec = t.record(vals, lr, dt, end)
+                if on_step is not None and info.main:
+                    on_step(t.step, rec, model)
+                bar.update(completed=t.step, loss=f"{rec['total']:.3e}", speed=f"{rec['clips_per_s']:.1f}")
+                t.checkpoint_due()
+                if t.step >= end:
+                    break
+        if t.saved_at != t.step:
+            t.save(run / LAST, True, t.last_metrics)
+        D.barrier(info)
+    finally:
+        bar.stop()
+    result = t.result
+    result.last = run / LAST if keep_checkpoints else None
+    if result.best is None and keep_checkpoints and (run / BEST).exists():
+        result.best = run / BEST
+    if plot and info.main:
+        from tdmi.train.plot import plot_curves
+
+        result.plot = plot_curves(run / LOG, run / PLOT)
+    model.eval()
+    return result
+
+
+def _check_run(tc: TrainConfig, info: D.DistInfo, run: Path, resume: bool) -> None:
+    """What this machine and run folder refuse, before any data or model is loaded."""
+    if tc.amp and info.device.type != "cuda":
         raise TrainError("--amp (float16 mixed precision) needs a CUDA GPU; drop --amp on this machine")
     if tc.batch_size % (info.world * tc.grad_accum):
         raise TrainError(
@@ -266,33 +318,46 @@ def _train(
         raise TrainError(
             f"{run} already holds a run ({LAST}): pass --resume to continue it or choose another -o"
         )
-    payload = _read_last(run, cfg, tc) if resume else None
 
-    # data first: a missing split or frame is reported before any model is built
-    if tc.data == "synthetic":
-        dataset: Any = SyntheticClips(cfg, tc.clips_pool, tc.seed, tc.fresh_clips)
-        val_split = None
-        what = f"synthetic clips ({'fresh every epoch' if tc.fresh_clips else 'fixed pool'})"
-    else:
-        _, records = load_records(tc.data, tc.split, cfg.num_frames, tc.missing_frames)  # type: ignore[arg-type]
-        dataset = PoseTrackClips(records, cfg, tc, augment=True)
-        val_split = None
-        if tc.val_every > 0:
-            val_split, _ = load_records(tc.data, tc.val_split, cfg.num_frames, tc.missing_frames)  # type: ignore[arg-type]
-        what = f"PoseTrack {tc.split} ({len(records)} person clips)"
-    sampler = StepBatchSampler(dataset, tc.batch_size, info.world, info.rank, tc.seed)
-    spe = sampler.steps_per_epoch
-    total = tc.steps if tc.steps is not None else tc.epochs * spe
-    end = min(total, stop_after) if stop_after is not None else total
 
-    torch.manual_seed(tc.seed)
+@dataclass
+class _Data:
+    """The training clips, their step sampler and the validation split (PoseTrack, when validated)."""
+
+    dataset: Any
+    sampler: StepBatchSampler
+    val_split: Any
+    what: str  # the data as the checkpoints describe it
+
+    @property
+    def spe(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    @classmethod
+    def load(cls, cfg: TDMIConfig, tc: TrainConfig, info: D.DistInfo) -> _Data:
+        val_split = None
+        if tc.data == "synthetic":
+            dataset: Any = SyntheticClips(cfg, tc.clips_pool, tc.seed, tc.fresh_clips)
+            what = f"synthetic clips ({'fresh every epoch' if tc.fresh_clips else 'fixed pool'})"
+        else:
+            _, records = load_records(tc.data, tc.split, cfg.num_frames, tc.missing_frames)
+            dataset = PoseTrackClips(records, cfg, tc, augment=True)
+            if tc.val_every > 0:
+                val_split, _ = load_records(tc.data, tc.val_split, cfg.num_frames, tc.missing_frames)
+            what = f"PoseTrack {tc.split} ({len(records)} person clips)"
+        sampler = StepBatchSampler(dataset, tc.batch_size, info.world, info.rank, tc.seed)
+        return cls(dataset, sampler, val_split, what)
+
+
+def _initial_model(cfg: TDMIConfig, init: str | Path | None, hrnet_weights: str | Path | None) -> TDMI:
+    """A new model (seeded by the caller), from a TDMI checkpoint or canonical HRNet weights if given."""
     model = TDMI(cfg)
-    if init is not None and payload is None:
+    if init is not None:
         try:
             model.load_state_dict(load_checkpoint(init, config=cfg).state_dict())
         except CheckpointError as e:
             raise TrainError(f"--init: {e}") from None
-    if hrnet_weights is not None and payload is None:
+    if hrnet_weights is not None:
         try:
             load_hrnet_weights(model, hrnet_weights)
         except CheckpointError as e:
@@ -300,180 +365,217 @@ def _train(
     # The backbone's own HRNet heatmap layer exists only to load canonical weights strictly; TDMI
     # predicts through its head, so the layer gets no gradient (and DDP rejects unused parameters).
     model.backbone.final_layer.requires_grad_(False)
-    module = TrainModule(model, tc).to(dev)
-    optimizer = make_optimizer([p for p in module.parameters() if p.requires_grad], tc)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, total))
-    scaler = torch.amp.GradScaler("cuda", enabled=tc.amp)
-    step, best = 0, None
-    if payload is not None:
-        state = payload["extra"]["train_state"]
-        model.load_state_dict(payload["state_dict"])
-        module.loss_fn.load_state_dict(state["estimator"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        step, best = int(payload["extra"]["step"]), state.get("best_metric")
-        module.to(dev)
-    net: nn.Module = module
-    if info.world > 1:
-        net = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if info.main:
-        run.mkdir(parents=True, exist_ok=True)
-    log = _Log(run / LOG, info.main, step if payload is not None else None)
-    result = TrainResult(run_dir=run, model=model, step=step, total_steps=total, best_metric=best)
-    described = {"data": what, "world_size": info.world, "steps_per_epoch": spe, **dict(extra or {})}
+    return model
 
-    def save(path: Path, with_state: bool, metrics: Mapping[str, float]) -> None:
-        if not (info.main and keep_checkpoints):
+
+class _Bar:
+    """The rank-0 progress bar (a no-op when off)."""
+
+    def __init__(self, enabled: bool, total: int, done: int, name: str) -> None:
+        self.bar, self.task = _progress(enabled, total, done, name)
+
+    def update(self, **fields: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, **fields)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class _Trainer:
+    """One run's training state (model + estimator, optimiser, schedule, AMP scaler, step) and the
+    three things done with it: an optimiser step, a validation, a checkpoint."""
+
+    def __init__(
+        self,
+        model: TDMI,
+        cfg: TDMIConfig,
+        tc: TrainConfig,
+        run: Path,
+        info: D.DistInfo,
+        data: _Data,
+        total: int,
+        payload: dict[str, Any] | None,
+        extra: Mapping[str, Any] | None,
+        keep_checkpoints: bool,
+    ) -> None:
+        dev = info.device
+        self.model, self.cfg, self.tc, self.run, self.info, self.data = model, cfg, tc, run, info, data
+        self.total, self.keep_checkpoints = total, keep_checkpoints
+        self.module = module = TrainModule(model, tc).to(dev)
+        self.optimizer = make_optimizer([p for p in module.parameters() if p.requires_grad], tc)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(tc, total))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=tc.amp)
+        self.step, best = 0, None
+        if payload is not None:
+            best = self._restore(payload)
+        self.net: nn.Module = module
+        if info.world > 1:
+            self.net = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if info.main:
+            run.mkdir(parents=True, exist_ok=True)
+        self.log = _Log(run / LOG, info.main, self.step if payload is not None else None)
+        self.result = TrainResult(
+            run_dir=run, model=model, step=self.step, total_steps=total, best_metric=best
+        )
+        self.described = {
+            "data": data.what,
+            "world_size": info.world,
+            "steps_per_epoch": data.spe,
+            **dict(extra or {}),
+        }
+        self.micro = micro_batches(tc.batch_size // info.world, tc.grad_accum)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.last_metrics: dict[str, float] = {}
+        self.saved_at = self.step if payload is not None else -1  # step of the last.pt on disk
+        self.bar = _Bar(False, 0, 0, "")
+
+    def _restore(self, payload: dict[str, Any]) -> float | None:
+        """Continue from ``last.pt`` exactly: weights, estimator, optimiser, schedule, scaler, RNG, step."""
+        state = payload["extra"]["train_state"]
+        self.model.load_state_dict(payload["state_dict"])
+        self.module.loss_fn.load_state_dict(state["estimator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.step = int(payload["extra"]["step"])
+        self.module.to(self.info.device)
+        best: float | None = state.get("best_metric")
+        return best
+
+    def save(self, path: Path, with_state: bool, metrics: Mapping[str, float]) -> None:
+        """A checkpoint (rank 0): weights, configs, metrics and, for ``last.pt``, the resume state."""
+        if not (self.info.main and self.keep_checkpoints):
             return
         fields: dict[str, Any] = {
-            "train_config": tc.to_dict(),
-            "step": step,
-            "epoch": step / spe,
-            "total_steps": total,
+            "train_config": self.tc.to_dict(),
+            "step": self.step,
+            "epoch": self.step / self.data.spe,
+            "total_steps": self.total,
             "metrics": dict(metrics),
-            "trained_on": what,
-            **described,
+            "trained_on": self.data.what,
+            **self.described,
         }
         if with_state:
             fields["train_state"] = {
-                "estimator": module.loss_fn.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
+                "estimator": self.module.loss_fn.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "rng": _rng_state(),
-                "best_metric": result.best_metric,
+                "best_metric": self.result.best_metric,
             }
-        save_checkpoint(model, path, extra=fields)
+        save_checkpoint(self.model, path, extra=fields)
 
-    def validate() -> None:
-        if info.main:
-            if val_split is not None:
-                m = posetrack_map(model, cfg, val_split, tc.missing_frames, dev)  # type: ignore[arg-type]
+    def validate(self) -> None:
+        """Score the model (PoseTrack mAP or synthetic PCK) on rank 0; keep ``best.pt`` when it improves."""
+        result, run = self.result, self.run
+        if self.info.main:
+            dev = self.info.device
+            if self.data.val_split is not None:
+                m = posetrack_map(self.model, self.cfg, self.data.val_split, self.tc.missing_frames, dev)
                 key = "val_map"
             else:
-                m = synthetic_pck(model, cfg, n=tc.val_clips, device=dev)
+                m = synthetic_pck(self.model, self.cfg, n=self.tc.val_clips, device=dev)
                 key = "pck"
-            rec = {"step": step, "epoch": step / spe, **m}
-            log.write({"kind": "val", **rec})
+            rec = {"step": self.step, "epoch": self.step / self.data.spe, **m}
+            self.log.write({"kind": "val", **rec})
             result.val.append(rec)
             score = m[key]
             if not math.isnan(score) and (result.best_metric is None or score > result.best_metric):
                 result.best_metric = score
-                save(run / BEST, False, m)
-                result.best = run / BEST if keep_checkpoints else None
-            if bar is not None:
-                bar.update(task, val=f"{key} {score:.3g}")
-        model.train()
-        D.barrier(info)
+                self.save(run / BEST, False, m)
+                result.best = run / BEST if self.keep_checkpoints else None
+            self.bar.update(val=f"{key} {score:.3g}")
+        self.model.train()
+        D.barrier(self.info)
 
-    micro = micro_batches(tc.batch_size // info.world, tc.grad_accum)
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if tc.amp else contextlib.nullcontext
-    params = [p for p in module.parameters() if p.requires_grad]
-    bar, task = _progress(progress and info.main, end, step, cfg.name)
-    last_metrics: dict[str, float] = {}
-    saved_at = step if payload is not None else -1  # step of the last.pt on disk
-    try:
-        while step < end:
-            epoch, k0 = divmod(step, spe)
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch, k0)
-            loader = DataLoader(
-                dataset, batch_sampler=sampler, num_workers=tc.workers, pin_memory=dev.type == "cuda"
+    def optimizer_step(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, float]:
+        """One optimiser step over the batch's micro-batches; the mean loss terms and the step's lr.
+
+        A non-finite loss or non-finite weights stop the run before anything is saved.
+        """
+        tc, info, dev = self.tc, self.info, self.info.device
+        frames, target, weight = (x.to(dev, non_blocking=True) for x in batch)
+        self.module.train()
+        if tc.freeze_bn_after is not None and self.step >= tc.freeze_bn_after:
+            freeze_batchnorm(self.module)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = self._accumulate(frames, target, weight)
+        vals = D.mean_across(sums, info).cpu()
+        kept = f"{self.run / LAST} (step {self.saved_at})" if self.saved_at >= 0 else "none"
+        if not bool(torch.isfinite(vals).all()):
+            shown = ", ".join(f"{k} {float(v):.3g}" for k, v in zip(TERMS, vals, strict=True))
+            raise TrainError(
+                f"loss is not finite at step {self.step + 1} ({shown}); stopped without saving it. "
+                f"Last good checkpoint: {kept}. Lower --lr, set --grad-clip or check the data"
             )
-            t0 = time.perf_counter()
-            for frames, target, weight in loader:
-                frames, target, weight = (x.to(dev, non_blocking=True) for x in (frames, target, weight))
-                module.train()
-                if tc.freeze_bn_after is not None and step >= tc.freeze_bn_after:
-                    freeze_batchnorm(module)
-                optimizer.zero_grad(set_to_none=True)
-                sums = torch.zeros(len(TERMS), device=dev)
-                try:
-                    for i, sl in enumerate(micro):
-                        sync = (
-                            net.no_sync()
-                            if (net is not module and i < len(micro) - 1)
-                            else contextlib.nullcontext()
-                        )
-                        with sync:
-                            with amp_ctx():
-                                terms = net(frames[sl], target[sl], weight[sl])
-                            scaler.scale(terms["total"] / len(micro)).backward()
-                        sums += torch.stack([terms[k].detach().float() for k in TERMS]) / len(micro)
-                except torch.cuda.OutOfMemoryError:
-                    per = tc.batch_size // info.world // tc.grad_accum
-                    raise TrainError(
-                        f"CUDA out of memory at step {step + 1} with {per} clips per micro-batch on {dev}: "
-                        f"try --batch-size {max(1, tc.batch_size // 2)} or --grad-accum {tc.grad_accum * 2}"
-                    ) from None
-                vals = D.mean_across(sums, info).cpu()
-                if not bool(torch.isfinite(vals).all()):
-                    shown = ", ".join(f"{k} {float(v):.3g}" for k, v in zip(TERMS, vals, strict=True))
-                    kept = f"{run / LAST} (step {saved_at})" if saved_at >= 0 else "none"
-                    raise TrainError(
-                        f"loss is not finite at step {step + 1} ({shown}); stopped without saving it. "
-                        f"Last good checkpoint: {kept}. Lower --lr, set --grad-clip or check the data"
-                    )
-                if tc.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                lr = optimizer.param_groups[0]["lr"]
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                # Non-finite weights would crash the next forward (torchvision's CPU deformable
-                # convolution indexes memory with the offsets), so stop here with a clear line.
-                if not all(bool(torch.isfinite(p).all()) for p in params):
-                    kept = f"{run / LAST} (step {saved_at})" if saved_at >= 0 else "none"
-                    raise TrainError(
-                        f"weights are not finite after step {step} (loss {float(vals[0]):.3g}); stopped "
-                        f"without saving them. Last good checkpoint: {kept}. Lower --lr or set --grad-clip"
-                    )
-                result.step = step
-                dt = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                last_metrics = {k: float(v) for k, v in zip(TERMS, vals, strict=True)}
-                rec = {
-                    "step": step,
-                    "epoch": step / spe,
-                    **last_metrics,
-                    "lr": lr,
-                    "clips_per_s": tc.batch_size / dt,
-                }
-                result.history.append(rec)
-                if tc.log_every and (step % tc.log_every == 0 or step == end):
-                    log.write({"kind": "train", **rec})
-                if on_step is not None and info.main:
-                    on_step(step, rec, model)
-                if bar is not None:
-                    bar.update(
-                        task, completed=step, loss=f"{rec['total']:.3e}", speed=f"{rec['clips_per_s']:.1f}"
-                    )
-                if step % spe == 0:  # epoch end
-                    if tc.val_every and (step // spe) % tc.val_every == 0:
-                        validate()
-                    save(run / LAST, True, last_metrics)
-                    saved_at = step
-                elif tc.save_every and step % tc.save_every == 0:
-                    save(run / LAST, True, last_metrics)
-                    saved_at = step
-                if step >= end:
-                    break
-        if saved_at != step:
-            save(run / LAST, True, last_metrics)
-        D.barrier(info)
-    finally:
-        if bar is not None:
-            bar.stop()
-    result.last = run / LAST if keep_checkpoints else None
-    if result.best is None and keep_checkpoints and (run / BEST).exists():
-        result.best = run / BEST
-    if plot and info.main:
-        from tdmi.train.plot import plot_curves
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        # Non-finite weights would crash the next forward (torchvision's CPU deformable
+        # convolution indexes memory with the offsets), so stop here with a clear line.
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            raise TrainError(
+                f"weights are not finite after step {self.step} (loss {float(vals[0]):.3g}); stopped "
+                f"without saving them. Last good checkpoint: {kept}. Lower --lr or set --grad-clip"
+            )
+        self.result.step = self.step
+        return vals, lr
 
-        result.plot = plot_curves(run / LOG, run / PLOT)
-    model.eval()
-    return result
+    def _accumulate(self, frames: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        """Forward and backward over the micro-batches (DDP syncs gradients on the last one only)."""
+        tc, micro = self.tc, self.micro
+        sums = torch.zeros(len(TERMS), device=self.info.device)
+        try:
+            for i, sl in enumerate(micro):
+                last = self.net is self.module or i == len(micro) - 1
+                sync = contextlib.nullcontext() if last else cast(DistributedDataParallel, self.net).no_sync()
+                with sync:
+                    amp = torch.autocast("cuda", dtype=torch.float16) if tc.amp else contextlib.nullcontext()
+                    with amp:
+                        terms = self.net(frames[sl], target[sl], weight[sl])
+                    self.scaler.scale(terms["total"] / len(micro)).backward()
+                sums += torch.stack([terms[k].detach().float() for k in TERMS]) / len(micro)
+        except torch.cuda.OutOfMemoryError:
+            per = tc.batch_size // self.info.world // tc.grad_accum
+            raise TrainError(
+                f"CUDA out of memory at step {self.step + 1} with {per} clips per micro-batch on "
+                f"{self.info.device}: try --batch-size {max(1, tc.batch_size // 2)} or --grad-accum "
+                f"{tc.grad_accum * 2}"
+            ) from None
+        return sums
+
+    def record(self, vals: Tensor, lr: float, dt: float, end: int) -> dict[str, float]:
+        """The step's line of the history (and of ``log.jsonl``, every ``log_every`` steps)."""
+        self.last_metrics = {k: float(v) for k, v in zip(TERMS, vals, strict=True)}
+        rec = {
+            "step": self.step,
+            "epoch": self.step / self.data.spe,
+            **self.last_metrics,
+            "lr": lr,
+            "clips_per_s": self.tc.batch_size / dt,
+        }
+        self.result.history.append(rec)
+        if self.tc.log_every and (self.step % self.tc.log_every == 0 or self.step == end):
+            self.log.write({"kind": "train", **rec})
+        return rec
+
+    def checkpoint_due(self) -> None:
+        """At an epoch end: validate (every ``val_every`` epochs) and save ``last.pt``; between, every
+        ``save_every`` steps."""
+        step, spe, tc = self.step, self.data.spe, self.tc
+        if step % spe == 0:
+            if tc.val_every and (step // spe) % tc.val_every == 0:
+                self.validate()
+        elif not (tc.save_every and step % tc.save_every == 0):
+            return
+        self.save(self.run / LAST, True, self.last_metrics)
+        self.saved_at = step

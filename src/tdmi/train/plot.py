@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tdmi.utils import atomic_path
 
@@ -14,7 +15,8 @@ def plot_curves(log_path: Path, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, val = [], []
+    train: list[dict[str, Any]] = []
+    val: list[dict[str, Any]] = []
     for line in log_path.read_text().splitlines():
         rec = json.loads(line)
         (val if rec.get("kind") == "val" else train).append(rec)

@@ -8,11 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tdmi.data.posetrack import FrameCache, MissingFrames, Person, Sample, Split, iter_samples
+from tdmi.data.annotations import Person, Split
+from tdmi.data.posetrack import FrameCache, Sample, iter_samples
 from tdmi.data.sample import sample_clips
 from tdmi.data.transforms import affine_transform_points, crop_clip, get_max_preds, heatmaps_to_keypoints
 from tdmi.errors import DataError
 from tdmi.eval import evaluate_frames
+from tdmi.spec.choices import MissingFrames
 from tdmi.spec.config import TDMIConfig
 
 

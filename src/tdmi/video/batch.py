@@ -26,12 +26,14 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from tdmi.errors import DataError, TdmiError
+from tdmi.spec.choices import BoxPolicy
+from tdmi.spec.decoding import Refine
 from tdmi.utils import atomic_dir, sweep_stale_temps, write_text_atomic
 from tdmi.video.source import IMAGE_SUFFIXES
 
@@ -62,8 +64,8 @@ class VideoOptions:
     annotations: str | None = None  # one PoseTrack file, or a folder of per-video files (<name>.json)
     tracker: bool = True
     score_thr: float = 0.3
-    box_policy: str = "key"
-    refine: str = "quarter"
+    box_policy: BoxPolicy = "key"
+    refine: Refine = "quarter"
     overlay: bool = True
     sheet: bool = True
     fps: float | None = None
@@ -81,6 +83,21 @@ class VideoOptions:
             return None
         p = Path(self.annotations)
         return str(p / f"{name}.json") if p.is_dir() else str(p)
+
+    def check(self) -> None:
+        """Exactly one source of person boxes."""
+        from tdmi.video.infer import check_box_source
+
+        check_box_source(self.full_frame, self.boxes, self.detector)
+
+    def resolved(self) -> VideoOptions:
+        """Input paths made absolute: the run record names them whatever the working folder, and
+        Ray workers read them from theirs."""
+
+        def absolute(path: str | None) -> str | None:
+            return str(Path(path).resolve()) if path is not None else None
+
+        return replace(self, annotations=absolute(self.annotations), detector=absolute(self.detector))
 
 
 def is_frames_folder(p: Path) -> bool:
@@ -149,6 +166,17 @@ def collect_jobs(sources: Sequence[str | os.PathLike[str]], options: VideoOption
     return jobs
 
 
+def check_job_outputs(jobs: Sequence[VideoJob], out_dir: str | os.PathLike[str]) -> None:
+    """No video's output folder is (or holds) its own input."""
+    out = Path(out_dir)
+    for job in jobs:
+        target = (out / job.name).resolve()
+        if target == Path(job.source) or Path(job.source).is_relative_to(target):
+            raise DataError(
+                f"output {out / job.name} would overwrite the input {job.source}: choose another -o"
+            )
+
+
 @functools.cache
 def _load_detector(path: str, format: str | None, score_thr: float, nms_iou: float) -> Any:
     from tdmi.video.detector import Detector
@@ -156,11 +184,13 @@ def _load_detector(path: str, format: str | None, score_thr: float, nms_iou: flo
     return Detector(path, format=format, score_thr=score_thr, nms_iou=nms_iou)
 
 
-def _detector(options: VideoOptions) -> Any:
-    """The run's person detector, one session per process (a worker keeps it across videos)."""
+def load_detector(options: VideoOptions, cached: bool = True) -> Any:
+    """The run's person detector, one session per process (a worker keeps it across videos);
+    ``cached=False``: a new one (its timing counts one video only)."""
     if options.detector is None:
         return None
-    return _load_detector(options.detector, options.detector_format, options.det_score, options.det_nms)
+    load = _load_detector if cached else _load_detector.__wrapped__
+    return load(options.detector, options.detector_format, options.det_score, options.det_nms)
 
 
 def staging_dir(out_dir: str | os.PathLike[str]) -> Path:
@@ -182,6 +212,43 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def infer_with_options(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: VideoOptions,
+    predictor: Any,
+    frame_predictor: Any | None = None,
+    *,
+    annotations: str | None = None,
+    detector: Any | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Any:
+    """:func:`tdmi.video.infer.infer_video` with a run's options (one video, or one video of a batch
+    with its own ``annotations``); returns its ``InferOutputs``. ``detector``: default, the
+    process's (:func:`load_detector`)."""
+    from tdmi.video.infer import infer_video
+
+    return infer_video(
+        source,
+        out_dir,
+        predictor,
+        frame_predictor=frame_predictor,
+        full_frame=options.full_frame,
+        boxes=options.boxes,
+        annotations=annotations,
+        tracker=options.tracker,
+        score_thr=options.score_thr,
+        box_policy=options.box_policy,
+        refine=options.refine,
+        overlay=options.overlay,
+        sheet=options.sheet,
+        fps=options.fps,
+        allow_short=options.allow_short,
+        detector=detector if detector is not None else load_detector(options),
+        progress=progress,
+    )
+
+
 def run_video_job(
     job: VideoJob,
     out_dir: str | os.PathLike[str],
@@ -195,8 +262,6 @@ def run_video_job(
 
     An already committed folder is returned as it is (a retried video is never written twice).
     """
-    from tdmi.video.infer import infer_video
-
     target = Path(out_dir) / job.name
     done = read_video_record(target)
     if done is not None:
@@ -208,23 +273,13 @@ def run_video_job(
     t0 = time.perf_counter()
     try:
         with atomic_dir(target, force=True, exclusive=True, staging=staging_dir(out_dir)) as tmp:
-            out = infer_video(
+            out = infer_with_options(
                 job.source,
                 tmp,
+                options,
                 predictor,
-                frame_predictor=frame_predictor,
-                full_frame=options.full_frame,
-                boxes=options.boxes,
+                frame_predictor,
                 annotations=job.annotations,
-                tracker=options.tracker,
-                score_thr=options.score_thr,
-                box_policy=options.box_policy,
-                refine=options.refine,
-                overlay=options.overlay,
-                sheet=options.sheet,
-                fps=options.fps,
-                allow_short=options.allow_short,
-                detector=_detector(options),
                 progress=progress,
             )
             s = out.result.summary()
@@ -302,7 +357,8 @@ class LocalExecutor:
 
     def next_outcome(self) -> Outcome:
         job = self._queue.popleft()
-        cb = (lambda done, total: self.progress(job, done, total)) if self.progress else None
+        report = self.progress
+        cb = (lambda done, total: report(job, done, total)) if report is not None else None
         try:
             entry = run_video_job(
                 job, self.out_dir, self.options, self.predictor, self.frame_predictor, "local", cb
@@ -386,41 +442,9 @@ def run_batch(
     record["runs"] = run_no = int(record.get("runs", 0)) + 1
     videos: dict[str, dict[str, Any]] = record["videos"]
     emit = on_event or (lambda _e: None)
-
-    def save() -> None:
-        done = [v for v in videos.values() if v.get("status") == "done"]
-        record["summary"] = {
-            "videos": len(videos),
-            "done": len(done),
-            "failed": sum(v.get("status") == "failed" for v in videos.values()),
-            "pending": sum(v.get("status") not in ("done", "failed") for v in videos.values()),
-            "frames": sum(int(v.get("frames", 0)) for v in done),
-            "persons": sum(int(v.get("persons", 0)) for v in done),
-        }
-        record["updated"] = _now()
-        write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
-
     sweep_stale_temps(staging_dir(out))  # temp folders of this host's workers killed in an earlier run
-    pending: deque[VideoJob] = deque()
-    for job in jobs:
-        prev = videos.get(job.name, {})
-        if prev.get("source") not in (None, job.source):
-            raise DataError(
-                f"{record_path}: {job.name} came from {prev['source']}, now from {job.source}: "
-                "choose another -o folder"
-            )
-        committed = read_video_record(out / job.name)
-        if committed is not None:
-            if prev.get("status") != "done":  # committed, but its recorder died before writing it down
-                videos[job.name] = {**prev, **committed, "run": run_no, "attempts": prev.get("attempts", 1)}
-            emit(BatchEvent("skipped", job.name, videos[job.name]))
-            continue
-        errors = list(prev.get("errors", []))
-        videos[job.name] = {"status": "pending", "source": job.source, "attempts": prev.get("attempts", 0)}
-        if errors:
-            videos[job.name]["errors"] = errors
-        pending.append(job)
-    save()
+    pending = _pending(jobs, videos, out, run_no, emit)
+    _save_record(record, record_path)
     deaths: dict[str, int] = {}
     in_flight = 0
     try:
@@ -433,27 +457,11 @@ def run_batch(
                 in_flight += 1
             outcome = executor.next_outcome()
             in_flight -= 1
-            name = outcome.job.name
-            entry = videos[name]
-            if outcome.worker_died:
-                deaths[name] = deaths.get(name, 0) + 1
-                entry["worker_deaths"] = int(entry.get("worker_deaths", 0)) + 1
-                if deaths[name] < max_worker_deaths:
-                    entry["status"] = "pending"
-                    pending.appendleft(outcome.job)  # next free worker takes it first
-                    emit(BatchEvent("retry", name, entry, outcome.error or "worker died"))
-                    save()
-                    continue
-                outcome.error = f"its worker died {deaths[name]} times ({outcome.error or 'no reason given'})"
-            if outcome.entry is not None:
-                videos[name] = {**entry, **outcome.entry, "run": run_no}
-                videos[name].pop("error", None)
-                emit(BatchEvent("done", name, videos[name]))
-            else:
-                entry.update(status="failed", error=outcome.error, run=run_no, worker=outcome.worker)
-                entry["errors"] = [*entry.get("errors", []), outcome.error]
-                emit(BatchEvent("failed", name, entry, outcome.error or ""))
-            save()
+            deaths_now = deaths[outcome.job.name] = deaths.get(outcome.job.name, 0) + outcome.worker_died
+            if outcome.worker_died and deaths_now < max_worker_deaths:
+                pending.appendleft(outcome.job)  # next free worker takes it first
+            _settle(outcome, videos, deaths_now, max_worker_deaths, run_no, emit)
+            _save_record(record, record_path)
     finally:
         try:
             executor.close()
@@ -461,9 +469,84 @@ def run_batch(
             for v in videos.values():
                 if v.get("status") == "running":
                     v["status"] = "pending"
-            save()
+            _save_record(record, record_path)
             sweep_stale_temps(staging_dir(out))  # folders of this host's workers killed during this run
     return record
+
+
+def _save_record(record: dict[str, Any], path: Path) -> None:
+    """Write ``run.json`` with its summary counts (atomically: a reader never sees half a record)."""
+    videos: dict[str, dict[str, Any]] = record["videos"]
+    done = [v for v in videos.values() if v.get("status") == "done"]
+    record["summary"] = {
+        "videos": len(videos),
+        "done": len(done),
+        "failed": sum(v.get("status") == "failed" for v in videos.values()),
+        "pending": sum(v.get("status") not in ("done", "failed") for v in videos.values()),
+        "frames": sum(int(v.get("frames", 0)) for v in done),
+        "persons": sum(int(v.get("persons", 0)) for v in done),
+    }
+    record["updated"] = _now()
+    write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+
+
+def _pending(
+    jobs: Sequence[VideoJob],
+    videos: dict[str, dict[str, Any]],
+    out: Path,
+    run_no: int,
+    emit: Callable[[BatchEvent], None],
+) -> deque[VideoJob]:
+    """The jobs this run still has to do: a committed video is skipped (and recorded, when its
+    recorder died before writing it down); a failed one is retried, keeping its earlier errors."""
+    pending: deque[VideoJob] = deque()
+    for job in jobs:
+        prev = videos.get(job.name, {})
+        if prev.get("source") not in (None, job.source):
+            raise DataError(
+                f"{out / RUN_RECORD}: {job.name} came from {prev['source']}, now from {job.source}: "
+                "choose another -o folder"
+            )
+        committed = read_video_record(out / job.name)
+        if committed is not None:
+            if prev.get("status") != "done":
+                videos[job.name] = {**prev, **committed, "run": run_no, "attempts": prev.get("attempts", 1)}
+            emit(BatchEvent("skipped", job.name, videos[job.name]))
+            continue
+        errors = list(prev.get("errors", []))
+        videos[job.name] = {"status": "pending", "source": job.source, "attempts": prev.get("attempts", 0)}
+        if errors:
+            videos[job.name]["errors"] = errors
+        pending.append(job)
+    return pending
+
+
+def _settle(
+    outcome: Outcome,
+    videos: dict[str, dict[str, Any]],
+    deaths: int,
+    max_worker_deaths: int,
+    run_no: int,
+    emit: Callable[[BatchEvent], None],
+) -> None:
+    """Record how a video ended: done, failed, or (its worker died fewer than the limit) pending again."""
+    name = outcome.job.name
+    entry = videos[name]
+    if outcome.worker_died:
+        entry["worker_deaths"] = int(entry.get("worker_deaths", 0)) + 1
+        if deaths < max_worker_deaths:
+            entry["status"] = "pending"
+            emit(BatchEvent("retry", name, entry, outcome.error or "worker died"))
+            return
+        outcome.error = f"its worker died {deaths} times ({outcome.error or 'no reason given'})"
+    if outcome.entry is not None:
+        videos[name] = {**entry, **outcome.entry, "run": run_no}
+        videos[name].pop("error", None)
+        emit(BatchEvent("done", name, videos[name]))
+    else:
+        entry.update(status="failed", error=outcome.error, run=run_no, worker=outcome.worker)
+        entry["errors"] = [*entry.get("errors", []), outcome.error]
+        emit(BatchEvent("failed", name, entry, outcome.error or ""))
 
 
 def summarize(record: dict[str, Any], names: Iterable[str]) -> dict[str, int]:

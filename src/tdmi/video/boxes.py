@@ -148,7 +148,8 @@ def load_detections_json(
 
 def load_gt(path: Path) -> dict[int, list[Det]]:
     """PoseTrack ground-truth boxes with their track ids (one video per file)."""
-    from tdmi.data.posetrack import boxes_from_gt, load_annotation_file
+    from tdmi.data.annotations import load_annotation_file
+    from tdmi.data.posetrack import boxes_from_gt
 
     videos = load_annotation_file(path)
     if len(videos) != 1:
@@ -220,7 +221,7 @@ def annotation_images(
     path = gt_file(spec, annotations)
     if path is None:
         return None
-    from tdmi.data.posetrack import load_annotation_file
+    from tdmi.data.annotations import load_annotation_file
     from tdmi.eval.io import frame_image_entry
 
     videos = load_annotation_file(path)
@@ -273,7 +274,7 @@ class IouTracker:
         if live and boxes:
             m = iou(np.stack([t.boxes[frame - 1] for t in live]), np.stack([d.box for d in boxes]))
             while True:
-                i, j = np.unravel_index(int(np.argmax(m)), m.shape)
+                i, j = (int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape))
                 if m[i, j] < self.threshold:
                     break
                 matched[int(j)] = live[int(i)]
@@ -311,7 +312,7 @@ def make_tracks(
     if not all(with_id):
         if tracker:
             return iou_track(dets, iou_threshold)
-        out = []
+        out: list[BoxTrack] = []
         for f, d in sorted(flat, key=lambda x: x[0]):
             out.append(BoxTrack(len(out), {f: d.box}, {f: d.score}))
         return out

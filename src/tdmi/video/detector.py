@@ -124,8 +124,8 @@ def decode_yolo(
     # OpenCV keeps scores strictly above its threshold: ours (>=) was applied above. Its top_k caps
     # the candidates before NMS, not the survivors, so the cap is applied after.
     below = float(np.nextafter(np.float32(score_thr), np.float32(-1.0)))
-    idx = cv2.dnn.NMSBoxes(xywh.tolist(), conf.tolist(), below, float(nms_iou))
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)[:max_det]
+    kept = cv2.dnn.NMSBoxes(xywh.tolist(), conf.tolist(), below, float(nms_iou))
+    idx = np.asarray(kept, dtype=np.int64).reshape(-1)[:max_det]
     xyxy = np.concatenate([xywh[idx, :2], xywh[idx, :2] + xywh[idx, 2:]], axis=1)
     return xyxy.astype(np.float64), conf[idx].astype(np.float64)
 

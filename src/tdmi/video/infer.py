@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tdmi.errors import DataError
+from tdmi.spec.choices import BoxPolicy
+from tdmi.spec.decoding import Refine
 from tdmi.utils import check_outputs
 from tdmi.video.boxes import (
     BoxTrack,
@@ -33,12 +36,18 @@ from tdmi.video.writers import (
 
 @dataclass
 class InferOutputs:
+    """What one run wrote (``overlay``/``sheet``: None when not asked for) and its result."""
+
     result: InferResult
     json: Path
     csv: Path
     overlay: Path | None
     sheet: Path | None
     overlay_codec: VideoCodec | None = None
+
+    def written(self) -> list[Path]:
+        """The files in the order the CLI reports them."""
+        return [self.json, self.csv] + [p for p in (self.overlay, self.sheet) if p is not None]
 
 
 def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
@@ -48,6 +57,52 @@ def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
         "overlay": out_dir / f"{name}_overlay.mp4",
         "sheet": out_dir / f"{name}_sheet.png",
     }
+
+
+class RunFiles:
+    """The outputs of one pass, stored video or live stream: the overlay streams (atomically) while
+    frames are drawn, the tables and the contact sheet are written once the pass has succeeded."""
+
+    def __init__(
+        self, stack: contextlib.ExitStack, paths: dict[str, Path], source: Any, overlay: bool, sheet: bool
+    ) -> None:
+        self.paths = paths
+        size = (source.width, source.height)
+        self.writer = (
+            stack.enter_context(overlay_video(paths["overlay"], source.fps, size)) if overlay else None
+        )
+        self.contact = ContactSheet() if sheet else None
+        self.draw = drawing_sink(self.writer, self.contact)  # the pipeline sink: draws each frame once
+
+    def finish(
+        self,
+        result: InferResult,
+        name: str,
+        frame_names: list[str],
+        gt_images: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write the tables and the sheet; the fields of the run's :class:`InferOutputs`."""
+        write_tables(result, self.paths["json"], self.paths["csv"], name, frame_names, gt_images, extra)
+        if self.contact is not None:
+            write_png(self.paths["sheet"], self.contact.render())
+        return {
+            "result": result,
+            "json": self.paths["json"],
+            "csv": self.paths["csv"],
+            "overlay": self.paths["overlay"] if self.writer is not None else None,
+            "sheet": self.paths["sheet"] if self.contact is not None else None,
+            "overlay_codec": self.writer.codec if self.writer is not None else None,
+        }
+
+
+def check_box_source(full_frame: bool, boxes: Any, detector: Any) -> None:
+    """Exactly one source of person boxes (stored videos; one video or a batch)."""
+    if sum((full_frame, boxes is not None, detector is not None)) != 1:
+        raise DataError(
+            "say where person boxes come from: --full-frame, --boxes FILE.json|FILE.csv|gt, or "
+            "--detector DET.onnx (one of them)"
+        )
 
 
 def build_tracks(
@@ -61,11 +116,7 @@ def build_tracks(
     iou_threshold: float = 0.3,
     detector: Any | None = None,
 ) -> list[BoxTrack]:
-    if sum((full_frame, boxes is not None, detector is not None)) != 1:
-        raise DataError(
-            "say where person boxes come from: --full-frame, --boxes FILE.json|FILE.csv|gt, or "
-            "--detector DET.onnx (one of them)"
-        )
+    check_box_source(full_frame, boxes, detector)
     if full_frame:
         return full_frame_tracks(source.width, source.height)
     if detector is not None:
@@ -104,8 +155,8 @@ def detector_report(detector: Any, result: InferResult, inline: bool = False) ->
 
 
 def infer_video(
-    input_path: str | Path,
-    out_dir: str | Path,
+    input_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     predictor: Any,
     *,
     frame_predictor: Any | None = None,
@@ -114,8 +165,8 @@ def infer_video(
     annotations: str | Path | None = None,
     tracker: bool = True,
     score_thr: float = 0.3,
-    box_policy: str = "key",
-    refine: str = "quarter",
+    box_policy: BoxPolicy = "key",
+    refine: Refine = "quarter",
     overlay: bool = True,
     sheet: bool = True,
     fps: float | None = None,
@@ -130,16 +181,7 @@ def infer_video(
     annotation's image ids and file names, so ``tdmi-eval`` scores it against that annotation.
     """
     source = open_source(input_path, fps, allow_short=allow_short)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output {out} is a file: -o takes a folder")
-    paths = output_paths(out, source.name)
-    check_outputs(
-        {f"-o ({kind})": p for kind, p in paths.items()},
-        {"SOURCE": input_path} if source.kind == "video" else {},
-        input_dirs={"SOURCE": input_path} if source.kind == "frames" else None,
-        force_option="",
-    )
+    paths = _checked_paths(Path(out_dir), source, input_path)
     tracks = build_tracks(
         source,
         full_frame=full_frame,
@@ -150,15 +192,8 @@ def infer_video(
         detector=detector,
     )
     gt_images = annotation_images(boxes, annotations) if boxes is not None else None
-    contact = ContactSheet() if sheet else None
     with contextlib.ExitStack() as stack:
-        writer = (
-            stack.enter_context(overlay_video(paths["overlay"], source.fps, (source.width, source.height)))
-            if overlay
-            else None
-        )
-
-        sink = drawing_sink(writer, contact)
+        files = RunFiles(stack, paths, source, overlay, sheet)
         result = run_video(
             source,
             tracks,
@@ -166,9 +201,10 @@ def infer_video(
             frame_predictor=frame_predictor,
             box_policy=box_policy,
             refine=refine,
-            sink=sink,
+            sink=files.draw,
             progress=(lambda done: progress(done, source.num_frames)) if progress else None,
         )
+        writer = files.writer
         if writer is not None and writer.frames_written != result.num_frames:
             raise DataError(f"overlay has {writer.frames_written} frames, the input {result.num_frames}")
         if detector is not None:
@@ -177,14 +213,18 @@ def infer_video(
         if gt_images is not None:
             check_annotation_frames(gt_images, max(result.num_frames, source.num_frames or 0))
         extra = {"overlay": writer.codec.to_dict()} if writer is not None else {}
-        write_tables(result, paths["json"], paths["csv"], source.name, names, gt_images, extra)
-        if contact is not None:
-            write_png(paths["sheet"], contact.render())
-    return InferOutputs(
-        result=result,
-        json=paths["json"],
-        csv=paths["csv"],
-        overlay=paths["overlay"] if overlay else None,
-        sheet=paths["sheet"] if sheet else None,
-        overlay_codec=writer.codec if writer is not None else None,
+        return InferOutputs(**files.finish(result, source.name, names, gt_images, extra))
+
+
+def _checked_paths(out: Path, source: VideoSource, input_path: str | os.PathLike[str]) -> dict[str, Path]:
+    """The run's output files, each checked (writable, not the input) before any work."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output {out} is a file: -o takes a folder")
+    paths = output_paths(out, source.name)
+    check_outputs(
+        {f"-o ({kind})": p for kind, p in paths.items()},
+        {"SOURCE": input_path} if source.kind == "video" else {},
+        input_dirs={"SOURCE": input_path} if source.kind == "frames" else None,
+        force_option="",
     )
+    return paths

@@ -25,6 +25,10 @@ from typing import IO, Any
 import numpy as np
 
 from tdmi.errors import ConfigError, DataError
+from tdmi.spec.choices import BoxPolicy
+from tdmi.spec.decoding import Refine
+from tdmi.stats import percentile
+from tdmi.video.infer import InferOutputs
 from tdmi.video.source import DEFAULT_FPS
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -163,7 +167,7 @@ class LiveSource:
                 self.end_reason = "interrupted"
                 return None
             try:
-                return q.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))  # type: ignore[no-any-return]
+                return q.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 if time.monotonic() >= deadline:
                     self.end_reason = "stalled"
@@ -292,7 +296,7 @@ class LatencyLog:
         work = np.array([self.out_t[i] - r for i, r in zip(idx, ready, strict=True)]) * 1000
 
         def pct(a: np.ndarray, q: float) -> float | None:
-            return round(float(np.percentile(a, q)), 3) if len(a) else None
+            return round(percentile(a.tolist(), q), 3) if len(a) else None
 
         span = (max(self.out_t.values()) - arrivals[0]) if self.out_t and arrivals else 0.0
         return {
@@ -309,14 +313,14 @@ class LatencyLog:
 
 
 @dataclass
-class LiveOutputs:
-    result: Any  # tdmi.video.pipeline.InferResult
-    json: Path
-    csv: Path
-    overlay: Path | None
-    sheet: Path | None
-    jsonl: str | None
-    end_reason: str
+class LiveOutputs(InferOutputs):
+    """A live run's outputs: those of a stored video, the JSON lines, and why the stream ended."""
+
+    jsonl: str | None = None
+    end_reason: str = "ended"
+
+    def written(self) -> list[Path]:
+        return super().written() + ([Path(self.jsonl)] if self.jsonl not in (None, "-") else [])
 
 
 def infer_live(
@@ -328,8 +332,8 @@ def infer_live(
     full_frame: bool = False,
     detector: Any | None = None,
     iou_threshold: float = 0.3,
-    box_policy: str = "key",
-    refine: str = "quarter",
+    box_policy: BoxPolicy = "key",
+    refine: Refine = "quarter",
     overlay: bool = True,
     sheet: bool = True,
     jsonl: str | Path | None = None,
@@ -345,50 +349,20 @@ def infer_live(
     as poses come; the overlay streams into a staged file; the PoseTrack JSON and CSV are written when
     the stream ends, stalls, or reaches ``max_frames``.
     """
-    from tdmi.utils import check_outputs
-    from tdmi.video.boxes import IouTracker, full_frame_tracks
-    from tdmi.video.infer import output_paths
+    from tdmi.video.infer import RunFiles, detector_report, output_paths
     from tdmi.video.pipeline import run_video
-    from tdmi.video.writers import ContactSheet, drawing_sink, overlay_video, write_png, write_tables
 
-    if full_frame == (detector is not None):
-        raise DataError(
-            "a live source takes person boxes from --full-frame or --detector DET.onnx (one of them); "
-            "--boxes files are for stored videos"
-        )
-    if detector is not None and box_policy == "smoothed":
-        raise ConfigError(
-            "--box-policy smoothed needs boxes past the key frame's clip: use key or frame on a live source"
-        )
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output {out} is a file: -o takes a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if jsonl is not None and str(jsonl) != "-":
-        check_outputs({"--jsonl": jsonl})
+    out = _check_live_options(out_dir, full_frame, detector, box_policy, jsonl)
     source = open_live(spec, fps=fps, stall_timeout=stall_timeout, max_frames=max_frames)
     paths = output_paths(out, source.name)
-    if detector is not None:
-        tracker = IouTracker(iou_threshold)
-        tracks = tracker.tracks  # grows as frames arrive; run_video reads it at each key frame
-        source.on_frame = lambda i, img: tracker.update(i, detector.dets(img))
-    else:
-        tracks = full_frame_tracks(source.width, source.height)
+    tracks = _live_tracks(source, detector, iou_threshold)
     runner = frame_predictor if frame_predictor is not None else predictor
-    after = runner.config.num_frames - 1 - runner.config.num_frames // 2
-    log = LatencyLog(after)
-    contact = ContactSheet() if sheet else None
+    log = LatencyLog(runner.config.num_frames - 1 - runner.config.num_frames // 2)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stack.enter_context(stop_on_sigint(source.stop))
         emit = stack.enter_context(jsonl_stream(jsonl))
-        writer = (
-            stack.enter_context(overlay_video(paths["overlay"], source.fps, (source.width, source.height)))
-            if overlay
-            else None
-        )
-
-        draw = drawing_sink(writer, contact)
+        files = RunFiles(stack, paths, source, overlay, sheet)
 
         def sink(index: int, image: np.ndarray, poses: list[Any]) -> None:
             now = time.perf_counter()
@@ -396,10 +370,10 @@ def infer_live(
             if emit is not None:
                 arrival = source.arrivals[index] if index < len(source.arrivals) else None
                 emit(pose_record(index, poses, arrival, now))
-            draw(index, image, poses)
+            files.draw(index, image, poses)
 
         result = run_video(
-            source,  # type: ignore[arg-type]  (a LiveSource reads like a VideoSource)
+            source,  # type: ignore[arg-type]  # a LiveSource reads like a VideoSource
             tracks,
             predictor,
             frame_predictor=frame_predictor,
@@ -416,18 +390,42 @@ def infer_live(
             **log.summary(source.arrivals, time.perf_counter() - t0),
         }
         if detector is not None:
-            from tdmi.video.infer import detector_report
-
             result.extra["detector"] = detector_report(detector, result, inline=True)
-        write_tables(result, paths["json"], paths["csv"], source.name, [])
-        if contact is not None:
-            write_png(paths["sheet"], contact.render())
-    return LiveOutputs(
-        result=result,
-        json=paths["json"],
-        csv=paths["csv"],
-        overlay=paths["overlay"] if overlay else None,
-        sheet=paths["sheet"] if sheet else None,
-        jsonl=None if jsonl is None else str(jsonl),
-        end_reason=reason,
-    )
+        done = files.finish(result, source.name, [])
+    return LiveOutputs(**done, jsonl=None if jsonl is None else str(jsonl), end_reason=reason)
+
+
+def _check_live_options(
+    out_dir: str | Path, full_frame: bool, detector: Any, box_policy: str, jsonl: str | Path | None
+) -> Path:
+    """The options a live source refuses, and the output folder (made) and --jsonl file (checked)."""
+    from tdmi.utils import check_outputs
+
+    if full_frame == (detector is not None):
+        raise DataError(
+            "a live source takes person boxes from --full-frame or --detector DET.onnx (one of them); "
+            "--boxes files are for stored videos"
+        )
+    if detector is not None and box_policy == "smoothed":
+        raise ConfigError(
+            "--box-policy smoothed needs boxes past the key frame's clip: use key or frame on a live source"
+        )
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output {out} is a file: -o takes a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if jsonl is not None and str(jsonl) != "-":
+        check_outputs({"--jsonl": jsonl})
+    return out
+
+
+def _live_tracks(source: LiveSource, detector: Any, iou_threshold: float) -> list[Any]:
+    """The whole frame, or detector boxes linked online (the list grows as frames arrive: the
+    pipeline reads it at each key frame)."""
+    from tdmi.video.boxes import IouTracker, full_frame_tracks
+
+    if detector is None:
+        return full_frame_tracks(source.width, source.height)
+    tracker = IouTracker(iou_threshold)
+    source.on_frame = lambda i, img: tracker.update(i, detector.dets(img))
+    return tracker.tracks

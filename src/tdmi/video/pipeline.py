@@ -21,10 +21,11 @@ import numpy as np
 
 from tdmi.data.transforms import CropInfo, clip_indices, crop_clip, heatmaps_to_keypoints, key_frame_position
 from tdmi.errors import ConfigError, DataError
+from tdmi.spec.choices import BOX_POLICIES, BoxPolicy
+from tdmi.spec.decoding import Refine
 from tdmi.video.boxes import BoxTrack, check_frames_exist
 from tdmi.video.source import VideoSource
 
-BOX_POLICIES = ("key", "frame", "smoothed")
 SMOOTH_RADIUS = 2  # frames each side of the centred moving average of the ``smoothed`` policy
 
 
@@ -159,8 +160,8 @@ def run_video(
     predictor: Any,
     *,
     frame_predictor: Any | None = None,
-    box_policy: str = "key",
-    refine: str = "quarter",
+    box_policy: BoxPolicy = "key",
+    refine: Refine = "quarter",
     sink: FrameSink | None = None,
     progress: Callable[[int], None] | None = None,
     keep_heatmaps: bool = False,
@@ -171,87 +172,125 @@ def run_video(
     :class:`tdmi.runtime.features.FramePredictor`) clips are assembled from cached per-frame features.
     ``sink(frame_index, image, poses)`` sees every frame in order once its poses are known.
     """
-    runner = frame_predictor if frame_predictor is not None else predictor
-    cfg = runner.config
-    t_len = cfg.num_frames
-    half = key_frame_position(t_len)
-    after = t_len - 1 - half
-    crops_for = _Crops(tracks, box_policy)
+    run = _KeyFrames(tracks, predictor, frame_predictor, box_policy, refine, keep_heatmaps)
     if source.kind == "frames" and source.num_frames is not None:
         check_frames_exist(tracks, source.num_frames)
-    cache = FeatureCache(capacity=2 * t_len) if frame_predictor is not None else None
-    poses: list[PersonPose] = []
-    heatmaps: list[np.ndarray] = []
-    buffer: dict[int, np.ndarray] = {}
-    stats = {"clips": 0, "passes": 0}
     t0 = time.perf_counter()
 
-    def process(key: int, length: int) -> None:
-        idx = clip_indices(key, t_len, length)
-        active = [t for t in tracks if t.has(key)]
-        frame_poses: list[PersonPose] = []
-        if active:
-            boxes = [crops_for.boxes(t, key, idx) for t in active]
-            if cache is None:
-                hm, infos = _run_clips(predictor, buffer, idx, boxes, cfg)
-                stats["passes"] += len(active) * t_len
-            else:
-                hm, infos, misses = _run_reuse(runner, cache, buffer, idx, boxes, active, cfg)
-                stats["passes"] += misses
-            stats["clips"] += len(active)
-            centers = np.stack([i.center for i in infos])
-            scales = np.stack([i.scale for i in infos])
-            kps, scs = heatmaps_to_keypoints(hm, centers, scales, refine=refine, sigma=cfg.sigma)  # type: ignore[arg-type]
-            for n, t in enumerate(active):
-                frame_poses.append(PersonPose(key, t.track_id, kps[n], scs[n], boxes[n][half], t.score(key)))
-            if keep_heatmaps:
-                heatmaps.append(hm)
-            if cache is not None:
-                cache.drop_finished(
-                    {t.track_id for t in tracks if t.has(key + 1)} | {t.track_id for t in active}
-                )
-        poses.extend(frame_poses)
+    def done(key: int) -> None:
         if sink is not None:
-            sink(key, buffer[key], frame_poses)
-        for old in [i for i in buffer if i < key + 1 - half]:
-            del buffer[old]
+            sink(key, run.buffer[key], run.frame_poses)
+        run.forget_before(key)
         if progress is not None:
             progress(key + 1)
 
     next_key = 0
     count = 0
     for i, img in enumerate(source.frames()):
-        buffer[i] = img
+        run.buffer[i] = img
         count = i + 1
-        while next_key + after <= i:
-            process(next_key, i + 1)
+        while next_key + run.after <= i:  # the key frame's clip is complete: its poses go out now
+            run.process(next_key, i + 1)
+            done(next_key)
             next_key += 1
     if count == 0:
         raise DataError(f"{source.path}: no frames could be decoded")
     # Boxes on frames the container declares but that were lost (--allow-short) are not another
     # video's: the reader already reported those frames; only boxes past the declared end are.
     check_frames_exist(tracks, max(count, source.num_frames or 0))
-    while next_key < count:
-        process(next_key, count)
+    while next_key < count:  # the last key frames: their clips repeat the last frame
+        run.process(next_key, count)
+        done(next_key)
         next_key += 1
-    return InferResult(
-        poses=poses,
-        num_frames=count,
-        num_tracks=len({p.track_id for p in poses}),
-        clips=stats["clips"],
-        backbone_passes=stats["passes"],
-        cache_lookups=cache.lookups if cache else 0,
-        cache_hits=cache.hits if cache else 0,
-        wall_s=time.perf_counter() - t0,
-        reuse_features=cache is not None,
-        box_policy=box_policy,
-        backend=runner.backend,
-        config=cfg,
-        width=source.width,
-        height=source.height,
-        fps=source.fps,
-        heatmaps=heatmaps,
-    )
+    return run.result(source, count, time.perf_counter() - t0)
+
+
+class _KeyFrames:
+    """The state of one pose-tracking pass: the frames still needed, the feature cache, the poses.
+
+    Kept apart from the frame loop of :func:`run_video` so that the loop reads as "buffer, process
+    each key frame whose clip is complete, hand it on".
+    """
+
+    def __init__(
+        self,
+        tracks: list[BoxTrack],
+        predictor: Any,
+        frame_predictor: Any | None,
+        box_policy: BoxPolicy,
+        refine: Refine,
+        keep_heatmaps: bool,
+    ) -> None:
+        self.tracks, self.predictor = tracks, predictor
+        self.runner = frame_predictor if frame_predictor is not None else predictor
+        self.cfg = self.runner.config
+        self.t_len = self.cfg.num_frames
+        self.half = key_frame_position(self.t_len)
+        self.after = self.t_len - 1 - self.half  # frames past the key frame its clip needs
+        self.crops = _Crops(tracks, box_policy)
+        self.box_policy, self.refine, self.keep_heatmaps = box_policy, refine, keep_heatmaps
+        self.cache = FeatureCache(capacity=2 * self.t_len) if frame_predictor is not None else None
+        self.poses: list[PersonPose] = []
+        self.frame_poses: list[PersonPose] = []  # the last processed key frame's
+        self.heatmaps: list[np.ndarray] = []
+        self.buffer: dict[int, np.ndarray] = {}
+        self.clips = self.passes = 0
+
+    def process(self, key: int, length: int) -> None:
+        """Poses of every track present at ``key`` from its clip (``length``: frames decoded so far)."""
+        idx = clip_indices(key, self.t_len, length)
+        active = [t for t in self.tracks if t.has(key)]
+        self.frame_poses = []
+        if active:
+            boxes = [self.crops.boxes(t, key, idx) for t in active]
+            if self.cache is None:
+                hm, infos = _run_clips(self.predictor, self.buffer, idx, boxes, self.cfg)
+                self.passes += len(active) * self.t_len
+            else:
+                hm, infos, misses = _run_reuse(
+                    self.runner, self.cache, self.buffer, idx, boxes, active, self.cfg
+                )
+                self.passes += misses
+            self.clips += len(active)
+            centers = np.stack([i.center for i in infos])
+            scales = np.stack([i.scale for i in infos])
+            kps, scs = heatmaps_to_keypoints(hm, centers, scales, refine=self.refine, sigma=self.cfg.sigma)
+            for n, t in enumerate(active):
+                self.frame_poses.append(
+                    PersonPose(key, t.track_id, kps[n], scs[n], boxes[n][self.half], t.score(key))
+                )
+            if self.keep_heatmaps:
+                self.heatmaps.append(hm)
+            if self.cache is not None:
+                live = {t.track_id for t in self.tracks if t.has(key + 1)} | {t.track_id for t in active}
+                self.cache.drop_finished(live)
+        self.poses.extend(self.frame_poses)
+
+    def forget_before(self, key: int) -> None:
+        """Drop the frames no later clip reads (the next key frame's clip starts at key + 1 - half)."""
+        for old in [i for i in self.buffer if i < key + 1 - self.half]:
+            del self.buffer[old]
+
+    def result(self, source: VideoSource, count: int, wall_s: float) -> InferResult:
+        cache = self.cache
+        return InferResult(
+            poses=self.poses,
+            num_frames=count,
+            num_tracks=len({p.track_id for p in self.poses}),
+            clips=self.clips,
+            backbone_passes=self.passes,
+            cache_lookups=cache.lookups if cache else 0,
+            cache_hits=cache.hits if cache else 0,
+            wall_s=wall_s,
+            reuse_features=cache is not None,
+            box_policy=self.box_policy,
+            backend=self.runner.backend,
+            config=self.cfg,
+            width=source.width,
+            height=source.height,
+            fps=source.fps,
+            heatmaps=self.heatmaps,
+        )
 
 
 def _run_clips(

@@ -10,16 +10,26 @@ counts the death in ``run.json``. Ray is imported only here, when a run asks for
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tdmi.errors import ConfigError, TdmiError
-from tdmi.video.batch import Outcome, VideoJob, VideoOptions, error_line, run_video_job
+from tdmi.video.batch import (
+    Executor,
+    LocalExecutor,
+    Outcome,
+    VideoJob,
+    VideoOptions,
+    error_line,
+    run_video_job,
+)
 
 WAIT_S = 0.5  # ray.wait slice: short, so Ctrl-C is handled between slices
 RESTART_TIMEOUT_S = 300.0  # a dead worker that Ray has not brought back by then ends the run
@@ -251,3 +261,29 @@ class RayExecutor:
         if self._started and ray.is_initialized():
             ray.shutdown()
             self._started = False
+
+
+def make_executor(
+    loader: Callable[..., tuple[Any, Any]],
+    out_dir: Path,
+    options: VideoOptions,
+    ray: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    threads: int | None = None,
+) -> tuple[Executor, str]:
+    """Where the videos run, and its name for the progress line: this process with one predictor
+    (``loader(threads=...)``), or ``workers`` Ray actors (``ray``: an address or 'auto'), each with
+    its own predictor and one intra-op thread unless told otherwise."""
+    if ray is None:
+        return LocalExecutor(loader(threads=threads), out_dir, options), "this process"
+    executor = RayExecutor(
+        functools.partial(loader, threads=threads or 1),
+        out_dir,
+        options,
+        workers=workers or 2,
+        threads=threads or 1,
+        gpus_per_worker=gpus_per_worker,
+        address=ray,
+    )
+    return executor, f"{workers or 2} Ray worker(s)"

@@ -136,7 +136,9 @@ class VideoSource:
             )
 
 
-def open_source(path: str | Path, fps: float | None = None, *, allow_short: bool = False) -> VideoSource:
+def open_source(
+    path: str | os.PathLike[str], fps: float | None = None, *, allow_short: bool = False
+) -> VideoSource:
     """Open ``path`` (a video file or a folder of images); unreadable or empty input is an error.
 
     ``allow_short``: a video that decodes fewer frames than its container declares is a warning

@@ -107,7 +107,7 @@ class OverlayWriter:
         self.frames_written = 0
         with quiet_video_log():  # a codec FFmpeg lacks is not an error worth its log lines
             for codec in codecs:
-                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec.fourcc), fps, size)
+                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*codec.fourcc), fps, size)
                 if self._writer.isOpened():
                     self.codec = codec
                     break
