@@ -227,6 +227,7 @@ def accuracy(
     from tdmi.data.sample import moving_figure_video
     from tdmi.model import load_checkpoint
     from tdmi.runtime.torch_backend import TorchFramePredictor
+    from tdmi.spec.choices import BOX_POLICIES
     from tdmi.video import open_source, run_video
     from tdmi.video.boxes import BoxTrack
 
@@ -236,7 +237,7 @@ def accuracy(
     with tempfile.TemporaryDirectory(prefix="tdmi-policy-") as tmp:
         for speed_x in speeds:
             for jitter in jitters:
-                err: dict[str, list[np.ndarray]] = {p: [] for p in ("key", "frame", "smoothed")}
+                err: dict[str, list[np.ndarray]] = {p: [] for p in BOX_POLICIES}  # key, frame, smoothed
                 dev: dict[str, list[np.ndarray]] = {p: [] for p in ("frame", "smoothed")}
                 passes: dict[str, int] = {p: 0 for p in err}
                 for v in range(videos):
@@ -249,11 +250,11 @@ def accuracy(
                         noisy[:, 2:] *= 1 + rng.normal(0, jitter, (frames, 2))
                     track = BoxTrack(0, {i: noisy[i] for i in range(frames)}, {})
                     src = open_source(_frames_folder(video.frames, Path(tmp) / f"s{speed_x}-j{jitter}-v{v}"))
-                    preds = {}
-                    for policy in err:
-                        res = run_video(src, [track], None, frame_predictor=fp, box_policy=policy)
-                        preds[policy] = np.stack([p.keypoints for p in res.poses])
-                        passes[policy] += res.backbone_passes
+                    preds: dict[str, np.ndarray] = {}
+                    for box_policy in BOX_POLICIES:
+                        res = run_video(src, [track], None, frame_predictor=fp, box_policy=box_policy)
+                        preds[box_policy] = np.stack([p.keypoints for p in res.poses])
+                        passes[box_policy] += res.backbone_passes
                     vis = video.keypoints[:, :, 2] > 0
                     height = boxes[:, 3][:, None]
                     for policy, kp in preds.items():
