@@ -39,7 +39,7 @@ STAGES = (
     "head.aggregate",
     "head",
 )
-SEED = 12345  # the held-out seed of tdmi.benchmarks.synthetic_weights
+SEED = 12345  # the held-out seed of tdmi.train.synthetic
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu-evidence.sh [OUTDIR]        # OUTDIR defaults to $OUT, else out/gpu-evidence
 #
-# 1. the evidence kit (python -m tdmi.benchmarks.gpu_check): gpu.json, gpu.md, kit.log;
+# 1. the evidence kit (python -m tdmi.gpukit): gpu.json, gpu.md, kit.log;
 # 2. the CUDA-marked tests, if pytest is importable or ./wheelhouse holds its wheels
 #    (fill it beforehand with scripts/fill-wheelhouse.sh): tests.log;
 # 3. summary.txt, also printed.
@@ -21,7 +21,7 @@ with_timeout() { if command -v timeout >/dev/null; then timeout -k 10 "$@"; else
 
 echo "== GPU evidence kit -> $OUTDIR"
 # shellcheck disable=SC2086  # GPU_CHECK_ARGS is a flag list
-with_timeout "$KIT_TIMEOUT" "$PY" -m tdmi.benchmarks.gpu_check --json "$OUTDIR/gpu.json" --md "$OUTDIR/gpu.md" \
+with_timeout "$KIT_TIMEOUT" "$PY" -m tdmi.gpukit --json "$OUTDIR/gpu.json" --md "$OUTDIR/gpu.md" \
     ${GPU_CHECK_ARGS:-} 2>&1 | tee "$OUTDIR/kit.log"
 kit_rc=${PIPESTATUS[0]}
 

@@ -7,16 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
-from tdmi.benchmarks.report import (
-    AccuracyRow,
-    BenchReport,
-    LatencyRow,
-    accuracy_cells,
-    latency_cells,
-    render_console,
-    skipped_row,
-    speedup_cell,
-)
+from tdmi.benchmarks.report import AccuracyRow, BenchReport, LatencyRow, skipped_row
+from tdmi.benchmarks.report_console import render_console
+from tdmi.benchmarks.report_markdown import accuracy_cells, latency_cells, speedup_cell
 from tdmi.benchmarks.task_accuracy import TaskAccuracyRow, task_cells
 
 CHECK = "accuracy check (TensorRT-targeted graph)"
@@ -226,7 +219,7 @@ def test_narrow_terminal_drops_low_priority_columns_first() -> None:
 
 
 def test_cells_stack_at_spaces_when_the_kept_columns_are_too_wide() -> None:
-    from tdmi.benchmarks.report import ConsoleColumn, fit_table
+    from tdmi.benchmarks.report_console import ConsoleColumn, fit_table
 
     buf = io.StringIO()
     console = Console(file=buf, width=38, force_terminal=True, color_system=None)

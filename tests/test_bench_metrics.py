@@ -19,20 +19,15 @@ from tdmi.benchmarks.latency import (
     paired_ratio,
     percentile,
 )
-from tdmi.benchmarks.report import (
-    NONFINITE_FLAG,
-    BenchReport,
-    accuracy_rows,
-    latency_rows,
-    to_markdown,
-    write_report,
-)
-from tdmi.benchmarks.suite import cpu_int8_isa, parse_backends, parse_batches
+from tdmi.benchmarks.report import NONFINITE_FLAG, BenchReport, accuracy_rows, latency_rows
+from tdmi.benchmarks.report_markdown import to_markdown, write_report
+from tdmi.benchmarks.variants import parse_backends, parse_batches
 from tdmi.data.annotations import load_annotation_file
 from tdmi.data.targets import render_gaussian
 from tdmi.errors import ConfigError, DataError
 from tdmi.eval.metrics import coords_agreement, heatmap_coords, heatmap_error, keypoint_agreement
 from tdmi.model import get_preset
+from tdmi.plugins.machine import cpu_int8_isa
 
 TINY = get_preset("tdmi-tiny")
 HM_H, HM_W = TINY.heatmap_size
@@ -188,7 +183,7 @@ def _report(rows: Any, acc: Any = None) -> BenchReport:
 
 def test_header_says_whether_the_cpu_has_vnni() -> None:
     """INT8 speed-ups differ several-fold between AVX2 and VNNI CPUs: the report must say which ran."""
-    from tdmi.benchmarks.report import header_lines
+    from tdmi.benchmarks.report_markdown import header_lines
 
     zen3 = "processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n"
     zen4 = "flags\t: fpu avx avx2 avx512f avx512_vnni avx512_bf16\n"

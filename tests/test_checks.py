@@ -40,7 +40,7 @@ def test_judge_never_lets_an_empty_check_be_ok() -> None:
 
 def test_load_test_parity_of_zero_requests_is_not_checked() -> None:
     """Comparing nothing used to report ``ok`` (worst error 0.0 <= tolerance)."""
-    from tdmi.benchmarks.load_test import LoadTestOptions, check_parity
+    from tdmi.serve.load_test import LoadTestOptions, check_parity
 
     opts = LoadTestOptions(url="127.0.0.1:1", parity_requests=0)
     parity = check_parity(opts, reference=None, io=("frames", [3, 3, 64, 48], "FP32", "heatmaps"))

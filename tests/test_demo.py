@@ -36,7 +36,7 @@ def test_shipped_weights_are_small_and_say_they_are_synthetic() -> None:
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
     assert "tdmi-tiny" in json.dumps(meta)
     sheet = (onnx_path.parent / "WEIGHTS.md").read_text()
-    assert "NOT pose weights" in sheet and "synthetic_weights" in sheet
+    assert "NOT pose weights" in sheet and "tdmi.train.synthetic" in sheet
     assert "SYNTHETIC" in " ".join(DEMO_BANNER) and "not pose weights" in " ".join(DEMO_BANNER)
 
 

@@ -19,8 +19,23 @@ from typing import Any
 
 import pytest
 
-from tdmi.benchmarks import gpu_check as gc
 from tdmi.errors import TdmiError
+from tdmi.gpukit import isolate, runner
+from tdmi.gpukit.cli import main as kit_main
+from tdmi.gpukit.dcn_forms import load_decomposed_dcn, section_dcn_forms
+from tdmi.gpukit.kernel_correctness import ALIGNMENTS
+from tdmi.gpukit.options import (
+    DCN_IMPORT,
+    IMAGE_PACKAGES,
+    SECTIONS,
+    STATUSES,
+    TITLES,
+    Options,
+    SectionSkipped,
+)
+from tdmi.gpukit.record import Recorder, to_markdown
+from tdmi.gpukit.runner import exit_code, run_kit
+from tdmi.gpukit.torch_latency import LATENCY_VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +94,7 @@ def _closure(roots: tuple[str, ...]) -> set[str]:
 
 def image_env(tmp: Path, extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Environment for a child Python that sees only the GPU image's packages (plus ``extra``)."""
-    allowed = _closure((*gc.IMAGE_PACKAGES, *extra))
+    allowed = _closure((*IMAGE_PACKAGES, *extra))
     blocked = sorted(
         mod
         for mod, owners in md.packages_distributions().items()
@@ -111,15 +126,15 @@ def test_blocker_removes_what_the_image_lacks(image_site: dict[str, str]) -> Non
 @pytest.mark.slow  # ~30 s on 2 cores; CI runs it: it is the proof the kit survives the GPU image
 def test_cpu_dry_run_in_the_gpu_image(image_site: dict[str, str], tmp_path: Path) -> None:
     js, mdp = tmp_path / "gpu.json", tmp_path / "gpu.md"
-    cmd = [sys.executable, "-m", "tdmi.benchmarks.gpu_check", "--device", "cpu", "--quick"]
+    cmd = [sys.executable, "-m", "tdmi.gpukit", "--device", "cpu", "--quick"]
     cmd += ["--json", str(js), "--md", str(mdp), "--time-limit", "600"]
     proc = subprocess.run(cmd, env=image_site, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     report = json.loads(js.read_text())
     secs = report["sections"]
     detail = {n: (s["status"], s.get("reason"), s.get("log_tail", "")[-800:]) for n, s in secs.items()}
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], detail)
-    assert list(secs) == list(gc.SECTIONS)
-    assert all(s["status"] in gc.STATUSES and s["title"] == gc.TITLES[n] for n, s in secs.items())
+    assert list(secs) == list(SECTIONS)
+    assert all(s["status"] in STATUSES and s["title"] == TITLES[n] for n, s in secs.items())
     for name in ("environment", "ort_cpu"):
         assert secs[name]["status"] == "ok", detail[name]
     # Nothing of the PTX kernel runs on a CPU: those sections are skipped (never ok), with counts.
@@ -139,7 +154,7 @@ def test_cpu_dry_run_in_the_gpu_image(image_site: dict[str, str], tmp_path: Path
     ref = [c for c in cases if c["path"] == "torch-vs-numpy"]
     assert ref and all(c["status"] == "ok" and c["bit_exact"] for c in ref)
     assert {c["frames"] for c in ref} == {2, 3, 5} and {c["dtype"] for c in ref} == {"float32", "float16"}
-    assert {c["align"] for c in ref} == set(gc.ALIGNMENTS) and any(c["shape"][0] == 0 for c in ref)
+    assert {c["align"] for c in ref} == set(ALIGNMENTS) and any(c["shape"][0] == 0 for c in ref)
     gpu_rows = [c for c in cases if c["path"] in ("cuda-python", "cupy")]
     assert gpu_rows and all(c["status"] == "skipped" and "CUDA GPU" in c["reason"] for c in gpu_rows)
 
@@ -152,13 +167,13 @@ def test_cpu_dry_run_in_the_gpu_image(image_site: dict[str, str], tmp_path: Path
     assert [r["batch"] for r in eager] == [1, 2]
     assert all(r["status"] == "ok" and r["p50_ms"] > 0 and r["keypoint_agreement"] == 1.0 for r in eager)
     others = [r for r in lat if r["variant"] != "eager-fp32"]
-    assert {r["variant"] for r in others} == {v.name for v in gc.LATENCY_VARIANTS[1:]}
+    assert {r["variant"] for r in others} == {v.name for v in LATENCY_VARIANTS[1:]}
     assert all(r["status"] == "skipped" and r["reason"] for r in others)
 
     dcn = secs["dcn_forms"]
     assert dcn["status"] in ("ok", "skipped")
     if dcn["status"] == "skipped":
-        assert gc.DCN_IMPORT in dcn["reason"]
+        assert DCN_IMPORT in dcn["reason"]
     else:
         assert all(r["status"] == "ok" and r["p50_ms"] > 0 for r in dcn["rows"])
 
@@ -167,7 +182,7 @@ def test_cpu_dry_run_in_the_gpu_image(image_site: dict[str, str], tmp_path: Path
     assert ort["onnxruntime"]["keypoint_agreement"] == 1.0 and secs["ort_cpu"]["setup"]["simplified"] is False
 
     text = mdp.read_text()
-    assert all(gc.TITLES[n] in text for n in gc.SECTIONS)
+    assert all(TITLES[n] in text for n in SECTIONS)
 
 
 def test_cuda_tests_collect_in_the_gpu_image(tmp_path: Path) -> None:
@@ -185,30 +200,30 @@ def test_cuda_tests_collect_in_the_gpu_image(tmp_path: Path) -> None:
 
 
 def _stub_sections(monkeypatch: pytest.MonkeyPatch, funcs: dict[str, Any]) -> None:
-    table = {n: (lambda opts, rec: None) for n in gc.SECTIONS}
+    table = {n: (lambda opts, rec: None) for n in SECTIONS}
     table.update(funcs)
-    monkeypatch.setattr(gc, "SECTION_FUNCS", table)
+    monkeypatch.setattr(runner, "SECTION_FUNCS", table)
 
 
 def test_a_failing_section_is_recorded_and_the_next_one_runs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def broken(opts: gc.Options, rec: gc.Recorder) -> None:
+    def broken(opts: Options, rec: Recorder) -> None:
         rec.set("rows", [{"status": "ok", "value": 1}])
         raise RuntimeError("device fell off the bus")
 
-    def fine(opts: gc.Options, rec: gc.Recorder) -> None:
+    def fine(opts: Options, rec: Recorder) -> None:
         rec.set("rows", [{"status": "ok", "value": 2, "kernel_gbps": 900.0}])
 
     _stub_sections(monkeypatch, {"kernel_correctness": broken, "kernel_bandwidth": fine})
     js, mdp = tmp_path / "r.json", tmp_path / "r.md"
-    report = gc.run_kit(gc.Options(device="cpu", quick=True), None, 300, js, mdp, isolate=False)
+    report = run_kit(Options(device="cpu", quick=True), None, 300, js, mdp, isolate=False)
     on_disk = json.loads(js.read_text())
     bad = on_disk["sections"]["kernel_correctness"]
     assert bad["status"] == "failed" and "device fell off the bus" in bad["reason"]
     assert bad["rows"] == [{"status": "ok", "value": 1}]  # measured before the failure: kept
     assert on_disk["sections"]["kernel_bandwidth"]["status"] == "ok"
-    assert gc.exit_code(report) == 1 and "device fell off the bus" in mdp.read_text()
+    assert exit_code(report) == 1 and "device fell off the bus" in mdp.read_text()
 
 
 def _cases(*statuses: str) -> list[dict[str, Any]]:
@@ -242,20 +257,20 @@ def test_a_section_is_ok_only_when_its_subject_ran(
 ) -> None:
     """The reference (torch vs numpy) running is not the kernel running: the title's subject counts."""
     _stub_sections(monkeypatch, {"kernel_correctness": lambda opts, rec: rec.set("cases", _cases(*statuses))})
-    report = gc.run_kit(gc.Options(device="cpu"), ["kernel_correctness"], 60, isolate=False)
+    report = run_kit(Options(device="cpu"), ["kernel_correctness"], 60, isolate=False)
     section = report["sections"]["kernel_correctness"]
     assert (section["status"], section["reason"]) == (status, reason)
     assert section["counts"]["ran"] == statuses.count("ok")
     assert section["counts"]["skipped"] == statuses.count("skipped")
-    assert gc.exit_code(report) == 0
-    row = next(line for line in gc.to_markdown(report).splitlines() if line.startswith("| 2. "))
+    assert exit_code(report) == 0
+    row = next(line for line in to_markdown(report).splitlines() if line.startswith("| 2. "))
     assert f"| {status} | {statuses.count('ok')} / {statuses.count('skipped')} |" in row
 
 
 def test_bandwidth_rows_without_the_kernel_do_not_count_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [{"status": "ok", "kernel_gbps": None, "copy_gbps": 10.0, "kernel_note": "kernel not run: no GPU"}]
     _stub_sections(monkeypatch, {"kernel_bandwidth": lambda opts, rec: rec.set("rows", rows * 2)})
-    section = gc.run_kit(gc.Options(device="cpu"), ["kernel_bandwidth"], 60, isolate=False)["sections"][
+    section = run_kit(Options(device="cpu"), ["kernel_bandwidth"], 60, isolate=False)["sections"][
         "kernel_bandwidth"
     ]
     assert section["status"] == "skipped" and "2 skipped: kernel not run: no GPU" in section["reason"]
@@ -263,19 +278,19 @@ def test_bandwidth_rows_without_the_kernel_do_not_count_for_it(monkeypatch: pyte
 
 def test_global_time_guard_leaves_sections_out_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     _stub_sections(monkeypatch, {})
-    report = gc.run_kit(gc.Options(device="cpu"), ["environment", "ort_cpu"], 2.0, isolate=False)
+    report = run_kit(Options(device="cpu"), ["environment", "ort_cpu"], 2.0, isolate=False)
     assert {s["status"] for s in report["sections"].values()} == {"not_run"}
     assert "global time guard" in report["sections"]["ort_cpu"]["reason"]
-    assert gc.exit_code(report) == 1
+    assert exit_code(report) == 1
 
 
 def test_unknown_section_is_refused() -> None:
     with pytest.raises(TdmiError, match="unknown section"):
-        gc.run_kit(gc.Options(device="cpu"), ["environment", "warp_drive"], 10, isolate=False)
+        run_kit(Options(device="cpu"), ["environment", "warp_drive"], 10, isolate=False)
 
 
 def test_row_time_guard_marks_the_section_partial(tmp_path: Path) -> None:
-    rec = gc.Recorder(tmp_path / "w.json", deadline=time.time() + 1.0)
+    rec = Recorder(tmp_path / "w.json", deadline=time.time() + 1.0)
     rec.row("rows", {"batch": 1}, lambda: {"p50_ms": 3.0})
     rec.row("rows", {"batch": 8}, lambda: {"p50_ms": 9.0}, need_s=60.0)
     rows = json.loads((tmp_path / "w.json").read_text())["rows"]
@@ -292,10 +307,10 @@ def test_worker_killed_at_its_timeout_keeps_partial_results(
         "time.sleep(60)"
     )
     monkeypatch.setattr(
-        gc, "_worker_cmd", lambda name, opts, out, deadline: [sys.executable, "-c", script, str(out)]
+        isolate, "_worker_cmd", lambda name, opts, out, deadline: [sys.executable, "-c", script, str(out)]
     )
     t0 = time.perf_counter()
-    result = gc._run_isolated("torch_latency", gc.Options(device="cpu"), 8.0, tmp_path)
+    result = isolate.run_isolated("torch_latency", Options(device="cpu"), 8.0, tmp_path)
     assert time.perf_counter() - t0 < 30
     assert result["status"] == "timeout" and result["rows"] == [{"batch": 1}]
     assert "time guard" in result["reason"]
@@ -305,8 +320,10 @@ def test_worker_crash_is_a_failed_section_with_its_log(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     script = "import sys; print('segfault-ish trouble', file=sys.stderr); sys.exit(3)"
-    monkeypatch.setattr(gc, "_worker_cmd", lambda name, opts, out, deadline: [sys.executable, "-c", script])
-    result = gc._run_isolated("kernel_correctness", gc.Options(device="cpu"), 30.0, tmp_path)
+    monkeypatch.setattr(
+        isolate, "_worker_cmd", lambda name, opts, out, deadline: [sys.executable, "-c", script]
+    )
+    result = isolate.run_isolated("kernel_correctness", Options(device="cpu"), 30.0, tmp_path)
     assert result["status"] == "failed" and "exited with 3" in result["reason"]
     assert "segfault-ish trouble" in result["log_tail"]
 
@@ -320,8 +337,8 @@ def test_dcn_section_compares_forms(tmp_path: Path) -> None:
             x, offset, weight, bias, stride=kw["stride"], padding=kw["padding"], mask=kw["mask"]
         )
 
-    rec = gc.Recorder(None, deadline=time.time() + 120)
-    gc.section_dcn_forms(gc.Options(device="cpu", quick=True), rec, decomposed=stand_in)
+    rec = Recorder(None, deadline=time.time() + 120)
+    section_dcn_forms(Options(device="cpu", quick=True), rec, decomposed=stand_in)
     rows = rec.data["rows"]
     assert {(r["form"], r["batch"]) for r in rows} == {
         (f, b) for f in ("torchvision", "decomposed") for b in (1, 2)
@@ -334,10 +351,10 @@ def test_missing_decomposed_dcn_is_a_skip_with_the_reason() -> None:
     import importlib.util
 
     if importlib.util.find_spec("tdmi.model.dcn") is not None:
-        assert callable(gc.load_decomposed_dcn())
+        assert callable(load_decomposed_dcn())
         return
-    with pytest.raises(gc.SectionSkipped, match=r"tdmi\.model\.dcn"):
-        gc.load_decomposed_dcn()
+    with pytest.raises(SectionSkipped, match=r"tdmi\.model\.dcn"):
+        load_decomposed_dcn()
 
 
 def test_bench_cli_dispatches_gpu(
@@ -356,6 +373,5 @@ def test_bench_cli_dispatches_gpu(
 
 
 def test_output_folder_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
-        gc.main(["--device", "cpu", "--json", str(tmp_path / "missing" / "gpu.json")])
+    assert kit_main(["--device", "cpu", "--json", str(tmp_path / "missing" / "gpu.json")]) == 2
     assert not (tmp_path / "missing").exists()

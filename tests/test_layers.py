@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # run artifacts | make artifacts
     ("tdmi.runtime", "tdmi.export"),
     # capabilities
-    ("tdmi.benchmarks", "tdmi.serve", "tdmi.video", "tdmi.train"),
+    ("tdmi.benchmarks", "tdmi.gpukit", "tdmi.serve", "tdmi.video", "tdmi.train"),
     ("tdmi.cli",),
 )
 # Edges the layer order alone would allow, but that break the torch-free deploy install: the

@@ -219,8 +219,9 @@ def test_split_pair_runs_on_openvino(tmp_path: Path) -> None:
 
 def test_bench_default_job_and_report_name_the_cpu_and_the_best_variant() -> None:
     from tdmi.benchmarks.report import LatencyRow, best_cpu_variant
-    from tdmi.benchmarks.suite import OPENVINO_VARIANTS, cpu_bf16_isa, variant_set
     from tdmi.benchmarks.task_accuracy import TaskAccuracyRow
+    from tdmi.benchmarks.variants import OPENVINO_VARIANTS, variant_set
+    from tdmi.plugins.machine import cpu_bf16_isa
 
     assert set(OPENVINO_VARIANTS) <= set(variant_set("default"))
     assert variant_set("ov-int8,ort-fp32") == ["ov-int8", "ort-fp32"]

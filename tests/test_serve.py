@@ -422,7 +422,7 @@ def test_bad_request_is_refused_and_the_server_keeps_serving(
 def test_load_test_loses_nothing_and_matches_the_runtime(
     server: TritonServer, reference: runtime.Predictor
 ) -> None:
-    from tdmi.benchmarks.load_test import LoadTestOptions, run_load_test
+    from tdmi.serve.load_test import LoadTestOptions, run_load_test
 
     opts = LoadTestOptions(
         url=f"http://{server.http_url}",
@@ -483,7 +483,7 @@ def test_tdmi_bench_server_cli_writes_the_report(
 
 @pytest.mark.serve
 def test_load_test_names_an_unreachable_server() -> None:
-    from tdmi.benchmarks.load_test import LoadTestOptions, run_load_test
+    from tdmi.serve.load_test import LoadTestOptions, run_load_test
 
     with pytest.raises(TdmiError, match=r"not served|cannot reach"):
         run_load_test(LoadTestOptions(url=f"127.0.0.1:{free_port()}"), progress=False)

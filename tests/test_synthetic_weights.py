@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tdmi.benchmarks import synthetic_weights as sw
 from tdmi.data.sample import sample_clips
 from tdmi.model import TDMI, get_preset, load_checkpoint
+from tdmi.train import synthetic as sw
 
 CFG = get_preset("tdmi-tiny")
 

@@ -1,7 +1,7 @@
 """Benchmarks: interleaved latency of every backend, agreement with the PyTorch reference, PoseTrack mAP.
 
-Names are imported on first use (PEP 562): ``python -m tdmi.benchmarks.gpu_check`` and
-``plugin_bandwidth`` must start on a bare GPU image without OpenCV or matplotlib, which the
+Names are imported on first use (PEP 562): the GPU evidence kit (:mod:`tdmi.gpukit`) imports
+``plugin_bandwidth``, which must start on a bare GPU image without OpenCV or matplotlib, which the
 harness modules below import.
 """
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         load_posetrack,
         run_posetrack,
     )
+    from tdmi.benchmarks.job import run_bench
     from tdmi.benchmarks.latency import (
         LatencyStats,
         Measurement,
@@ -26,25 +27,17 @@ if TYPE_CHECKING:
         measure,
         percentile,
     )
+    from tdmi.benchmarks.options import BenchOptions
     from tdmi.benchmarks.report import (
         AccuracyRow,
         BenchReport,
         LatencyRow,
         accuracy_rows,
         latency_rows,
-        plot_png,
-        render_console,
-        to_markdown,
-        write_report,
     )
-    from tdmi.benchmarks.suite import (
-        VARIANTS,
-        BenchOptions,
-        machine_info,
-        parse_backends,
-        parse_batches,
-        run_bench,
-    )
+    from tdmi.benchmarks.report_console import render_console
+    from tdmi.benchmarks.report_markdown import plot_png, to_markdown, write_report
+    from tdmi.benchmarks.variants import VARIANTS, parse_backends, parse_batches
     from tdmi.eval.metrics import (
         AGREEMENT_TOL_PX,
         coords_agreement,
@@ -52,6 +45,7 @@ if TYPE_CHECKING:
         heatmap_error,
         keypoint_agreement,
     )
+    from tdmi.plugins.machine import machine_info
 
 _HOME: dict[str, str] = {
     "BackendAccuracy": "tdmi.benchmarks.accuracy",
@@ -75,16 +69,16 @@ _HOME: dict[str, str] = {
     "LatencyRow": "tdmi.benchmarks.report",
     "accuracy_rows": "tdmi.benchmarks.report",
     "latency_rows": "tdmi.benchmarks.report",
-    "plot_png": "tdmi.benchmarks.report",
-    "render_console": "tdmi.benchmarks.report",
-    "to_markdown": "tdmi.benchmarks.report",
-    "write_report": "tdmi.benchmarks.report",
-    "VARIANTS": "tdmi.benchmarks.suite",
-    "BenchOptions": "tdmi.benchmarks.suite",
-    "machine_info": "tdmi.benchmarks.suite",
-    "parse_backends": "tdmi.benchmarks.suite",
-    "parse_batches": "tdmi.benchmarks.suite",
-    "run_bench": "tdmi.benchmarks.suite",
+    "plot_png": "tdmi.benchmarks.report_markdown",
+    "render_console": "tdmi.benchmarks.report_console",
+    "to_markdown": "tdmi.benchmarks.report_markdown",
+    "write_report": "tdmi.benchmarks.report_markdown",
+    "VARIANTS": "tdmi.benchmarks.variants",
+    "BenchOptions": "tdmi.benchmarks.options",
+    "machine_info": "tdmi.plugins.machine",
+    "parse_backends": "tdmi.benchmarks.variants",
+    "parse_batches": "tdmi.benchmarks.variants",
+    "run_bench": "tdmi.benchmarks.job",
 }
 
 __all__ = [

@@ -126,13 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"{p} not found")
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
-    result = run(args.python or [sys.executable], args.model, args.video, args.rounds)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        from tdmi.utils import write_text_atomic
+    from tdmi.benchmarks.output import emit_json
 
-        write_text_atomic(args.json, text + "\n")
+    emit_json(run(args.python or [sys.executable], args.model, args.video, args.rounds), args.json)
     return 0
 
 

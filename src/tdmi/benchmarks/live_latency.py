@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tdmi.benchmarks.output import emit_json
 from tdmi.errors import DataError, TdmiError
-from tdmi.utils import write_text_atomic
 
 
 def _keypoints(path: Path) -> list[list[float]]:
@@ -52,7 +52,7 @@ def live_vs_offline(
 
     if not jpegs:
         raise DataError("no frames to stream")
-    options = {"threads": threads} if threads else {}
+    options: dict[str, Any] = {"threads": threads} if threads else {}
     predictor = runtime.load(str(model), device="cpu", **options)
     rows: dict[str, list[dict[str, Any]]] = {"offline": [], "online": [], "online_paced": []}
     with tempfile.TemporaryDirectory(prefix="tdmi-live-bench-") as tmp:
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TdmiError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.json is not None:
-        write_text_atomic(a.json, text + "\n")
+    emit_json(result, a.json)
     return 0
 
 

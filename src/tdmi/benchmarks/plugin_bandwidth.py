@@ -13,7 +13,7 @@ same run on the same GPU with CUDA events:
   without our kernel.
 
 :func:`measure` also runs on the CPU without the kernel (copy and PyTorch rows only), so the
-GPU evidence kit (:mod:`tdmi.benchmarks.gpu_check`) exercises this code in its CPU dry run.
+GPU evidence kit (:mod:`tdmi.gpukit`) exercises this code in its CPU dry run.
 
 Shapes: HRNet-W48 stage features of a 384x288 input (96x72 maps; stage 1 C=256, stages 2-4 C=48),
 B*T = 3 (one 3-frame clip) and larger batches, FP32 and FP16.

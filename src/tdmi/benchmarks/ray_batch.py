@@ -53,7 +53,7 @@ def write_videos(folder: Path, count: int, frames: int, size: tuple[int, int] = 
     folder.mkdir(parents=True, exist_ok=True)
     w, h = size
     for k in range(count):
-        writer = cv2.VideoWriter(str(folder / f"v{k:02d}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+        writer = cv2.VideoWriter(str(folder / f"v{k:02d}.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (w, h))
         for i in range(frames):
             img = np.full((h, w, 3), 30 + 20 * k, np.uint8)
             cv2.circle(img, (10 + i % (w - 20), 20 + (3 * k) % (h - 40)), 10, (200, 120, 40 + 15 * k), -1)

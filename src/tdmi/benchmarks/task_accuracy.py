@@ -6,7 +6,7 @@ joints, so every backend is scored against the truth (PCK@0.05 of the box's long
 on the same seeded clips, and the drop against the FP32 reference gets a paired bootstrap interval.
 
 The clips come from a seed different from training's (``HELDOUT_SEED``), so synthetic-trained
-weights (``python -m tdmi.benchmarks.synthetic_weights``) are not scored on what they saw.
+weights (``python -m tdmi.train.synthetic``) are not scored on what they saw.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from tdmi.eval.metrics import TaskScore, task_scores
 from tdmi.eval.synthetic import SyntheticSet, predict_keypoints, synthetic_set
 
 __all__ = ["SyntheticSet", "TaskAccuracyRow", "run_synthetic_accuracy", "synthetic_set"]
-
-ACCURACY_CHOICES = ("auto", "synthetic", "none")
 
 
 @dataclass

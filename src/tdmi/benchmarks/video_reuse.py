@@ -92,6 +92,82 @@ def _time(fn: Any, reps: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
+def _predictors(
+    net: Any, preset: str, backend: str, cache: Path, threads: int | None
+) -> tuple[Any, Any, dict[str, float]]:
+    """(clip predictor, frame predictor, the split pair's verification figures) for one backend."""
+    from tdmi.runtime import load
+    from tdmi.runtime.features import OnnxFramePredictor
+    from tdmi.runtime.torch_backend import TorchFramePredictor, TorchPredictor
+
+    if backend == "torch":
+        return TorchPredictor(net), TorchFramePredictor(net), {}
+    single, split, extra = _ort_artifacts(net, preset, cache)
+    return load(single, threads=threads), OnnxFramePredictor(split, threads=threads), extra
+
+
+def _one_round(
+    src: Any, tracks: Any, pred: Any, fp: Any, crops: np.ndarray, stacks: list[Any], r: int
+) -> dict[str, float]:
+    """One paired round: both paths over the video (order alternating), then the ceiling's parts."""
+    from tdmi.video import run_video
+
+    order = ("clip", "reuse") if r % 2 == 0 else ("reuse", "clip")
+    got, cpu = {}, {}
+    for mode in order:
+        c0 = time.process_time()
+        res = (
+            run_video(src, tracks, pred)
+            if mode == "clip"
+            else run_video(src, tracks, None, frame_predictor=fp)
+        )
+        cpu[mode] = time.process_time() - c0
+        got[mode] = res.frames_per_s
+    (bb_t, cbb_t) = _time(lambda: fp.frame_features(crops), 1)
+    (bb_1, cbb_1) = _time(lambda: fp.frame_features(crops[:1]), 2)
+    (hd, chd) = _time(lambda: fp.head(stacks), 2)
+    return {
+        "clip": got["clip"],
+        "reuse": got["reuse"],
+        "ratio": got["reuse"] / got["clip"],
+        "ceiling": (bb_t + hd) / (bb_1 + hd),
+        "cpu_ratio": cpu["clip"] / cpu["reuse"],
+        "cpu_ceiling": (cbb_t + chd) / (cbb_1 + chd),
+        "bb_t": bb_t,
+        "bb_1": bb_1,
+        "hd": hd,
+    }
+
+
+def _summary(per_round: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians and spreads of the rounds, and each round's speed-up over its own ceiling."""
+    ratios = [x["ratio"] for x in per_round]
+    ceilings = [x["ceiling"] for x in per_round]
+    cpu_ratios = [x["cpu_ratio"] for x in per_round]
+    cpu_ceilings = [x["cpu_ceiling"] for x in per_round]
+    return {
+        "clip_fps_median": statistics.median(x["clip"] for x in per_round),
+        "reuse_fps_median": statistics.median(x["reuse"] for x in per_round),
+        "speedup_median": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "ceiling_median": statistics.median(ceilings),
+        "ceiling_min": min(ceilings),
+        "ceiling_max": max(ceilings),
+        "fraction_of_ceiling": statistics.median(ratios) / statistics.median(ceilings),
+        # paired: each round's speed-up over the ceiling measured in the same round
+        "fraction_of_ceiling_paired": statistics.median(
+            [r / c for r, c in zip(ratios, ceilings, strict=True)]
+        ),
+        "rounds_speedup": ratios,
+        "rounds_ceiling": ceilings,
+        "cpu_speedup_median": statistics.median(cpu_ratios),
+        "cpu_ceiling_median": statistics.median(cpu_ceilings),
+        "rounds_cpu_speedup": cpu_ratios,
+        "rounds_cpu_ceiling": cpu_ceilings,
+    }
+
+
 def speed(
     presets: list[str],
     backends: list[str],
@@ -104,9 +180,6 @@ def speed(
     import torch
 
     from tdmi.data.sample import moving_figure_video
-    from tdmi.runtime import load
-    from tdmi.runtime.features import OnnxFramePredictor
-    from tdmi.runtime.torch_backend import TorchFramePredictor, TorchPredictor
     from tdmi.video import full_frame_tracks, open_source, run_video
 
     if threads:
@@ -122,79 +195,28 @@ def speed(
             t = cfg.num_frames
             h, w = cfg.input_size
             for backend in backends:
-                extra: dict[str, float] = {}
-                if backend == "torch":
-                    pred: Any = TorchPredictor(net)
-                    fp: Any = TorchFramePredictor(net)
-                else:
-                    single, split, extra = _ort_artifacts(net, preset, cache)
-                    pred, fp = load(single, threads=threads), OnnxFramePredictor(split, threads=threads)
+                pred, fp, extra = _predictors(net, preset, backend, cache, threads)
                 crops = np.random.default_rng(0).standard_normal((t, 3, h, w)).astype(np.float32)
                 stacks = [f[None] for f in fp.frame_features(crops)]
                 fp.head(stacks)  # warm-up
                 run_video(src, tracks, pred)  # warm-up both paths
                 run_video(src, tracks, None, frame_predictor=fp)
-                ratios, ceilings, fps_c, fps_r, cpu_ratios, cpu_ceilings = [], [], [], [], [], []
+                per_round = []
                 for r in range(rounds):
-                    order = ("clip", "reuse") if r % 2 == 0 else ("reuse", "clip")
-                    got, cpu = {}, {}
-                    for mode in order:
-                        c0 = time.process_time()
-                        res = (
-                            run_video(src, tracks, pred)
-                            if mode == "clip"
-                            else run_video(src, tracks, None, frame_predictor=fp)
-                        )
-                        cpu[mode] = time.process_time() - c0
-                        got[mode] = res.frames_per_s
-                    (bb_t, cbb_t) = _time(lambda c=crops, f=fp: f.frame_features(c), 1)
-                    (bb_1, cbb_1) = _time(lambda c=crops, f=fp: f.frame_features(c[:1]), 2)
-                    (hd, chd) = _time(lambda s=stacks, f=fp: f.head(s), 2)
-                    fps_c.append(got["clip"])
-                    fps_r.append(got["reuse"])
-                    ratios.append(got["reuse"] / got["clip"])
-                    ceilings.append((bb_t + hd) / (bb_1 + hd))
-                    cpu_ratios.append(cpu["clip"] / cpu["reuse"])
-                    cpu_ceilings.append((cbb_t + chd) / (cbb_1 + chd))
+                    x = _one_round(src, tracks, pred, fp, crops, stacks, r)
+                    per_round.append(x)
                     if progress:
                         print(
-                            f"{preset} {backend} round {r + 1}/{rounds}: clip {got['clip']:.3f} f/s, "
-                            f"reuse {got['reuse']:.3f} f/s, x{ratios[-1]:.2f} (ceiling x{ceilings[-1]:.2f}; "
-                            f"backbone {1e3 * bb_t:.0f} ms / {t} frames, {1e3 * bb_1:.0f} ms / 1, "
-                            f"head {1e3 * hd:.0f} ms); CPU time x{cpu_ratios[-1]:.2f}, "
-                            f"ceiling x{cpu_ceilings[-1]:.2f}",
+                            f"{preset} {backend} round {r + 1}/{rounds}: clip {x['clip']:.3f} f/s, "
+                            f"reuse {x['reuse']:.3f} f/s, x{x['ratio']:.2f} (ceiling x{x['ceiling']:.2f}; "
+                            f"backbone {1e3 * x['bb_t']:.0f} ms / {t} frames, {1e3 * x['bb_1']:.0f} ms / 1, "
+                            f"head {1e3 * x['hd']:.0f} ms); CPU time x{x['cpu_ratio']:.2f}, "
+                            f"ceiling x{x['cpu_ceiling']:.2f}",
                             file=sys.stderr,
                             flush=True,
                         )
-                rows.append(
-                    {
-                        "preset": preset,
-                        "T": t,
-                        "backend": backend,
-                        "frames": frames,
-                        "rounds": rounds,
-                        "clip_fps_median": statistics.median(fps_c),
-                        "reuse_fps_median": statistics.median(fps_r),
-                        "speedup_median": statistics.median(ratios),
-                        "speedup_min": min(ratios),
-                        "speedup_max": max(ratios),
-                        "ceiling_median": statistics.median(ceilings),
-                        "ceiling_min": min(ceilings),
-                        "ceiling_max": max(ceilings),
-                        "fraction_of_ceiling": statistics.median(ratios) / statistics.median(ceilings),
-                        # paired: each round's speed-up over the ceiling measured in the same round
-                        "fraction_of_ceiling_paired": statistics.median(
-                            [r / c for r, c in zip(ratios, ceilings, strict=True)]
-                        ),
-                        "rounds_speedup": ratios,
-                        "rounds_ceiling": ceilings,
-                        "cpu_speedup_median": statistics.median(cpu_ratios),
-                        "cpu_ceiling_median": statistics.median(cpu_ceilings),
-                        "rounds_cpu_speedup": cpu_ratios,
-                        "rounds_cpu_ceiling": cpu_ceilings,
-                        **extra,
-                    }
-                )
+                head = {"preset": preset, "T": t, "backend": backend, "frames": frames, "rounds": rounds}
+                rows.append({**head, **_summary(per_round), **extra})
     return rows
 
 
@@ -205,6 +227,7 @@ def accuracy(
     from tdmi.data.sample import moving_figure_video
     from tdmi.model import load_checkpoint
     from tdmi.runtime.torch_backend import TorchFramePredictor
+    from tdmi.spec.choices import BOX_POLICIES
     from tdmi.video import open_source, run_video
     from tdmi.video.boxes import BoxTrack
 
@@ -214,7 +237,7 @@ def accuracy(
     with tempfile.TemporaryDirectory(prefix="tdmi-policy-") as tmp:
         for speed_x in speeds:
             for jitter in jitters:
-                err: dict[str, list[np.ndarray]] = {p: [] for p in ("key", "frame", "smoothed")}
+                err: dict[str, list[np.ndarray]] = {p: [] for p in BOX_POLICIES}  # key, frame, smoothed
                 dev: dict[str, list[np.ndarray]] = {p: [] for p in ("frame", "smoothed")}
                 passes: dict[str, int] = {p: 0 for p in err}
                 for v in range(videos):
@@ -227,11 +250,11 @@ def accuracy(
                         noisy[:, 2:] *= 1 + rng.normal(0, jitter, (frames, 2))
                     track = BoxTrack(0, {i: noisy[i] for i in range(frames)}, {})
                     src = open_source(_frames_folder(video.frames, Path(tmp) / f"s{speed_x}-j{jitter}-v{v}"))
-                    preds = {}
-                    for policy in err:
-                        res = run_video(src, [track], None, frame_predictor=fp, box_policy=policy)
-                        preds[policy] = np.stack([p.keypoints for p in res.poses])
-                        passes[policy] += res.backbone_passes
+                    preds: dict[str, np.ndarray] = {}
+                    for box_policy in BOX_POLICIES:
+                        res = run_video(src, [track], None, frame_predictor=fp, box_policy=box_policy)
+                        preds[box_policy] = np.stack([p.keypoints for p in res.poses])
+                        passes[box_policy] += res.backbone_passes
                     vis = video.keypoints[:, :, 2] > 0
                     height = boxes[:, 3][:, None]
                     for policy, kp in preds.items():

@@ -18,7 +18,7 @@ import typer
 from tdmi.artifacts.onnx_meta import CalibChoice
 from tdmi.cli.common import options_of_config, preset_or_json
 from tdmi.errors import UsageError
-from tdmi.spec.choices import Backend
+from tdmi.spec.choices import Backend, MissingFrames
 from tdmi.spec.decoding import Refine
 
 _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
@@ -149,4 +149,14 @@ MinSpeedupOpt = Annotated[
         help="With --max-drop: choose only recipes at least this much faster than FP32 "
         "(default 1: never an INT8 graph slower than FP32).",
     ),
+]
+
+
+# --- bench
+# The PoseTrack harness options tdmi-bench shares with the commands that read PoseTrack.
+SplitOpt = Annotated[str, typer.Option("--split", help="PoseTrack split.")]
+BoxesOpt = Annotated[str, typer.Option("--boxes", help="'gt' or a COCO-style detections JSON.")]
+MissingFramesOpt = Annotated[
+    MissingFrames,
+    typer.Option("--missing-frames", help="'nearest': use the nearest frame on disk for absent neighbours."),
 ]

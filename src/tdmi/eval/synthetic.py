@@ -19,7 +19,7 @@ from tdmi.errors import DataError
 from tdmi.eval.metrics import PCK_THRESHOLD, nonfinite_count
 from tdmi.spec.config import TDMIConfig
 
-HELDOUT_SEED = 12345  # synthetic_weights trains on seed 0 and checks on this one
+HELDOUT_SEED = 12345  # tdmi.train.synthetic trains on seed 0 and checks on this one
 DEFAULT_CLIPS = 64
 
 

@@ -7,5 +7,6 @@ Modules (import what you need; none of them imports TensorRT or CUDA at import t
 * ``build``: nvcc -> PTX (``python -m tdmi.plugins.build``), PTX selection per GPU, PTX parsing;
 * ``trt_plugin``: ``register_plugins()`` for TensorRT >= 10.9 (AOT quickly deployable plugin);
 * ``launch``: ``run_temporal_diff()``, the shipped PTX on torch CUDA tensors via cuda-python;
-* ``availability``: is nvcc / a CUDA GPU / TensorRT here, and if not, why.
+* ``availability``: is nvcc / a CUDA GPU / TensorRT here, and if not, why;
+* ``machine``: what machine a figure was measured on (the one environment probe).
 """

@@ -158,13 +158,14 @@ def require_tensorrt(hint: str = "") -> Any:
     return trt
 
 
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
 def probe_environment(trt: Any = None) -> BuildEnvironment:
-    """TensorRT version, CUDA versions and the current GPU, as an engine's sidecar records them."""
+    """TensorRT version, CUDA versions and the current GPU, as an engine's sidecar records them.
+
+    The sidecar's view of the machine probe (:mod:`tdmi.plugins.machine`), kept here beside the
+    TensorRT checks it depends on.
+    """
     from tdmi.artifacts.sidecar import BuildEnvironment, GpuInfo
+    from tdmi.plugins.machine import cuda_version_text
 
     cuda_gpu_available().require()
     try:
@@ -187,7 +188,7 @@ def probe_environment(trt: Any = None) -> BuildEnvironment:
         trt = tensorrt
     return BuildEnvironment(
         tensorrt_version=str(trt.__version__),
-        cuda_runtime_version=_cuda_version(int(runtime_version)),
-        cuda_driver_version=_cuda_version(int(driver_version)),
+        cuda_runtime_version=cuda_version_text(int(runtime_version)),
+        cuda_driver_version=cuda_version_text(int(driver_version)),
         gpu=GpuInfo(name=name.rstrip("\x00").strip(), compute_capability=f"{prop.major}.{prop.minor}"),
     )

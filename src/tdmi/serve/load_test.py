@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tdmi.errors import BackendUnavailableError, ConfigError, TdmiError
+from tdmi.stats import percentiles
 
 CONCURRENCY = (1, 2, 4, 8, 16)
 
@@ -73,6 +74,16 @@ class LoadTestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def all_levels(self) -> list[LevelResult]:
+        """The sweep's levels, then the batching comparison's (on / off per round)."""
+        return self.levels + _comparison_levels(self.batching)
+
+
+def _comparison_levels(batching: dict[str, Any]) -> list[LevelResult]:
+    if not batching.get("checked"):
+        return []
+    return [LevelResult(**v) for x in batching["rounds"] for v in x.values()]
 
 
 def _client_module(protocol: str) -> Any:
@@ -145,10 +156,11 @@ class Client:
 
 
 def _percentiles(lat: list[float]) -> tuple[float, float, float]:
+    """p50 / p90 / p99 in milliseconds (NaN without answers), by the package's one percentile."""
     if not lat:
-        return (float("nan"),) * 3  # type: ignore[return-value]
-    p = np.percentile(np.asarray(lat) * 1e3, [50, 90, 99])
-    return float(p[0]), float(p[1]), float(p[2])
+        return float("nan"), float("nan"), float("nan")
+    p50, p90, p99 = percentiles([s * 1e3 for s in lat], (50, 90, 99))
+    return p50, p90, p99
 
 
 def run_level(
@@ -260,19 +272,10 @@ def check_parity(
     }
 
 
-def run_load_test(
-    opts: LoadTestOptions, reference: Any | None = None, progress: bool = True
-) -> LoadTestReport:
-    """The sweep, parity and batching comparison against a running server."""
-    import os
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    opts.url = normalise_url(opts.url)
-    if not opts.concurrency or min(opts.concurrency) < 1:
-        raise ConfigError(f"concurrency levels must be positive, got {opts.concurrency}")
-    if opts.requests < 1 or opts.seconds <= 0 or opts.batch < 1:
-        raise ConfigError("requests per level, seconds per level and batch must be positive")
+def _first_answer(
+    opts: LoadTestOptions,
+) -> tuple[tuple[str, list[int], str, str], np.ndarray, tuple[int, ...]]:
+    """(the model's input / output names and shape, the payload, the answer's shape): one warm-up request."""
     probe = Client(opts.url, opts.protocol, opts.model)
     try:
         io = probe.io()
@@ -291,105 +294,113 @@ def run_load_test(
         expect_client.close()
     if first is None or first.size == 0:
         raise TdmiError(f"{opts.model!r} answered with an empty {out!r} tensor: the server is broken")
-    expect = tuple(first.shape)
+    return io, payload, tuple(first.shape)
 
+
+def _compare_batching(
+    opts: LoadTestOptions,
+    payload: np.ndarray,
+    io: tuple[str, list[int], str, str],
+    expect: tuple[int, ...],
+    show: Callable[[str], None],
+    tick: Callable[[], None],
+) -> dict[str, Any]:
+    """Dynamic batching on vs off in paired rounds (alternating order), with the executed batch sizes."""
+    assert opts.nobatch_model is not None
+    nb = Client(opts.url, opts.protocol, opts.nobatch_model)
+    try:
+        nb_io = nb.io()
+        nb.infer(nb_io[0], payload, nb_io[2], nb_io[3])  # warm-up
+    finally:
+        nb.close()
+    stats_on, stats_off = (
+        Client(opts.url, opts.protocol, opts.model),
+        Client(opts.url, opts.protocol, opts.nobatch_model),
+    )
+    before = {"on": stats_on.stats(), "off": stats_off.stats()}
+    rounds = []
+    for r in range(opts.compare_rounds):
+        order = [("on", opts.model), ("off", opts.nobatch_model)]
+        if r % 2:
+            order.reverse()
+        res = {}
+        for key, model in order:
+            show(f"batching {key} x{opts.compare_concurrency} round {r + 1}")
+            level_io = nb_io if key == "off" else io
+            res[key] = run_level(opts, model, opts.compare_concurrency, payload, level_io, expect, tick)
+        rounds.append(res)
+    after = {"on": stats_on.stats(), "off": stats_off.stats()}
+    stats_on.close()
+    stats_off.close()
+    ratios = [x["on"].throughput_rps / x["off"].throughput_rps for x in rounds if x["off"].throughput_rps > 0]
+
+    def mean_batch(k: str) -> float | None:
+        inf = after[k][0] - before[k][0]
+        exe = after[k][1] - before[k][1]
+        return round(inf / exe, 2) if exe else None
+
+    return {
+        "checked": True,
+        "concurrency": opts.compare_concurrency,
+        "rounds": [{k: asdict(v) for k, v in x.items()} for x in rounds],
+        "throughput_on_rps": [x["on"].throughput_rps for x in rounds],
+        "throughput_off_rps": [x["off"].throughput_rps for x in rounds],
+        "ratio_median": float(np.median(ratios)) if ratios else None,
+        "ratio_min": float(min(ratios)) if ratios else None,
+        "ratio_max": float(max(ratios)) if ratios else None,
+        "mean_batch_on": mean_batch("on"),
+        "mean_batch_off": mean_batch("off"),
+    }
+
+
+def run_load_test(
+    opts: LoadTestOptions, reference: Any | None = None, progress: bool = True
+) -> LoadTestReport:
+    """The sweep, parity and batching comparison against a running server."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    opts.url = normalise_url(opts.url)
+    if not opts.concurrency or min(opts.concurrency) < 1:
+        raise ConfigError(f"concurrency levels must be positive, got {opts.concurrency}")
+    if opts.requests < 1 or opts.seconds <= 0 or opts.batch < 1:
+        raise ConfigError("requests per level, seconds per level and batch must be positive")
+    io, payload, expect = _first_answer(opts)
     compare = opts.nobatch_model is not None and opts.compare_rounds > 0
     total = len(opts.concurrency) * opts.requests + (
         2 * opts.compare_rounds * opts.requests if compare else 0
     )
     levels: list[LevelResult] = []
     batching: dict[str, Any] = {"checked": False}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("load test", total=total)
 
         def tick() -> None:
             bar.advance(task)
 
+        def show(description: str) -> None:
+            bar.update(task, description=description)
+
         for c in opts.concurrency:
-            bar.update(task, description=f"{opts.model} x{c}")
+            show(f"{opts.model} x{c}")
             levels.append(run_level(opts, opts.model, c, payload, io, expect, tick))
         if compare:
-            assert opts.nobatch_model is not None
-            nb = Client(opts.url, opts.protocol, opts.nobatch_model)
-            try:
-                nb_io = nb.io()
-                nb.infer(nb_io[0], payload, nb_io[2], nb_io[3])  # warm-up
-            finally:
-                nb.close()
-            stats_on, stats_off = (
-                Client(opts.url, opts.protocol, opts.model),
-                Client(opts.url, opts.protocol, opts.nobatch_model),
-            )
-            before = {"on": stats_on.stats(), "off": stats_off.stats()}
-            rounds = []
-            for r in range(opts.compare_rounds):
-                order = [("on", opts.model), ("off", opts.nobatch_model)]
-                if r % 2:
-                    order.reverse()
-                res = {}
-                for key, model in order:
-                    bar.update(task, description=f"batching {key} x{opts.compare_concurrency} round {r + 1}")
-                    res[key] = run_level(
-                        opts,
-                        model,
-                        opts.compare_concurrency,
-                        payload,
-                        nb_io if key == "off" else io,
-                        expect,
-                        tick,
-                    )
-                rounds.append(res)
-            after = {"on": stats_on.stats(), "off": stats_off.stats()}
-            stats_on.close()
-            stats_off.close()
-            ratios = [
-                x["on"].throughput_rps / x["off"].throughput_rps
-                for x in rounds
-                if x["off"].throughput_rps > 0
-            ]
-
-            def mean_batch(k: str) -> float | None:
-                inf = after[k][0] - before[k][0]
-                exe = after[k][1] - before[k][1]
-                return round(inf / exe, 2) if exe else None
-
-            batching = {
-                "checked": True,
-                "concurrency": opts.compare_concurrency,
-                "rounds": [{k: asdict(v) for k, v in x.items()} for x in rounds],
-                "throughput_on_rps": [x["on"].throughput_rps for x in rounds],
-                "throughput_off_rps": [x["off"].throughput_rps for x in rounds],
-                "ratio_median": float(np.median(ratios)) if ratios else None,
-                "ratio_min": float(min(ratios)) if ratios else None,
-                "ratio_max": float(max(ratios)) if ratios else None,
-                "mean_batch_on": mean_batch("on"),
-                "mean_batch_off": mean_batch("off"),
-            }
+            batching = _compare_batching(opts, payload, io, expect, show, tick)
     parity = (
         check_parity(opts, reference, io)
         if reference is not None
         else {"checked": False, "note": "no local model given (--model FILE, or --config/--checkpoint)"}
     )
-    all_levels = list(levels)
-    if batching.get("checked"):
-        all_levels += [LevelResult(**v) for x in batching["rounds"] for v in x.values()]
+    all_levels = levels + _comparison_levels(batching)
     totals = {
-        "sent": sum(lv.sent for lv in all_levels),
-        "answered": sum(lv.answered for lv in all_levels),
-        "failed": sum(lv.failed for lv in all_levels),
-        "lost": sum(lv.lost for lv in all_levels),
+        key: sum(getattr(lv, key) for lv in all_levels) for key in ("sent", "answered", "failed", "lost")
     }
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     env = {"cpus": os.cpu_count(), "loadavg_1m_end": round(load[0], 2) if load else None}
     return LoadTestReport(
-        opts.url, opts.protocol, opts.model, dims, opts.batch, levels, parity, batching, totals, env
+        opts.url, opts.protocol, opts.model, io[1], opts.batch, levels, parity, batching, totals, env
     )
 
 
@@ -413,9 +424,7 @@ def render(report: LoadTestReport, console: Any) -> None:
         "p99 ms",
     ):
         t.add_column(col, justify="left" if col == "model" else "right")
-    rows = list(report.levels)
-    if report.batching.get("checked"):
-        rows += [LevelResult(**v) for x in report.batching["rounds"] for v in x.values()]
+    rows = report.all_levels()
     for lv in rows:
         t.add_row(
             lv.model,
@@ -430,33 +439,27 @@ def render(report: LoadTestReport, console: Any) -> None:
             f"{lv.p99_ms:.1f}",
         )
     console.print(t)
-    tot = report.totals
-    console.print(
-        f"requests: {tot['sent']} sent, {tot['answered']} answered, {tot['failed']} failed, "
-        f"{tot['lost']} lost",
-        highlight=False,
-        markup=False,
-    )
-    b = report.batching
+    for line in summary_lines(report, rows):
+        console.print(line, highlight=False, markup=False)
+
+
+def summary_lines(report: LoadTestReport, rows: list[LevelResult]) -> list[str]:
+    """The lines under the table: request accounting, batching on/off, parity, each error."""
+    tot, b, p = report.totals, report.batching, report.parity
+    counts = f"{tot['sent']} sent, {tot['answered']} answered, {tot['failed']} failed, {tot['lost']} lost"
+    lines = [f"requests: {counts}"]
     if b.get("checked"):
-        console.print(
+        lines.append(
             f"dynamic batching on/off at concurrency {b['concurrency']}: throughput ratio median "
             f"{b['ratio_median']:.2f} (rounds {b['ratio_min']:.2f}..{b['ratio_max']:.2f}); "
-            "mean executed batch "
-            f"{b['mean_batch_on']} on, {b['mean_batch_off']} off",
-            highlight=False,
-            markup=False,
+            f"mean executed batch {b['mean_batch_on']} on, {b['mean_batch_off']} off"
         )
-    p = report.parity
     if p.get("checked"):
-        console.print(
+        lines.append(
             f"parity with the local runtime: max abs {p['max_abs']:.3g} over {p['requests']} requests "
-            f"(tol {p['tol']:g}): {'ok' if p['ok'] else 'FAILED'}",
-            highlight=False,
-            markup=False,
+            f"(tol {p['tol']:g}): {'ok' if p['ok'] else 'FAILED'}"
         )
     else:
-        console.print(f"parity not checked: {p.get('note', '')}", highlight=False, markup=False)
-    for lv in rows:
-        for e in lv.errors:
-            console.print(f"error ({lv.model} x{lv.concurrency}): {e}", highlight=False, markup=False)
+        lines.append(f"parity not checked: {p.get('note', '')}")
+    lines += [f"error ({lv.model} x{lv.concurrency}): {e}" for lv in rows for e in lv.errors]
+    return lines

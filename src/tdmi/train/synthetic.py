@@ -7,7 +7,7 @@ drawn figures of :mod:`tdmi.data.sample` (whose keypoints are known exactly) pro
 heatmaps, so the numerics of the exported variants can be compared meaningfully. It says nothing
 about accuracy on real people.
 
-``python -m tdmi.benchmarks.synthetic_weights --config tdmi-tiny --steps 300 -o /tmp/ckpt.pt``
+``python -m tdmi.train.synthetic --config tdmi-tiny --steps 300 -o /tmp/ckpt.pt``
 """
 
 from __future__ import annotations
@@ -111,6 +111,47 @@ def evaluate_synthetic(
     }
 
 
+class _StepHook:
+    """After each training step: the loss history, the BatchNorm freeze, snapshots and log lines."""
+
+    def __init__(
+        self,
+        steps: int,
+        batch: int,
+        pool_clips: Tensor | None,
+        freeze_bn_after: int | None,
+        save_every: int,
+        save_path: Path | None,
+        log_every: int,
+    ) -> None:
+        self.steps, self.batch, self.pool_clips = steps, batch, pool_clips
+        self.freeze_bn_after, self.save_every, self.save_path = freeze_bn_after, save_every, save_path
+        self.log_every = log_every
+        self.history: list[float] = []
+
+    def frozen(self, step: int) -> bool:
+        return self.freeze_bn_after is not None and step >= self.freeze_bn_after
+
+    def __call__(self, step: int, record: dict[str, float], model: TDMI) -> None:
+        self.history.append(record["heatmap"])
+        if step == self.freeze_bn_after and step > 0 and self.pool_clips is not None:
+            recalibrate_batchnorm(model, self.pool_clips, self.batch)  # the statistics the frozen phase keeps
+        if (
+            self.save_every > 0
+            and self.save_path is not None
+            and step % self.save_every == 0
+            and step < self.steps
+        ):
+            snap = copy.deepcopy(model)
+            if self.pool_clips is not None and not self.frozen(step):
+                recalibrate_batchnorm(snap, self.pool_clips, self.batch)
+            save_checkpoint(snap, self.save_path, extra={"warning": NOT_POSE_WEIGHTS, "partial_steps": step})
+            print(f"step {step}: intermediate checkpoint -> {self.save_path}", file=sys.stderr, flush=True)
+        if self.log_every > 0 and step % self.log_every == 0:
+            recent = float(np.mean(self.history[-self.log_every :]))
+            print(f"step {step}/{self.steps} heatmap loss {recent:.3e}", file=sys.stderr, flush=True)
+
+
 def train_on_synthetic(
     config: TDMIConfig | str,
     steps: int,
@@ -182,33 +223,13 @@ def train_on_synthetic(
         if bn_clips > 0
         else None
     )
-    history: list[float] = []
-
-    def frozen(step: int) -> bool:
-        return freeze_bn_after is not None and step >= freeze_bn_after
-
-    def on_step(step: int, record: dict[str, float], model: TDMI) -> None:
-        history.append(record["heatmap"])
-        if step == freeze_bn_after and step > 0 and pool_clips is not None:
-            recalibrate_batchnorm(model, pool_clips, batch)  # the statistics the frozen phase keeps
-        if save_every > 0 and save_path is not None and step % save_every == 0 and step < steps:
-            snap = copy.deepcopy(model)
-            if pool_clips is not None and not frozen(step):
-                recalibrate_batchnorm(snap, pool_clips, batch)
-            save_checkpoint(snap, save_path, extra={"warning": NOT_POSE_WEIGHTS, "partial_steps": step})
-            print(f"step {step}: intermediate checkpoint -> {save_path}", file=sys.stderr, flush=True)
-        if log_every > 0 and step % log_every == 0:
-            recent = float(np.mean(history[-log_every:]))
-            print(f"step {step}/{steps} heatmap loss {recent:.3e}", file=sys.stderr, flush=True)
-
+    hook = _StepHook(steps, batch, pool_clips, freeze_bn_after, save_every, save_path, log_every)
     with tempfile.TemporaryDirectory(prefix="tdmi-synthetic-") as run_dir:
-        result = train(
-            cfg, tc, run_dir, init=init, progress=progress, on_step=on_step, keep_checkpoints=False
-        )
+        result = train(cfg, tc, run_dir, init=init, progress=progress, on_step=hook, keep_checkpoints=False)
     model = result.model
-    if pool_clips is not None and not frozen(steps):
+    if pool_clips is not None and not hook.frozen(steps):
         recalibrate_batchnorm(model, pool_clips, batch)
-    return model.eval(), history
+    return model.eval(), hook.history
 
 
 def _summary(history: Sequence[float], parts: int = 10) -> list[float]:
@@ -221,7 +242,7 @@ def _summary(history: Sequence[float], parts: int = 10) -> list[float]:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m tdmi.benchmarks.synthetic_weights",
+        prog="python -m tdmi.train.synthetic",
         description="Train weights with peaked heatmaps on the built-in synthetic clips (NOT pose weights; "
         "for benchmarking FP32/FP16/INT8 numerics only).",
     )
