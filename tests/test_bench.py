@@ -148,7 +148,7 @@ def test_missing_neighbour_frames_without_nearest(
         (["--variants", "fastest"], 2, "unknown --variants 'fastest'"),
         (["--batch", "0"], 2, "batch sizes must be positive"),
         (["--iters", "0"], 2, "--iters must be >= 1"),
-        (["--missing-frames", "skip"], 2, "--missing-frames must be"),
+        (["--missing-frames", "skip"], 2, "Invalid value for '--missing-frames'"),
         (["--config", "tdmi-w64"], 2, "unknown preset 'tdmi-w64'"),
         (["--int8-op-types", "Conv,Ad"], 2, "--int8-op-types: unknown ONNX op types to quantize: Ad"),
     ],
