@@ -263,6 +263,19 @@ def check_outputs(
         prepare_output(path, opt)
 
 
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object, or one ConfigError naming ``what`` (configs read from files)."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"a {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
 def reject_unknown_fields(cls: type, data: Mapping[str, Any], what: str) -> None:
     """A config JSON with a misspelt field is an error, never a silently ignored setting."""
     known = {f.name for f in dataclasses.fields(cls)}

@@ -9,7 +9,7 @@ from typing import Any
 
 from tdmi.errors import ConfigError
 from tdmi.spec.decoding import REFINES, Refine
-from tdmi.utils import reject_unknown_fields
+from tdmi.utils import json_object, reject_unknown_fields
 
 KINDS = ("cpu", "gpu")
 
@@ -75,10 +75,4 @@ class ServeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ServeConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"serve config is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("serve config must be a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, "serve config"))

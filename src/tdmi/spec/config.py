@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdmi.errors import ConfigError
-from tdmi.utils import reject_unknown_fields
+from tdmi.utils import json_object, reject_unknown_fields
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,7 @@ class TDMIConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TDMIConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"model config is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(json_object(text, "model config"))
 
     def replace(self, **changes: Any) -> TDMIConfig:
         return dataclasses.replace(self, **changes)
