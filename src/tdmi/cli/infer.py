@@ -49,7 +49,7 @@ def load_predictors(
         from tdmi.model import TDMI
         from tdmi.runtime.torch_backend import TorchPredictor
 
-        cfg = resolve_config(config)  # type: ignore[arg-type]
+        cfg = resolve_config(config)  # type: ignore[arg-type]  # config is set: the caller checked --model or --config
         warnings.warn(
             f"no --model given: {cfg.name} with random weights (tests the pipeline, not poses)", stacklevel=2
         )

@@ -146,7 +146,7 @@ def load_detections(
         if not score >= score_thr:
             continue
         box = tuple(json_number(v, "bbox", where) for v in bbox)
-        det = Detection(image_id=int(d["image_id"]), bbox_xywh=box, score=score, category_id=cat or 1)  # type: ignore[arg-type]
+        det = Detection(image_id=int(d["image_id"]), bbox_xywh=box, score=score, category_id=cat or 1)  # type: ignore[arg-type]  # bbox has 4 numbers: checked above, tuple() loses the length
         out.setdefault(det.image_id, []).append(det)
     for dets in out.values():
         dets.sort(key=lambda x: -x.score)

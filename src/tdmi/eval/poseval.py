@@ -254,7 +254,7 @@ def _assign_frame(gts: list[_Pose], prs: list[_Pose], acc: _Accum) -> None:
             labels = np.zeros((part.stop - part.start, NUM_EVAL_JOINTS), dtype=bool)
             for k, r in enumerate(kept):
                 if part.start <= r < part.stop:
-                    labels[r - part.start] = hits[k, winners[r]]  # type: ignore[index]
+                    labels[r - part.start] = hits[k, winners[r]]  # type: ignore[index]  # hits is None only when kept is empty
             acc.add(prs[part], labels)
     elif not gts:  # no GT: every prediction is a false positive
         acc.add(prs, np.zeros((len(prs), NUM_EVAL_JOINTS), dtype=bool))

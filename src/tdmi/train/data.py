@@ -237,7 +237,7 @@ class StepBatchSampler(Sampler[list[int]]):
     def __init__(self, dataset: Dataset[Item], global_batch: int, world: int, rank: int, seed: int) -> None:
         if global_batch % world:
             raise DataError(f"the global batch {global_batch} is not divisible by the {world} processes")
-        n = len(dataset)  # type: ignore[arg-type]
+        n = len(dataset)  # type: ignore[arg-type]  # torch types Dataset without __len__; ours are sized
         if n < global_batch:
             raise DataError(
                 f"the training data has {n} clips, fewer than one global batch of {global_batch}: "

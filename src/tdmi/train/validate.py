@@ -107,7 +107,7 @@ def synthetic_pck(
 def joints_in_heatmap(infos: Sequence[object], config: TDMIConfig) -> np.ndarray:
     hm_h, hm_w = config.heatmap_size
     pts = [
-        affine_transform_points(i.keypoints[:, :2], i.crop.transform(output_size=(hm_h, hm_w)))  # type: ignore[attr-defined]
+        affine_transform_points(i.keypoints[:, :2], i.crop.transform(output_size=(hm_h, hm_w)))  # type: ignore[attr-defined]  # infos are TrainItem.info records, typed object by the collate
         for i in infos
     ]
     return np.stack(pts)

@@ -318,7 +318,8 @@ def make_tracks(
         return out
     by_id: dict[int, BoxTrack] = {}
     for f, d in flat:
-        t = by_id.setdefault(int(d.track_id), BoxTrack(int(d.track_id)))  # type: ignore[arg-type]
+        tid = int(d.track_id or 0)  # every box has an id here (checked above)
+        t = by_id.setdefault(tid, BoxTrack(tid))
         if f in t.boxes:
             raise DataError(f"track {t.track_id} has two boxes on frame {f}")
         t.boxes[f] = d.box

@@ -241,6 +241,7 @@ class Detector:
                 "([1, 4+classes, N]) or e2e (dets [1, N, 5] + labels [1, N])"
             )
         fmt = format or found
+        assert fmt is not None  # refused above when neither is known
         if fmt == "e2e" and len(outs) != 2:
             raise DataError(
                 f"--detector {p}: an e2e detector has two outputs (dets, labels), this has {outs}"
@@ -260,7 +261,7 @@ class Detector:
                 self._out_order = [0, 1] if len(outs[0][1]) == 3 else [1, 0]
         self._out_names = [n for n, _ in outs]
         self._in_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
-        self.config = DetectorConfig(str(p), fmt, size, score_thr, nms_iou, max_det)  # type: ignore[arg-type]
+        self.config = DetectorConfig(str(p), fmt, size, score_thr, nms_iou, max_det)
         self.seconds = 0.0  # time spent detecting (pre-process, network, decode): the run reports its share
         self.frames = 0
 

@@ -121,7 +121,8 @@ def build_tracks(
         return full_frame_tracks(source.width, source.height)
     if detector is not None:
         return detector_tracks(source, detector, tracker=tracker, iou_threshold=iou_threshold)
-    dets = load_boxes(boxes, annotations, score_thr, source.name)  # type: ignore[arg-type]
+    assert boxes is not None  # check_box_source: the one source left
+    dets = load_boxes(boxes, annotations, score_thr, source.name)
     check_dets(dets, source.width, source.height)
     return make_tracks(dets, tracker=tracker, iou_threshold=iou_threshold)
 
