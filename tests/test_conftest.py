@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE_ENV, EXTRA_MODULES, HIDE_ENV, MARKERS
+from tests.conftest import CACHE_ENV, EXTRA_MODULES, HIDE_ENV, MARKERS
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -37,9 +37,9 @@ def test_tests_that_need_an_absent_extra_skip_and_name_it() -> None:
     """The two tests the README set-up (no ``rtx`` extra) used to fail, and a Triton one, with the
     extras made unimportable: skipped, each with the install command in its reason."""
     selected = [
-        "tests/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
-        "tests/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
-        "tests/test_serve.py::test_taken_port_is_named_before_starting",
+        "tests/plugins/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
+        "tests/plugins/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
+        "tests/serve/test_serve.py::test_taken_port_is_named_before_starting",
     ]
     proc = _pytest(selected, _env(**{HIDE_ENV: "rtx,modelopt,serve"}), REPO)
     out = proc.stdout + proc.stderr

@@ -80,7 +80,7 @@ def test_argv_defaults_to_the_build_command() -> None:
 
 def test_onnx_only_fp32_fused_runs_like_the_source(tiny: dict[str, Path], tmp_path: Path) -> None:
     """The exporter's CPU form of the plugin op (export.ort_ops.run_onnx) checks the fused graph;
-    the runtime refuses it (tests/test_runtime.py)."""
+    the runtime refuses it (tests/runtime/test_runtime.py)."""
     from tdmi import runtime
     from tdmi.export.ort_ops import run_onnx
 

@@ -40,7 +40,7 @@ PRECISIONS = [
     pytest.param("fp16", marks=pytest.mark.modelopt),
     pytest.param("int8", marks=pytest.mark.modelopt),
 ]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

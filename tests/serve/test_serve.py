@@ -51,7 +51,7 @@ from tdmi.serve import (
 )
 from tdmi.spec.config import get_preset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T, H, W, J = 3, 128, 96, 17
 
 

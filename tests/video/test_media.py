@@ -29,7 +29,7 @@ from tdmi.video.infer import infer_video
 from tdmi.video.source import read_image
 from tdmi.video.writers import OVERLAY_CODECS, VideoCodec, overlay_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEQ = "009473_mpii_test"
 
 
