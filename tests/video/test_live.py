@@ -206,14 +206,10 @@ def test_unreachable_stream_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_done_when_cli_stream_equals_offline(
-    jpegs: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    jpegs: list[bytes], tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`tdmi-infer http://127.0.0.1:PORT/stream.mjpg --model tiny.onnx --full-frame -o out/ --jsonl -`."""
-    from tdmi.cli.export import app as export_app
-
-    model = tmp_path / "tiny.onnx"
-    assert run_app(export_app, ["onnx", "--config", "tdmi-tiny", "-o", str(model)]) == 0
-    capsys.readouterr()
+    model = tiny_onnx
     with serve_mjpeg(jpegs) as url:
         rc = run_app(
             app, [url, "--model", str(model), "--full-frame", "-o", str(tmp_path / "live"), "--jsonl", "-"]
