@@ -13,10 +13,11 @@ from tdmi.plugins.launch_params import KERNEL_NAMES, KERNEL_PARAM_TYPES
 EXPECTED_ENTRIES = {name: list(KERNEL_PARAM_TYPES) for name in KERNEL_NAMES.values()}
 
 
-def test_ptx_shipped_for_every_supported_generation() -> None:
-    assert ptx.shipped_archs() == list(build.DEFAULT_ARCHS)
-    assert {75, 80, 86, 89, 90} <= set(ptx.shipped_archs())
-    assert {100, 120} & set(ptx.shipped_archs()), "Blackwell PTX missing"
+def test_one_ptx_ships_for_every_supported_generation() -> None:
+    # compute_75 JITs forward to every GPU CUDA 13 supports; a later target needs a reason (build.py).
+    assert ptx.shipped_archs() == list(build.DEFAULT_ARCHS) == [75]
+    assert build.redundant_ptx() == []
+    assert {ptx.select_arch((gpu // 10, gpu % 10)) for gpu in build.GPU_ARCHS} == {75}
 
 
 @pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
@@ -51,25 +52,27 @@ def test_parse_ptx_entries_handles_pointer_and_alignment_qualifiers() -> None:
     assert ptx.parse_ptx_entries(text) == {"k1": ["u64", "u32", "f32"], "k2": []}
 
 
+@pytest.mark.parametrize("cc", [(7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0), (12, 1)])
+def test_every_gpu_loads_the_shipped_compute_75(cc: tuple[int, int]) -> None:
+    assert ptx.select_arch(cc) == 75
+    assert ptx.select_ptx(cc) == ptx.ptx_path(75)
+
+
 @pytest.mark.parametrize(
     ("cc", "arch"),
     [
         ((7, 5), 75),
-        ((8, 0), 80),
-        ((8, 6), 86),
-        ((8, 7), 86),
-        ((8, 9), 89),
-        ((9, 0), 90),
+        ((8, 0), 75),
+        ((9, 0), 75),
         ((10, 0), 100),
         ((10, 3), 100),
-        ((11, 0), 100),
         ((12, 0), 120),
         ((12, 1), 120),
     ],
 )
 def test_select_arch_picks_highest_not_above_device(cc: tuple[int, int], arch: int) -> None:
-    assert ptx.select_arch(cc) == arch
-    assert ptx.select_ptx(cc) == ptx.ptx_path(arch)
+    # Should a later target ship, a GPU takes the newest one not above it (PTX JITs forward only).
+    assert ptx.select_arch(cc, archs=[75, 100, 120]) == arch
 
 
 def test_select_arch_rejects_too_old_gpu_and_missing_ptx(tmp_path: Path) -> None:
@@ -116,6 +119,17 @@ def test_rebuild_reproduces_committed_ptx(tmp_path: Path) -> None:
 
 
 @pytest.mark.nvcc
+def test_full_rebuild_leaves_exactly_the_default_archs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = _copy_for(tmp_path, 90)
+    assert build.main(["--out-dir", str(tmp_path)]) == 0
+    assert ptx.shipped_archs(tmp_path) == list(build.DEFAULT_ARCHS) and not stale.exists()
+    assert f"removed (not in DEFAULT_ARCHS): {stale}" in capsys.readouterr().out
+    assert build.main(["--check", "--out-dir", str(tmp_path)]) == 0
+
+
+@pytest.mark.nvcc
 def test_explicit_unsupported_arch_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="cannot target"):
         build.build_ptx(tmp_path, archs=[52])
@@ -139,15 +153,16 @@ def test_shipped_ptx_has_16_byte_vector_path(arch: int) -> None:
 
 
 @pytest.mark.nvcc
-@pytest.mark.parametrize("arch", build.DEFAULT_ARCHS)
-def test_shipped_ptx_assembles_for_its_gpu_generation(arch: int) -> None:
-    # ptxas is what the driver's JIT runs on the user's GPU: assembling here proves the PTX is valid
-    # SASS for that generation, without spills and within the occupancy budget of 256-thread blocks.
-    report = build.assemble_ptx(ptx.ptx_path(arch), arch)
+@pytest.mark.parametrize("gpu", build.GPU_ARCHS)
+def test_shipped_ptx_assembles_for_every_gpu_generation(gpu: int) -> None:
+    # ptxas is what the driver's JIT runs on the user's GPU: assembling the PTX that GPU selects
+    # proves it JITs forward to valid SASS there, without spills and within the occupancy budget of
+    # 256-thread blocks.
+    report = build.assemble_ptx(ptx.select_ptx((gpu // 10, gpu % 10)), gpu)
     assert set(report) == set(KERNEL_NAMES.values())
     for name, res in report.items():
-        assert res.spill_stores == 0 and res.spill_loads == 0 and res.stack_bytes == 0, (arch, name, res)
-        assert res.registers <= 64, (arch, name, res)
+        assert res.spill_stores == 0 and res.spill_loads == 0 and res.stack_bytes == 0, (gpu, name, res)
+        assert res.registers <= 64, (gpu, name, res)
 
 
 @pytest.mark.nvcc
@@ -157,7 +172,43 @@ def test_freshness_check_flags_edited_ptx(tmp_path: Path) -> None:
     if ptx.ptx_header(ptx.read_ptx(ptx.ptx_path()))["nvcc"] != build.nvcc_version():
         pytest.skip("shipped PTX comes from another nvcc release")
     assert build.stale_ptx(tmp_path) == []
-    victim = tmp_path / ptx.ptx_filename(90)
+    victim = tmp_path / ptx.ptx_filename(75)
     victim.write_text(victim.read_text().replace("sub.f16x2", "add.f16x2", 1))
     problems = build.stale_ptx(tmp_path)
-    assert len(problems) == 1 and problems[0].startswith("compute_90: rebuild differs")
+    assert len(problems) == 1 and problems[0].startswith("compute_75: rebuild differs")
+
+
+def _copy_for(tmp_path: Path, arch: int) -> Path:
+    """The shipped compute_75 PTX re-labelled for ``arch``, as nvcc 13 emits it for compute_80..90."""
+    text = ptx.read_ptx(ptx.ptx_path(75))
+    text = text.replace("// tdmi: arch compute_75", f"// tdmi: arch compute_{arch}")
+    path = tmp_path / ptx.ptx_filename(arch)
+    path.write_text(text.replace(".target sm_75", f".target sm_{arch}"))
+    return path
+
+
+def test_redundant_later_target_is_flagged(tmp_path: Path) -> None:
+    (tmp_path / ptx.ptx_filename(75)).write_text(ptx.read_ptx(ptx.ptx_path(75)))
+    assert build.redundant_ptx(tmp_path) == []
+    _copy_for(tmp_path, 90)
+    assert build.redundant_ptx(tmp_path) == [
+        "compute_90: same kernel as compute_75 apart from .target; "
+        "drop it (the driver JITs compute_75 forward)"
+    ]
+    different = _copy_for(tmp_path, 100)
+    different.write_text(different.read_text().replace("sub.f16x2", "add.f16x2", 1))
+    assert len(build.redundant_ptx(tmp_path)) == 1  # compute_100 is a different kernel
+
+
+def test_kernel_sha256_names_the_kernel_not_the_arch(tmp_path: Path) -> None:
+    (tmp_path / ptx.ptx_filename(75)).write_text(ptx.read_ptx(ptx.ptx_path(75)))
+    relabelled = _copy_for(tmp_path, 90)
+    relabelled.write_text(relabelled.read_text().replace("// tdmi: nvcc ", "// tdmi: nvcc other "))
+    shipped = ptx.kernel_sha256(75)
+    assert (
+        ptx.kernel_sha256() == shipped == ptx.kernel_sha256(75, tmp_path) == ptx.kernel_sha256(90, tmp_path)
+    )
+    assert len(shipped) == 64 and int(shipped, 16) >= 0
+    edited = tmp_path / ptx.ptx_filename(75)
+    edited.write_text(edited.read_text().replace("sub.f16x2", "add.f16x2", 1))
+    assert ptx.kernel_sha256(75, tmp_path) != shipped

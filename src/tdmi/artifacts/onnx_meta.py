@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError, ExportError
 from tdmi.spec.config import TDMIConfig
@@ -33,10 +33,12 @@ KEY_EXTRA = "tdmi.extra"  # JSON object: calibration, kept FP32 nodes, verificat
 INPUT_NAME = "frames"
 OUTPUT_NAME = "heatmaps"
 
-Precision = str  # "fp32" | "fp16" | "bf16" | "int8"
-Target = str  # "any" | "tensorrt" | "onnxruntime" | "openvino"
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: OpenVINO IR whose recorded inference precision is BF16
-TARGETS = ("any", "tensorrt", "onnxruntime", "openvino")
+# The one home of each fixed set of values: a Literal for type checkers and typer options, and its
+# tuple for run-time checks of values read from files.
+Precision = Literal["fp32", "fp16", "bf16", "int8"]  # bf16: an OpenVINO IR inferring in BF16
+Target = Literal["any", "tensorrt", "onnxruntime", "openvino"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+TARGETS: tuple[Target, ...] = get_args(Target)
 
 
 def normalization_spec(config: TDMIConfig) -> dict[str, Any]:

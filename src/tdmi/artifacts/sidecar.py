@@ -14,15 +14,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError, EngineError
 from tdmi.utils import write_text_atomic
 
 SCHEMA = "tdmi-engine-sidecar"
 SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("tensorrt", "tensorrt-rtx")
+EnginePrecision = Literal["fp32", "fp16", "int8"]
+EngineTarget = Literal["tensorrt", "tensorrt-rtx"]
+PRECISIONS: tuple[EnginePrecision, ...] = get_args(EnginePrecision)
+TARGETS: tuple[EngineTarget, ...] = get_args(EngineTarget)
 TARGET_NAMES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
 INPUT_NAME = "frames"
 
@@ -98,7 +100,8 @@ class PluginInfo:
     name: str
     namespace: str
     plugin_version: str
-    ptx_sha256: str | None  # None when the engine contains no plugin node
+    # tdmi.plugins.ptx.kernel_sha256 of the embedded kernel; None when the engine has no plugin node
+    ptx_sha256: str | None
 
 
 @dataclass(frozen=True)

@@ -305,7 +305,7 @@ def _load_test(
     import json
 
     from tdmi.benchmarks.load_test import LoadTestOptions, render, run_load_test
-    from tdmi.cli.serve import parse_sizes
+    from tdmi.cli.options import parse_sizes
     from tdmi.errors import TdmiError, UsageError
     from tdmi.utils import source_commit, write_text_atomic
 

@@ -6,7 +6,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -21,6 +21,14 @@ from tdmi.cli.common import (
 )
 from tdmi.cli.int8 import OP_TYPES_HELP, register_int8_commands
 from tdmi.cli.openvino import register_openvino_commands
+from tdmi.cli.options import (
+    InstancesOpt,
+    MaxBatchOpt,
+    MaxQueueDelayOpt,
+    PoseRefineOpt,
+    PreferredBatchOpt,
+    serve_settings,
+)
 from tdmi.errors import UsageError
 from tdmi.utils import check_outputs
 
@@ -439,25 +447,19 @@ def triton_cmd(
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="TDMI checkpoint: export ONNX first.")
     ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="max_batch_size of the heatmap model.")] = 16,
-    preferred_batch: Annotated[
-        str, typer.Option("--preferred-batch", help="Dynamic batcher's preferred sizes, comma-separated.")
-    ] = "4,8,16",
-    max_queue_delay_us: Annotated[
-        int, typer.Option("--max-queue-delay-us", help="Longest wait to be batched (microseconds).")
-    ] = 2000,
-    instances: Annotated[int, typer.Option("--instances", help="Instances per GPU (instance_group).")] = 1,
+    max_batch: MaxBatchOpt = 16,
+    preferred_batch: PreferredBatchOpt = "4,8,16",
+    max_queue_delay_us: MaxQueueDelayOpt = 2000,
+    instances: InstancesOpt = 1,
     kind: Annotated[
-        str, typer.Option("--kind", help="Where the ONNX model runs: gpu or cpu (engines: always gpu).")
+        Literal["gpu", "cpu"],
+        typer.Option("--kind", help="Where the ONNX model runs: gpu or cpu (engines: always gpu)."),
     ] = "gpu",
-    refine: Annotated[
-        str, typer.Option("--refine", help="Keypoint decoding of tdmi_pose: dark, quarter or none.")
-    ] = "dark",
+    refine: PoseRefineOpt = "dark",
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
     verbose: Verbose = False,
 ) -> None:
     """Write a Triton model repository for the official container: tdmi, tdmi_pre, tdmi_post, tdmi_pose."""
-    from tdmi.cli.serve import serve_settings
     from tdmi.serve import resolve_artifact, write_repository
 
     settings = serve_settings(max_batch, preferred_batch, max_queue_delay_us, instances, refine, kind=kind)

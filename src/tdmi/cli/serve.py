@@ -5,54 +5,25 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from tdmi.cli.common import (
-    Verbose,
-    check_input_paths,
-    console,
-    err_console,
-    main_for,
-    options_of_config,
-    preset_or_json,
+from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for, preset_or_json
+from tdmi.cli.options import (
+    InstancesOpt,
+    MaxBatchOpt,
+    MaxQueueDelayOpt,
+    PoseRefineOpt,
+    PreferredBatchOpt,
+    serve_settings,
 )
-from tdmi.errors import UsageError
 
 app = typer.Typer(
     add_completion=False,
     help="Serve TDMI with the Triton server bundled in nvidia-pytriton: heatmaps (tdmi, tdmi_nobatch) and "
     "frames + boxes -> keypoints (tdmi_pose), over HTTP and gRPC, with dynamic batching. Ctrl-C stops it.",
 )
-
-
-def parse_sizes(text: str, option: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"{option} must be comma-separated positive integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise UsageError(f"{option} must be comma-separated positive integers, got {text!r}")
-    return sizes
-
-
-def serve_settings(
-    max_batch: int, preferred_batch: str, max_queue_delay_us: int, instances: int, refine: str, **more: Any
-) -> Any:
-    """The ``ServeConfig`` of the shared serving options (tdmi-serve, tdmi-export triton); a field's
-    error names its option."""
-    from tdmi.serve import ServeConfig
-
-    with options_of_config(max_batch_size="max_batch", preferred_batch_sizes="preferred_batch"):
-        return ServeConfig(
-            max_batch_size=max_batch,
-            preferred_batch_sizes=parse_sizes(preferred_batch, "--preferred-batch"),
-            max_queue_delay_us=max_queue_delay_us,
-            instances=instances,
-            refine=refine,
-            **more,
-        )
 
 
 @app.command()
@@ -78,23 +49,14 @@ def serve(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Prometheus metrics port (default: --port + 2).")
     ] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="max_batch_size of the heatmap model.")] = 16,
-    preferred_batch: Annotated[
-        str, typer.Option("--preferred-batch", help="Dynamic batcher's preferred sizes, comma-separated.")
-    ] = "4,8,16",
-    max_queue_delay_us: Annotated[
-        int,
-        typer.Option("--max-queue-delay-us", help="Longest a request waits to be batched (microseconds)."),
-    ] = 2000,
-    instances: Annotated[
-        int, typer.Option("--instances", help="Model instances (instance_group count).")
-    ] = 1,
+    max_batch: MaxBatchOpt = 16,
+    preferred_batch: PreferredBatchOpt = "4,8,16",
+    max_queue_delay_us: MaxQueueDelayOpt = 2000,
+    instances: InstancesOpt = 1,
     threads: Annotated[
         int, typer.Option("--threads", help="ONNX Runtime threads per instance (0: its default).")
     ] = 0,
-    refine: Annotated[
-        str, typer.Option("--refine", help="Keypoint decoding of tdmi_pose: dark, quarter or none.")
-    ] = "dark",
+    refine: PoseRefineOpt = "dark",
     startup_timeout: Annotated[
         float, typer.Option("--startup-timeout", help="Seconds to wait for every model to be ready.")
     ] = 300.0,

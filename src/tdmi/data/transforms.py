@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from tdmi.errors import DataError
+from tdmi.spec.decoding import Refine
 from tdmi.spec.joints import FLIP_PAIRS
 from tdmi.spec.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -48,8 +48,6 @@ __all__ = [
 # ImageNet statistics of RGB pixels in [0, 1]: what the HRNet backbone was pretrained with.
 # The canonical code expresses box scales in units of 200 pixels.
 PIXEL_STD = 200.0
-
-Refine = Literal["quarter", "dark", "none"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import onnx
 
 from tdmi.artifacts.sidecar import (
     INPUT_NAME,
     PRECISIONS,
+    TARGETS,
     BatchProfile,
     BuildEnvironment,
     EngineSidecar,
@@ -53,8 +54,8 @@ def require_tensorrt() -> Any:
     return availability.require_tensorrt(INSTALL_HINT)
 
 
-TARGETS = ("tensorrt", "tensorrt-rtx")
-DEFORM_CONV_FORMS = ("native", "decomposed")
+DeformConvForm = Literal["native", "decomposed"]
+DEFORM_CONV_FORMS: tuple[DeformConvForm, ...] = get_args(DeformConvForm)
 
 
 def default_target() -> str:
@@ -368,8 +369,7 @@ def _tensor_infos(trt: Any, tensors: list[Any]) -> tuple[TensorInfo, ...]:
 def _ptx_sha256() -> str | None:
     from tdmi.plugins import ptx, trt_plugin
 
-    path = ptx.ptx_path(trt_plugin.aot_ptx_arch())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return ptx.kernel_sha256(trt_plugin.aot_ptx_arch())
 
 
 def _build_serialized(

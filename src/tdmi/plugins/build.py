@@ -6,15 +6,20 @@ regenerates them, and the tests check that the committed files were built from t
 ``csrc/temporal_diff.cu`` (source hash in the header) and, where nvcc is present, that a rebuild
 reproduces them.
 
-One PTX per virtual architecture; the driver JIT-compiles PTX for the GPU it runs on, forward
-compatible, so :func:`select_ptx` picks the highest shipped arch not above the device's compute
-capability. nvcc 13 emits PTX ISA 9.0, which needs a CUDA 13 capable driver (R580+), the same
-requirement as the ``tensorrt-cu13`` / ``cupy-cuda13x`` wheels.
+One PTX ships, for ``compute_75`` (:data:`DEFAULT_ARCHS`): the driver JIT-compiles PTX for the GPU
+it runs on, forward compatible, so Turing through Blackwell all load it (the tests assemble it
+with ptxas for each of :data:`GPU_ARCHS`), and ``tdmi.plugins.ptx.select_arch`` picks the highest
+shipped arch not above the device's compute capability. A later target belongs in
+:data:`DEFAULT_ARCHS` only when the kernel needs a feature of it or a measured gain justifies it;
+one whose kernel body equals the arch below it is flagged by the drift check. nvcc 13 emits PTX
+ISA 9.0, which needs a CUDA 13 capable driver (R580+), the same requirement as the
+``tensorrt-cu13`` / ``cupy-cuda13x`` wheels.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import subprocess
 import sys
@@ -27,6 +32,7 @@ from tdmi.plugins.availability import find_nvcc
 from tdmi.plugins.ptx import (
     HEADER_PREFIX,
     SOURCE_NAME,
+    kernel_body,
     ptx_dir,
     ptx_filename,
     ptx_header,
@@ -39,8 +45,14 @@ from tdmi.plugins.ptx import (
 )
 from tdmi.utils import atomic_path
 
-# Turing .. Blackwell. CUDA 13 dropped everything below compute_75.
-DEFAULT_ARCHS: tuple[int, ...] = (75, 80, 86, 89, 90, 100, 120)
+# The shipped PTX: compute_75 only (CUDA 13 dropped everything below it). The kernel has no
+# __CUDA_ARCH__ branch and uses nothing newer than sm_75 has; nvcc 13 emitted the same body for
+# compute_75..90 (only .target differs) and, through its newer NVVM, a second body for
+# compute_100/120 that uses the same instructions. No GPU has measured a gain for either, so
+# neither is shipped: the driver JITs compute_75 forward.
+DEFAULT_ARCHS: tuple[int, ...] = (75,)
+# GPU generations the shipped PTX must JIT to (Turing .. Blackwell): the tests assemble it for each.
+GPU_ARCHS: tuple[int, ...] = (75, 80, 86, 89, 90, 100, 120)
 NVCC_FLAGS: tuple[str, ...] = ("-ptx", "-O3", "-std=c++17")
 
 
@@ -102,8 +114,8 @@ def build_ptx(
 ) -> dict[int, Path]:
     """Compile ``csrc/temporal_diff.cu`` for each arch into ``out_dir`` (default: the package's ptx/).
 
-    Archs this nvcc cannot target are an error when asked for explicitly and skipped (newest
-    Blackwell ones on an older nvcc) when using the default list.
+    Archs this nvcc cannot target are an error when asked for explicitly and skipped when using
+    the default list.
     """
     nvcc = nvcc or _nvcc()
     available = set(supported_archs(nvcc))
@@ -127,6 +139,15 @@ def build_ptx(
             tmp.chmod(0o644)  # mkstemp makes 0600; package data must be world-readable
         written[arch] = path
     return written
+
+
+def prune_ptx(out_dir: str | Path | None, keep: list[int]) -> list[Path]:
+    """Delete the PTX files of archs other than ``keep`` (a full rebuild leaves exactly those)."""
+    out = Path(out_dir) if out_dir is not None else ptx_dir()
+    removed = [ptx_path(arch, out) for arch in shipped_archs(out) if arch not in keep]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 _SPILL_RE = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -165,6 +186,23 @@ def assemble_ptx(path: Path, arch: int, nvcc: Path | None = None) -> dict[str, K
     return report
 
 
+def redundant_ptx(directory: Path | None = None) -> list[str]:
+    """Shipped archs whose kernel equals the next lower shipped one apart from ``.target``.
+
+    Such a file adds nothing: the driver JITs the lower one forward to the same kernel.
+    """
+    problems: list[str] = []
+    archs = shipped_archs(directory)
+    bodies = {arch: kernel_body(read_ptx(ptx_path(arch, directory))) for arch in archs}
+    for lower, arch in itertools.pairwise(archs):
+        if bodies[arch] == bodies[lower]:
+            problems.append(
+                f"compute_{arch}: same kernel as compute_{lower} apart from .target; drop it "
+                f"(the driver JITs compute_{lower} forward)"
+            )
+    return problems
+
+
 def stale_ptx(directory: Path | None = None, nvcc: Path | None = None) -> list[str]:
     """Problems with the shipped PTX (empty when a rebuild reproduces it): the CI freshness check."""
     problems: list[str] = []
@@ -173,6 +211,7 @@ def stale_ptx(directory: Path | None = None, nvcc: Path | None = None) -> list[s
     expected = [a for a in DEFAULT_ARCHS if a in set(supported_archs(nvcc))]
     if shipped != expected:
         problems.append(f"shipped archs {shipped} != buildable default archs {expected}")
+    problems += redundant_ptx(directory)
     with tempfile.TemporaryDirectory(prefix="tdmi-ptx-check-") as tmp:
         for arch, path in build_ptx(tmp, archs=[a for a in expected if a in shipped], nvcc=nvcc).items():
             shipped_text = read_ptx(ptx_path(arch, directory))
@@ -200,11 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             print("shipped PTX is up to date")
             return 0
         written = build_ptx(args.out_dir, args.arch)
+        removed = [] if args.arch else prune_ptx(args.out_dir, keep=list(written))
     except TdmiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for arch, path in written.items():
         print(f"compute_{arch}: {path}")
+    for path in removed:
+        print(f"removed (not in DEFAULT_ARCHS): {path}")
     return 0
 
 

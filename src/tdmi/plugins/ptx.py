@@ -3,6 +3,11 @@
 The run-time half of the plugin's PTX handling (TensorRT registration, the cuda-python launcher,
 engine checks), kept apart from the nvcc builder in :mod:`tdmi.plugins.build` so that running an
 engine never imports the compiler driver. Standard library only.
+
+One PTX ships (``compute_75``, see ``tdmi.plugins.build.DEFAULT_ARCHS``): the driver JIT-compiles
+PTX forward, so every GPU from Turing on loads it, and :func:`select_arch` still picks the newest
+shipped arch not above the GPU should a later target ever be added. :func:`kernel_sha256` names the
+kernel an engine embeds, whichever arch asked for it.
 """
 
 from __future__ import annotations
@@ -120,3 +125,21 @@ def ptx_target(ptx: str) -> str:
 def strip_comments(ptx: str) -> str:
     """PTX without ``//`` comment lines: what must match between a rebuild and the shipped file."""
     return "\n".join(line for line in ptx.splitlines() if not line.lstrip().startswith("//")).strip()
+
+
+def kernel_body(ptx: str) -> str:
+    """PTX without comments and without its ``.target`` line: the kernel, whichever arch it names.
+
+    Two PTX files with the same body are the same kernel (the driver JITs either forward), so a
+    later target that only changes ``.target`` is redundant (the drift check says so).
+    """
+    return "\n".join(line for line in strip_comments(ptx).splitlines() if not line.startswith(".target"))
+
+
+def kernel_sha256(arch: int | None = None, directory: Path | None = None) -> str:
+    """SHA-256 of the kernel body of the shipped PTX for ``arch``: the engine sidecar's PTX hash.
+
+    Independent of the arch that asked, of the ``// tdmi:`` header and of nvcc's comment lines, so
+    it changes only when the kernel does.
+    """
+    return hashlib.sha256(kernel_body(read_ptx(ptx_path(arch, directory))).encode()).hexdigest()

@@ -63,8 +63,8 @@ def _already_defined(trtp: Any) -> bool:
 def register_plugins(ptx_arch: int | None = None) -> None:
     """Register ``tdmi::TemporalDiff`` with TensorRT; safe to call any number of times.
 
-    ``ptx_arch`` pins the PTX embedded in engines (e.g. ``80`` when building hardware-compatible
-    Ampere+ engines); by default the highest shipped arch <= the build GPU's compute capability.
+    ``ptx_arch`` pins the PTX embedded in engines (a shipped arch; only ``75`` ships, which JITs on
+    every GPU); by default the highest shipped arch <= the build GPU's compute capability.
     """
     if ptx_arch is not None:
         ptx.ptx_path(ptx_arch)  # fail now, not inside a TensorRT callback

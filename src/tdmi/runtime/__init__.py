@@ -8,7 +8,7 @@ checkpoints, preset names and ``TDMIConfig`` -> torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError
 from tdmi.runtime.base import Predictor, validate_clips
@@ -16,7 +16,8 @@ from tdmi.runtime.chunking import Chunk, plan_chunks
 from tdmi.runtime.keypoints import predict_keypoints
 from tdmi.spec.config import PRESETS, TDMIConfig
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 _SUFFIX_BACKEND = {
     ".onnx": "onnxruntime",
     ".xml": "openvino",

@@ -142,7 +142,7 @@ class TensorRTPredictor(Predictor):
             from tdmi.plugins.trt_plugin import aot_ptx_arch, register_plugins
 
             register_plugins()
-            local = hashlib.sha256(ptx.ptx_path(aot_ptx_arch()).read_bytes()).hexdigest()
+            local = ptx.kernel_sha256(aot_ptx_arch())
             self.warnings += check_plugin(sidecar, SPEC.plugin_version, local, path.name)
         # 3. Deserialize and bind.
         self._runtime = trt.Runtime(self._logger)
