@@ -37,7 +37,7 @@ for wheel in sys.argv[2:]:
 PYEOF
 fi
 if PYTHONPATH="${pytest_site:+$pytest_site:}$PYTHONPATH" "$PY" -c "import pytest" 2>/dev/null; then
-    mapfile -t cuda_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
+    mapfile -t cuda_files < <(grep -rl --include="test_*.py" "pytest.mark.cuda" tests | sort)
     PYTHONPATH="${pytest_site:+$pytest_site:}$PYTHONPATH" with_timeout "$TEST_TIMEOUT" \
         "$PY" -m pytest -q -rs -m cuda -p no:cacheprovider "${cuda_files[@]}" 2>&1 | tee "$OUTDIR/tests.log"
     tests_rc=${PIPESTATUS[0]}

@@ -5,9 +5,11 @@ Real PoseTrack18 files are read from ../shared (never copied into the repo).
 Markers (the one place they are mapped to "is it here?"): a test marked ``rtx`` / ``modelopt`` /
 ``serve`` / ``tensorrt`` / ``cuda`` / ``nvcc`` is skipped, with the reason and the install command,
 where that is absent, so the README's set-up line followed by its test command passes whichever
-optional extras are installed. A test that needs an extra and is not marked fails there instead:
-``TDMI_TEST_HIDE_EXTRAS=rtx,serve`` makes the named extras unimportable for the whole run to find
-such tests without uninstalling anything (tests/test_conftest.py does that).
+optional extras are installed; ``without("tensorrt", reason=...)`` marks a test of the path for an
+absence, skipped (with that reason) where the thing is present. A test that needs an extra and is
+not marked fails there instead: ``TDMI_TEST_HIDE_EXTRAS=rtx,serve`` makes the named extras
+unimportable for the whole run to find such tests without uninstalling anything
+(tests/test_conftest.py does that).
 
 Caches: a test run never writes into the user's real cache; ``TDMI_CACHE_DIR``, ``XDG_CACHE_HOME``
 (which the artifact cache and torch read) and ``MPLCONFIGDIR`` point into one temporary folder for
@@ -23,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 
@@ -33,6 +36,9 @@ from tdmi.plugins.availability import (
     tensorrt_available,
     torch_cuda_available,
 )
+
+if TYPE_CHECKING:
+    from tdmi.model import TDMI
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDMI_SHARED", REPO.parent / "shared"))
@@ -94,6 +100,8 @@ MARKERS: dict[str, tuple[str, Callable[[], Availability]]] = {
         ),
     ),
 }
+# ``@pytest.mark.without("tensorrt", reason=...)``: the opposite of a need marker, by the same probe.
+WITHOUT = "without"
 
 
 @cache
@@ -136,6 +144,11 @@ _SAVED_ENV: dict[str, str | None] = {}
 def pytest_configure(config: pytest.Config) -> None:
     for name, (description, _) in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}; skipped with the reason where absent")
+    config.addinivalue_line(
+        "markers",
+        f"{WITHOUT}(name, reason): tests the path for an absent {'/'.join(MARKERS)}; skipped with the reason "
+        "where it is present",
+    )
     if os.environ.get(HIDE_ENV):
         _install_hider(e for e in os.environ[HIDE_ENV].split(",") if e.strip())
     # Before collection: modules imported while collecting (matplotlib) may pick their cache then.
@@ -162,6 +175,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         missing = [found.reason for name in needs if not (found := availability(name))]
         if missing:
             item.add_marker(pytest.mark.skip(reason="; ".join(missing)))
+        # The path for an absence runs only where the thing is absent, by the same probe.
+        present = [
+            m.kwargs["reason"] for m in item.iter_markers(WITHOUT) if availability(_without_name(m, item))
+        ]
+        if present:
+            item.add_marker(pytest.mark.skip(reason="; ".join(present)))
+
+
+def _without_name(mark: pytest.Mark, item: pytest.Item) -> str:
+    if len(mark.args) != 1 or mark.args[0] not in MARKERS or not mark.kwargs.get("reason"):
+        raise pytest.UsageError(
+            f"{item.nodeid}: use @pytest.mark.{WITHOUT}(NAME, reason=...) with NAME one of {sorted(MARKERS)}"
+        )
+    return str(mark.args[0])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -195,15 +222,77 @@ def sample_clip_frames(posetrack18: Path) -> list[Path]:
     return frames
 
 
+# The tiny model's artifacts, made once per session and shared by every file that needs them (the export
+# is the slow part of many tests). They are read-only: a test that changes one copies it to tmp_path.
+
+
+@pytest.fixture(scope="session")
+def tiny_net() -> TDMI:
+    """tdmi-tiny with the seeded random weights (seed 0) that every command uses without a checkpoint,
+    so the same weights as in the ``tiny_*`` exports below. Shared: never train or change it in place."""
+    import torch
+
+    from tdmi.model import TDMI
+
+    with torch.random.fork_rng():  # the same weights as the exporter's, the caller's RNG untouched
+        torch.manual_seed(0)
+        return TDMI.from_preset("tdmi-tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_net: TDMI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_net`` saved as a checkpoint (config embedded)."""
+    from tdmi.model import save_checkpoint
+
+    return save_checkpoint(tiny_net, tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.pt")
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tdmi-tiny (random weights, seed 0) exported to ONNX once per test session."""
+    """tdmi-tiny (random weights, seed 0) exported to ONNX once per test session (batch 1, by the CLI)."""
     from tdmi.cli.common import run_app
     from tdmi.cli.export import app as export_app
 
     out = tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx"
     assert run_app(export_app, ["onnx", "--config", "tdmi-tiny", "--no-verify", "-o", str(out)]) == 0
     return out
+
+
+def _export_tiny(folder: Path, batch: int | Literal["dynamic"]) -> Path:
+    from tdmi.export import export_onnx
+
+    path = folder / "tiny.onnx"
+    with pytest.warns(UserWarning, match="random weights"):
+        export_onnx("tdmi-tiny", path, batch=batch, verify=False, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dynamic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tdmi-tiny (random weights, seed 0: ``tiny_net``) exported with a dynamic batch, native DCN."""
+    return _export_tiny(tmp_path_factory.mktemp("tiny_dynamic"), "dynamic")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_b2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tdmi-tiny (random weights, seed 0: ``tiny_net``) exported with a static batch of 2, native DCN."""
+    return _export_tiny(tmp_path_factory.mktemp("tiny_b2"), 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke calibration set for tdmi-tiny (4 built-in sample clips), saved as ``.npz``."""
+    from tdmi.export import build_calibration_set
+
+    with pytest.warns(UserWarning):  # smoke-only calibration: loud by design
+        calib = build_calibration_set("tdmi-tiny", None, num_clips=4)
+    return calib.save(tmp_path_factory.mktemp("tiny_calib") / "calib.npz")
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_onnx_dynamic: Path, tiny_onnx_b2: Path, tiny_calib: Path) -> dict[str, Path]:
+    """What an engine build needs: ``dynamic`` and ``static2`` exports and a ``calib`` set."""
+    return {"dynamic": tiny_onnx_dynamic, "static2": tiny_onnx_b2, "calib": tiny_calib}
 
 
 def _write_synthetic_videos(

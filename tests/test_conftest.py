@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE_ENV, EXTRA_MODULES, HIDE_ENV, MARKERS
+from tests.conftest import CACHE_ENV, EXTRA_MODULES, HIDE_ENV, MARKERS, WITHOUT, availability
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -37,9 +37,9 @@ def test_tests_that_need_an_absent_extra_skip_and_name_it() -> None:
     """The two tests the README set-up (no ``rtx`` extra) used to fail, and a Triton one, with the
     extras made unimportable: skipped, each with the install command in its reason."""
     selected = [
-        "tests/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
-        "tests/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
-        "tests/test_serve.py::test_taken_port_is_named_before_starting",
+        "tests/plugins/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
+        "tests/plugins/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
+        "tests/serve/test_serve.py::test_taken_port_is_named_before_starting",
     ]
     proc = _pytest(selected, _env(**{HIDE_ENV: "rtx,modelopt,serve"}), REPO)
     out = proc.stdout + proc.stderr
@@ -79,6 +79,30 @@ def test_a_test_run_does_not_write_to_the_real_cache(tmp_path: Path) -> None:
     assert not cache.is_relative_to(home) and "tdmi-test-cache-" in str(cache)
     assert not cache.exists(), "the session cache folder was left behind"
     assert list(home.iterdir()) == [], "the run wrote into $HOME"
+
+
+def test_a_test_of_an_absence_runs_only_where_the_thing_is_absent(tmp_path: Path) -> None:
+    """``without(NAME, reason=...)`` asks the same probe as the need marker NAME: with the extra hidden
+    the test runs, with it present it skips with the given reason, and a name outside the map is a
+    usage error rather than a test that silently always runs."""
+    (tmp_path / "test_absence.py").write_text(
+        f"import pytest\n\n\n@pytest.mark.{WITHOUT}('rtx', reason='RTX IS HERE')\n"
+        "def test_absent_rtx():\n    pass\n"
+    )
+    (tmp_path / "test_typo.py").write_text(
+        f"import pytest\n\n\n@pytest.mark.{WITHOUT}('gpu', reason='x')\ndef test_typo():\n    pass\n"
+    )
+    env = _env(PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]))
+    hidden = _pytest(["-p", "conftest", "test_absence.py"], {**env, HIDE_ENV: "rtx"}, tmp_path)
+    assert hidden.returncode == 0 and re.search(r"\b1 passed\b", hidden.stdout), hidden.stdout[-2000:]
+    here = _pytest(["-p", "conftest", "test_absence.py"], env, tmp_path)
+    assert here.returncode == 0, here.stdout[-2000:]
+    if availability("rtx"):
+        assert re.search(r"SKIPPED .*RTX IS HERE", here.stdout), here.stdout[-2000:]
+    else:
+        assert re.search(r"\b1 passed\b", here.stdout), here.stdout[-2000:]
+    typo = _pytest(["-p", "conftest", "test_typo.py"], env, tmp_path)
+    assert typo.returncode != 0 and "use @pytest.mark.without(NAME, reason=...)" in typo.stdout + typo.stderr
 
 
 def test_the_session_cache_is_not_the_users(isolated_cache: Path) -> None:

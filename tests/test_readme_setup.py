@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE_ENV, EXTRA_MODULES, HIDE_ENV
+from tests.conftest import CACHE_ENV, EXTRA_MODULES, HIDE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -82,8 +82,8 @@ def test_tests_needing_a_left_out_extra_skip_and_name_it() -> None:
     """The two tests a fresh clone used to fail (2 failed, 558 passed) when the set-up line left out
     ``rtx``: in an install without it they skip, naming the extra."""
     tests = [
-        "tests/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
-        "tests/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
+        "tests/plugins/test_rtx.py::test_native_deformconv_for_rtx_fails_before_building",
+        "tests/plugins/test_rtx.py::test_fp16_of_a_graph_that_cannot_be_made_fp16",
     ]
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests]
     hidden = sorted({*_left_out(), "rtx"})

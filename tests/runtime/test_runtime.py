@@ -12,7 +12,6 @@ import torch
 from tdmi import runtime
 from tdmi.artifacts.sidecar import BatchProfile, BuildEnvironment, GpuInfo
 from tdmi.errors import BackendUnavailableError, ConfigError, DataError, EngineError, ExportError, TdmiError
-from tdmi.export.onnx_export import export_onnx
 from tdmi.model import TDMI
 from tdmi.runtime import plan_chunks
 from tdmi.runtime.torch_backend import TorchPredictor
@@ -21,20 +20,9 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny_net() -> TDMI:
-    torch.manual_seed(0)
-    return TDMI.from_preset("tdmi-tiny").eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny_net: TDMI, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("rt")
-    paths = {"dynamic": d / "tiny.onnx", "static2": d / "tiny_b2.onnx"}
-    export_onnx(
-        tiny_net.config, paths["dynamic"], model=tiny_net, batch="dynamic", verify=False, progress=False
-    )
-    export_onnx(tiny_net.config, paths["static2"], model=tiny_net, batch=2, verify=False, progress=False)
-    return paths
+def tiny_onnx(tiny_onnx_dynamic: Path, tiny_onnx_b2: Path) -> dict[str, Path]:
+    """The session's exports of ``tiny_net``'s weights (tests/conftest.py): dynamic and static batch 2."""
+    return {"dynamic": tiny_onnx_dynamic, "static2": tiny_onnx_b2}
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +86,9 @@ def test_chunking_gives_the_same_heatmaps(tiny_onnx: dict[str, Path], clips: np.
 
 
 def test_torch_predictor_loads_presets_and_checkpoints(
-    tiny_net: TDMI, tmp_path: Path, clips: np.ndarray
+    tiny_net: TDMI, tiny_checkpoint: Path, clips: np.ndarray
 ) -> None:
-    from tdmi.model import save_checkpoint
-
-    ckpt = tmp_path / "tiny.pt"
-    save_checkpoint(tiny_net, ckpt)
-    with runtime.load(ckpt) as p:
+    with runtime.load(tiny_checkpoint) as p:
         assert p.backend == "torch" and p.device == "cpu"
         np.testing.assert_allclose(
             p.predict(clips[:2]), TorchPredictor(tiny_net, "cpu").predict(clips[:2]), atol=0
@@ -326,18 +310,8 @@ def test_engine_without_sidecar_or_file(tmp_path: Path) -> None:
         runtime.load(lone)
 
 
-def _tensorrt_reason() -> str:
-    from tdmi.plugins.availability import cuda_gpu_available, tensorrt_available
-
-    for a in (tensorrt_available(), cuda_gpu_available()):
-        if not a:
-            return a.reason
-    return ""
-
-
+@pytest.mark.without("tensorrt", reason="TensorRT and a GPU are present")
 def test_without_tensorrt_the_message_says_how_to_install(tmp_path: Path) -> None:
-    if not _tensorrt_reason():
-        pytest.skip("TensorRT and a GPU are present")
     engine = _fake_engine_with_sidecar(tmp_path, "11.4.0.106", "9.0")
     with pytest.raises(BackendUnavailableError, match=r"tdmi-deploy\[trt\]"):
         runtime.load(engine)

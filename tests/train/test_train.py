@@ -22,7 +22,7 @@ from tdmi.train import LAST, LOG, PoseTrackClips, TrainConfig, posetrack_map, tr
 from tdmi.train.data import load_records
 
 CFG = get_preset("tdmi-tiny")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(**kw: object) -> TrainConfig:

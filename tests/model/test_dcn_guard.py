@@ -22,7 +22,7 @@ from torchvision.ops import deform_conv2d
 from tdmi.model.dcn import deform_conv2d_decomposed, deform_conv2d_guarded, guard_offsets, offset_bounds
 from tdmi.model.tdmi import ModulatedDeformConv
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # (N, Cin, H, W, Cout, kernel, stride, padding, dilation, groups, offset_groups), as in test_dcn.py
 CASES = [

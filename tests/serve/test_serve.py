@@ -35,7 +35,6 @@ from tdmi.artifacts.sidecar import (
 from tdmi.cli import export as export_cli
 from tdmi.cli.common import run_app
 from tdmi.errors import ConfigError, TdmiError
-from tdmi.export import export_onnx
 from tdmi.serve import (
     LOCAL_MODELS,
     MODELS,
@@ -51,22 +50,13 @@ from tdmi.serve import (
 )
 from tdmi.spec.config import get_preset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T, H, W, J = 3, 128, 96, 17
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tdmi-tiny with the seeded random weights every command uses without a checkpoint, dynamic batch."""
-    path = tmp_path_factory.mktemp("serve-onnx") / "tiny.onnx"
-    with pytest.warns(UserWarning, match="random weights"):
-        export_onnx("tdmi-tiny", path, batch="dynamic", verify=False, progress=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def reference(tiny_onnx: Path) -> runtime.Predictor:
-    return runtime.load(tiny_onnx)
+def reference(tiny_onnx_dynamic: Path) -> runtime.Predictor:
+    return runtime.load(tiny_onnx_dynamic)
 
 
 # -- the repository --------------------------------------------------------------------------------
@@ -79,12 +69,12 @@ def _io(cfg: object) -> tuple[dict[str, tuple[int, list[int]]], dict[str, tuple[
 
 
 @pytest.mark.serve
-def test_exported_repository_parses_and_wires_up(tiny_onnx: Path, tmp_path: Path) -> None:
+def test_exported_repository_parses_and_wires_up(tiny_onnx_dynamic: Path, tmp_path: Path) -> None:
     out = tmp_path / "model_repository"
     serve = ServeConfig(
         max_batch_size=8, preferred_batch_sizes=(2, 8), max_queue_delay_us=500, instances=2, kind="gpu"
     )
-    write_repository(out, artifact_from_onnx(tiny_onnx), serve, flavour="platform")
+    write_repository(out, artifact_from_onnx(tiny_onnx_dynamic), serve, flavour="platform")
     assert sorted(p.name for p in out.iterdir()) == sorted(MODELS)
     configs = {m: read_config(out / m / "config.pbtxt") for m in MODELS}
     from tritonclient.grpc import model_config_pb2 as pb
@@ -95,7 +85,7 @@ def test_exported_repository_parses_and_wires_up(tiny_onnx: Path, tmp_path: Path
     assert hm.dynamic_batching.max_queue_delay_microseconds == 500
     assert hm.instance_group[0].count == 2 and hm.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     assert _io(hm) == ({"frames": (pb.TYPE_FP32, [T, 3, H, W])}, {"heatmaps": (pb.TYPE_FP32, [J, 32, 24])})
-    assert (out / "tdmi" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    assert (out / "tdmi" / "1" / "model.onnx").read_bytes() == tiny_onnx_dynamic.read_bytes()
     assert ServeConfig.from_json(hm.parameters["tdmi_serve"].string_value) == serve
     for m in ("tdmi_pre", "tdmi_post"):
         assert configs[m].backend == "python" and (out / m / "1" / "model.py").is_file()
@@ -165,20 +155,18 @@ def test_engine_repository_is_a_tensorrt_plan_within_the_profile(tmp_path: Path)
 
 @pytest.mark.serve
 def test_export_triton_cli_refuses_fixed_batch_and_non_empty_output(
-    tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_onnx_dynamic: Path, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fixed = tmp_path / "fixed.onnx"
-    with pytest.warns(UserWarning):
-        export_onnx("tdmi-tiny", fixed, batch=1, verify=False, progress=False)
+    fixed, dynamic = tiny_onnx, tiny_onnx_dynamic  # batch 1, dynamic batch
     out = tmp_path / "repo"
     assert run_app(export_cli.app, ["triton", "--onnx", str(fixed), "-o", str(out)], "tdmi-export") == 1
     err = capsys.readouterr().err
     assert "--batch dynamic" in err and "Traceback" not in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]
-    assert run_app(export_cli.app, ["triton", "--onnx", str(tiny_onnx), "-o", str(out)], "tdmi-export") == 0
+    assert run_app(export_cli.app, ["triton", "--onnx", str(dynamic), "-o", str(out)], "tdmi-export") == 0
     assert read_config(out / "tdmi_pose" / "config.pbtxt").name == "tdmi_pose"
     before = (out / "tdmi" / "config.pbtxt").read_text()
-    argv = ["triton", "--onnx", str(tiny_onnx), "-o", str(out), "--max-batch", "4", "--preferred-batch", "4"]
+    argv = ["triton", "--onnx", str(dynamic), "-o", str(out), "--max-batch", "4", "--preferred-batch", "4"]
     assert run_app(export_cli.app, argv, "tdmi-export") == 1
     assert "--force" in capsys.readouterr().err
     assert (out / "tdmi" / "config.pbtxt").read_text() == before
@@ -267,10 +255,10 @@ def test_server_exits_when_its_starter_is_killed(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def server(tiny_onnx_dynamic: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     repo = tmp_path_factory.mktemp("serve-repo") / "repository"
     serve = ServeConfig(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=1000)
-    write_repository(repo, artifact_from_onnx(tiny_onnx), serve, flavour="python")
+    write_repository(repo, artifact_from_onnx(tiny_onnx_dynamic), serve, flavour="python")
     srv = TritonServer(repo, Ports.from_http(free_port()), models=LOCAL_MODELS)
     try:
         srv.start(timeout=300)
@@ -447,7 +435,7 @@ def test_load_test_loses_nothing_and_matches_the_runtime(
 @pytest.mark.serve
 @pytest.mark.slow
 def test_tdmi_bench_server_cli_writes_the_report(
-    server: TritonServer, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: TritonServer, tiny_onnx_dynamic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
 
@@ -460,7 +448,7 @@ def test_tdmi_bench_server_cli_writes_the_report(
         "--protocol",
         "grpc",
         "--model",
-        str(tiny_onnx),
+        str(tiny_onnx_dynamic),
         "--concurrency",
         "1,2",
         "--requests",

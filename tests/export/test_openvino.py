@@ -244,8 +244,8 @@ def test_bench_default_job_and_report_name_the_cpu_and_the_best_variant() -> Non
     assert best["name"] == "ov-bf16" and "PCK drop +0.05" in best["text"]
 
 
+@pytest.mark.serve
 def test_triton_repository_offers_the_openvino_backend(decomposed: ExportResult, tmp_path: Path) -> None:
-    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (the [serve] extra)")
     from tdmi.export.openvino_export import write_ir
     from tdmi.serve import ServeConfig, write_repository
     from tdmi.serve.repository import artifact_from_openvino, heatmap_config

@@ -150,7 +150,7 @@ def test_bn_activation_check_script_reports_both_modes(
 
     ckpt = save_checkpoint(trained[0], tmp_path / "t.pt")
     before = _bn_stats(load_checkpoint(ckpt))
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bn_activation_check.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bn_activation_check.py"
     out = tmp_path / "bn.json"
     proc = subprocess.run(
         [sys.executable, str(script), str(ckpt), "--clips", "3", "--json", str(out)],

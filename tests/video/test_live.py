@@ -171,7 +171,7 @@ def test_ctrl_c_ends_the_stream_cleanly(posetrack18: Path, tmp_path: Path) -> No
     import subprocess
     import sys
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import test_live; "
         "test_live._ctrl_c_child(sys.argv[2], sys.argv[3])"
@@ -206,14 +206,10 @@ def test_unreachable_stream_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_done_when_cli_stream_equals_offline(
-    jpegs: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    jpegs: list[bytes], tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`tdmi-infer http://127.0.0.1:PORT/stream.mjpg --model tiny.onnx --full-frame -o out/ --jsonl -`."""
-    from tdmi.cli.export import app as export_app
-
-    model = tmp_path / "tiny.onnx"
-    assert run_app(export_app, ["onnx", "--config", "tdmi-tiny", "-o", str(model)]) == 0
-    capsys.readouterr()
+    model = tiny_onnx
     with serve_mjpeg(jpegs) as url:
         rc = run_app(
             app, [url, "--model", str(model), "--full-frame", "-o", str(tmp_path / "live"), "--jsonl", "-"]
@@ -243,7 +239,7 @@ def test_done_when_cli_stream_equals_offline(
 def test_live_detector_tracks_online_as_offline(jpegs: list[bytes], tmp_path: Path) -> None:
     """With a detector, the IoU tracker is fed frame by frame: the same tracks and poses as offline."""
     from tdmi.video.detector import Detector
-    from test_detector import e2e_detector
+    from tests.video.test_detector import e2e_detector
 
     det_path = e2e_detector(tmp_path / "det.onnx")
     pred = _predictor(3)

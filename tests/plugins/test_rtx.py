@@ -40,22 +40,14 @@ PRECISIONS = [
     pytest.param("fp16", marks=pytest.mark.modelopt),
     pytest.param("int8", marks=pytest.mark.modelopt),
 ]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Native-DCN exports (the builder lowers them), static batch 2 and dynamic, and a calibration set."""
-    d = tmp_path_factory.mktemp("rtx")
-    paths = {"dynamic": d / "tiny.onnx", "static": d / "tiny_b2.onnx", "calib": d / "calib.npz", "dir": d}
-    with pytest.warns(UserWarning, match="random weights"):
-        export_onnx("tdmi-tiny", paths["dynamic"], batch="dynamic", verify=False, progress=False)
-        export_onnx("tdmi-tiny", paths["static"], batch=2, verify=False, progress=False)
-    from tdmi.export import build_calibration_set
-
-    with pytest.warns(UserWarning):
-        build_calibration_set("tdmi-tiny", None, num_clips=4).save(paths["calib"])
-    return paths
+def tiny(tiny_exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The session's native-DCN exports (the builder lowers them) under this file's batch names, the
+    calibration set, and a folder of this file's own for the converted graphs."""
+    return {**tiny_exports, "static": tiny_exports["static2"], "dir": tmp_path_factory.mktemp("rtx")}
 
 
 def _options(precision: str, tiny: dict[str, Path], **kw: object) -> EngineBuildOptions:

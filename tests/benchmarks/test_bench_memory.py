@@ -40,31 +40,20 @@ def test_run_in_child_reraises_the_childs_error() -> None:
         run_in_child("fails", MemoryLedger(), _fail)
 
 
-def test_check_sessions_run_without_the_arena(tiny_fp32: Path) -> None:
+def test_check_sessions_run_without_the_arena(tiny_onnx_dynamic: Path) -> None:
     from tdmi.export.ort_ops import make_session
 
-    model = onnx.load(str(tiny_fp32))
+    model = onnx.load(str(tiny_onnx_dynamic))
     assert make_session(model, arena=False).get_session_options().enable_cpu_mem_arena is False
     assert make_session(model).get_session_options().enable_cpu_mem_arena is True  # timed sessions keep it
 
 
-@pytest.fixture(scope="module")
-def tiny_fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tdmi.export import export_onnx
-
-    path = tmp_path_factory.mktemp("fp32") / "tiny.onnx"
-    with warnings.catch_warnings():  # random weights: fine here
-        warnings.simplefilter("ignore", UserWarning)
-        export_onnx("tdmi-tiny", path, batch="dynamic", progress=False)
-    return path
-
-
-def test_calibration_probes_in_groups_give_the_same_statistics(tiny_fp32: Path) -> None:
+def test_calibration_probes_in_groups_give_the_same_statistics(tiny_onnx_dynamic: Path) -> None:
     """Probing the activations a group at a time bounds memory and changes no statistic."""
     from tdmi.export import build_calibration_set
     from tdmi.export.int8_recipes import activation_infos, collect_stats, probe_groups
 
-    model = onnx.load(str(tiny_fp32))
+    model = onnx.load(str(tiny_onnx_dynamic))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         clips = build_calibration_set("tdmi-tiny", None, num_clips=2).clips

@@ -274,7 +274,7 @@ def test_per_clip_script_splits_clips_by_fp32_outcome(fp32: ExportResult, tmp_pa
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "int8_per_clip.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "int8_per_clip.py"
     out = tmp_path / "per-clip.json"
     cmd = [sys.executable, str(script), str(fp32.path), "--clips", "4", "--calib-clips", "2"]
     cmd += ["--json", str(out)]
@@ -297,7 +297,7 @@ def test_per_clip_script_scores_a_given_graph_like_fp32(fp32: ExportResult, tmp_
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "int8_per_clip.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "int8_per_clip.py"
     out = tmp_path / "per-clip.json"
     cmd = [sys.executable, str(script), str(fp32.path), "--clips", "3", "--skip-recipes"]
     cmd += ["--graph", str(fp32.path), "--json", str(out)]

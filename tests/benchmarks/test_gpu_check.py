@@ -37,7 +37,7 @@ from tdmi.gpukit.record import Recorder, to_markdown
 from tdmi.gpukit.runner import exit_code, run_kit
 from tdmi.gpukit.torch_latency import LATENCY_VARIANTS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Makes the packages outside the image absent for the whole child interpreter: a blocked name is
 # not found by the path finder, so ``import cv2`` fails and ``importlib.util.find_spec`` says None,
@@ -188,7 +188,7 @@ def test_cpu_dry_run_in_the_gpu_image(image_site: dict[str, str], tmp_path: Path
 def test_cuda_tests_collect_in_the_gpu_image(tmp_path: Path) -> None:
     """The evidence script's pytest run (image + a pytest wheelhouse) must not die on an import."""
     env = image_env(tmp_path, extra=("pytest",))
-    files = sorted(str(p) for p in (REPO / "tests").glob("test_*.py") if "pytest.mark.cuda" in p.read_text())
+    files = sorted(str(p) for p in (REPO / "tests").rglob("test_*.py") if "pytest.mark.cuda" in p.read_text())
     assert files
     cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider"]
     proc = subprocess.run([*cmd, *files], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -176,15 +176,6 @@ def ref_decode(raw: np.ndarray, r: float, left: int, top: int, w: int, h: int, s
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tdmi.cli.export import app as export_app
-
-    out = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
-    assert run_app(export_app, ["onnx", "--config", "tdmi-tiny", "-o", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def frame(posetrack18: Path) -> np.ndarray:
     img = cv2.imread(str(posetrack18 / "videos" / CLIP / "000002.jpg"))
     assert img is not None and img.shape == (720, 1280, 3)

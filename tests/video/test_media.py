@@ -29,7 +29,7 @@ from tdmi.video.infer import infer_video
 from tdmi.video.source import read_image
 from tdmi.video.writers import OVERLAY_CODECS, VideoCodec, overlay_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEQ = "009473_mpii_test"
 
 
@@ -330,13 +330,9 @@ def test_overlay_falls_back_to_the_next_codec(tmp_path: Path) -> None:
 
 
 def test_infer_with_gt_boxes_is_scored_by_eval(
-    posetrack18: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    posetrack18: Path, tiny_onnx_dynamic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tdmi.export import export_onnx
-
-    onnx = tmp_path / "tiny.onnx"
-    with pytest.warns(UserWarning, match="random weights"):
-        export_onnx("tdmi-tiny", onnx, batch="dynamic", verify=False, progress=False)
+    onnx = tiny_onnx_dynamic
     gt = posetrack18 / "annotations" / "val" / f"{SEQ}.json"
     seq = posetrack18 / "images" / "val" / SEQ
     out = tmp_path / "pred"

@@ -20,7 +20,7 @@ from tdmi.cli.common import run_app
 from tdmi.errors import DataError, UsageError
 from tdmi.utils import atomic_path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 app = typer.Typer()
 
 

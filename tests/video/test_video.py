@@ -278,14 +278,11 @@ def test_moving_figure_video_boxes_follow_the_figure() -> None:
     assert abs(boxes[-1, 0] - boxes[0, 0]) > 1.0  # the figure moves, so do its boxes
 
 
-def test_policy_benchmark_counts_backbone_passes(tmp_path: Path) -> None:
+def test_policy_benchmark_counts_backbone_passes(tiny_checkpoint: Path) -> None:
     """The accuracy benchmark runs all three policies; frame/smoothed need one backbone pass per frame."""
     from tdmi.benchmarks.video_reuse import accuracy
-    from tdmi.model import save_checkpoint
 
-    ckpt = tmp_path / "tiny.pt"
-    save_checkpoint(_model(), ckpt)
-    (row,) = accuracy(ckpt, videos=1, frames=4, speeds=[2.0], jitters=[0.05], alpha=0.05)
+    (row,) = accuracy(tiny_checkpoint, videos=1, frames=4, speeds=[2.0], jitters=[0.05], alpha=0.05)
     assert row["passes_frame"] == row["passes_smoothed"] == 4
     assert row["passes_key"] > 4
     assert 0.0 <= row["pck_key"] <= 1.0 and 0.0 <= row["agree_frame"] <= 1.0

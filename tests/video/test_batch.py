@@ -32,7 +32,7 @@ from tdmi.video.batch import (
     staging_dir,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -13,34 +13,8 @@ from tdmi.cli.build_engine import normalize_argv, run
 from tdmi.errors import BackendUnavailableError, ConfigError
 from tdmi.export.engine import EngineBuildOptions, build_engine, profile_for, write_final_onnx
 from tdmi.export.metadata import read_metadata
-from tdmi.export.onnx_export import export_onnx
 from tdmi.plugins import ptx
-from tdmi.plugins.availability import cuda_gpu_available, tensorrt_available
 from tdmi.plugins.temporal_diff import SPEC
-
-
-def _trt_missing() -> str:
-    for a in (tensorrt_available(), cuda_gpu_available()):
-        if not a:
-            return a.reason
-    return ""
-
-
-NO_TRT = _trt_missing()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("engine")
-    paths = {"dynamic": d / "tiny.onnx", "static2": d / "tiny_b2.onnx", "calib": d / "calib.npz"}
-    with pytest.warns(UserWarning, match="random weights"):
-        export_onnx("tdmi-tiny", paths["dynamic"], batch="dynamic", verify=False, progress=False)
-        export_onnx("tdmi-tiny", paths["static2"], batch=2, verify=False, progress=False)
-    from tdmi.export import build_calibration_set
-
-    with pytest.warns(UserWarning):
-        build_calibration_set("tdmi-tiny", None, num_clips=4).save(paths["calib"])
-    return paths
 
 
 def _plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -63,10 +37,12 @@ def test_options_validate() -> None:
     assert d["profile"] == "1:2:4" and d["timing_cache"] == "c.cache" and d["precision"] == "fp32"
 
 
-def test_default_profile_follows_the_onnx(tiny: dict[str, Path]) -> None:
-    assert profile_for(onnx.load(str(tiny["static2"])), None) == BatchProfile(2, 2, 2)
-    assert profile_for(onnx.load(str(tiny["dynamic"])), None) == BatchProfile(1, 4, 16)
-    assert profile_for(onnx.load(str(tiny["dynamic"])), BatchProfile(1, 1, 3)) == BatchProfile(1, 1, 3)
+def test_default_profile_follows_the_onnx(tiny_exports: dict[str, Path]) -> None:
+    assert profile_for(onnx.load(str(tiny_exports["static2"])), None) == BatchProfile(2, 2, 2)
+    assert profile_for(onnx.load(str(tiny_exports["dynamic"])), None) == BatchProfile(1, 4, 16)
+    assert profile_for(onnx.load(str(tiny_exports["dynamic"])), BatchProfile(1, 1, 3)) == BatchProfile(
+        1, 1, 3
+    )
 
 
 def test_argv_defaults_to_the_build_command() -> None:
@@ -79,36 +55,46 @@ def test_argv_defaults_to_the_build_command() -> None:
 # -- --onnx-only -----------------------------------------------------------------------------------
 
 
-def test_onnx_only_fp32_fused_runs_like_the_source(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_onnx_only_fp32_fused_runs_like_the_source(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     """The exporter's CPU form of the plugin op (export.ort_ops.run_onnx) checks the fused graph;
-    the runtime refuses it (tests/test_runtime.py)."""
+    the runtime refuses it (tests/runtime/test_runtime.py)."""
     from tdmi import runtime
     from tdmi.export.ort_ops import run_onnx
 
     out = tmp_path / "final.onnx"
-    assert run([str(tiny["dynamic"]), "--onnx-only", "--batch", "1:2:4", "-o", str(out)]) == 0
+    assert run([str(tiny_exports["dynamic"]), "--onnx-only", "--batch", "1:2:4", "-o", str(out)]) == 0
     model = onnx.load(str(out))
     nodes = _plugin_nodes(model)
     assert len(nodes) == 4  # one TemporalDiff per TDE stage
     meta = read_metadata(model)
     assert meta["fused"] and meta["precision"] == "fp32" and meta["config"].name == "tdmi-tiny"
     clips = np.random.default_rng(1).standard_normal((3, 3, 3, 128, 96)).astype(np.float32)
-    with runtime.load(tiny["dynamic"]) as src:
+    with runtime.load(tiny_exports["dynamic"]) as src:
         np.testing.assert_allclose(run_onnx(out, clips), src.predict(clips), atol=1e-4, rtol=0)
 
 
-def test_onnx_only_no_fuse_keeps_plain_ops(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_onnx_only_no_fuse_keeps_plain_ops(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "plain.onnx"
-    assert run([str(tiny["static2"]), "--onnx-only", "--no-fuse", "-o", str(out)]) == 0
+    assert run([str(tiny_exports["static2"]), "--onnx-only", "--no-fuse", "-o", str(out)]) == 0
     model = onnx.load(str(out))
     assert not _plugin_nodes(model) and not read_metadata(model)["fused"]
 
 
 @pytest.mark.modelopt
-def test_onnx_only_fp16(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_onnx_only_fp16(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "fp16.onnx"
     assert (
-        run([str(tiny["dynamic"]), "--onnx-only", "--fp16", "--calib", str(tiny["calib"]), "-o", str(out)])
+        run(
+            [
+                str(tiny_exports["dynamic"]),
+                "--onnx-only",
+                "--fp16",
+                "--calib",
+                str(tiny_exports["calib"]),
+                "-o",
+                str(out),
+            ]
+        )
         == 0
     )
     model = onnx.load(str(out))
@@ -118,10 +104,20 @@ def test_onnx_only_fp16(tiny: dict[str, Path], tmp_path: Path) -> None:
 
 
 @pytest.mark.modelopt
-def test_onnx_only_int8_with_a_tiny_calibration_set(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_onnx_only_int8_with_a_tiny_calibration_set(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
     assert (
-        run([str(tiny["dynamic"]), "--onnx-only", "--int8", "--calib", str(tiny["calib"]), "-o", str(out)])
+        run(
+            [
+                str(tiny_exports["dynamic"]),
+                "--onnx-only",
+                "--int8",
+                "--calib",
+                str(tiny_exports["calib"]),
+                "-o",
+                str(out),
+            ]
+        )
         == 0
     )
     model = onnx.load(str(out))
@@ -131,43 +127,45 @@ def test_onnx_only_int8_with_a_tiny_calibration_set(tiny: dict[str, Path], tmp_p
 
 
 @pytest.mark.modelopt
-def test_an_already_converted_export_is_used_as_is(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_an_already_converted_export_is_used_as_is(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     fp16, again, int8 = tmp_path / "fp16.onnx", tmp_path / "again.onnx", tmp_path / "int8.onnx"
-    opts = EngineBuildOptions(precision="fp16", calib=tiny["calib"], fuse=False)
-    assert write_final_onnx(tiny["dynamic"], fp16, opts).precision == "fp16"
+    opts = EngineBuildOptions(precision="fp16", calib=tiny_exports["calib"], fuse=False)
+    assert write_final_onnx(tiny_exports["dynamic"], fp16, opts).precision == "fp16"
     prepared = write_final_onnx(fp16, again, EngineBuildOptions())
     assert prepared.precision == "fp16" and prepared.fused
-    assert run([str(fp16), "--onnx-only", "--int8", "--calib", str(tiny["calib"]), "-o", str(int8)]) == 1
+    assert (
+        run([str(fp16), "--onnx-only", "--int8", "--calib", str(tiny_exports["calib"]), "-o", str(int8)]) == 1
+    )
     assert not int8.exists()
 
 
 def test_int8_without_calibration_is_refused(
-    tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "int8.onnx"
-    assert run([str(tiny["dynamic"]), "--onnx-only", "--int8", "-o", str(out)]) == 1
+    assert run([str(tiny_exports["dynamic"]), "--onnx-only", "--int8", "-o", str(out)]) == 1
     assert not out.exists()
     err = " ".join(capsys.readouterr().err.split())
     assert "tdmi-export calib" in err and "CalibrationSet" not in err  # a command, not a Python API name
 
 
 def test_onnx_only_refuses_a_profile_that_misses_the_static_batch(
-    tiny: dict[str, Path], tmp_path: Path
+    tiny_exports: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "bad.onnx"
     with pytest.raises(Exception, match="static"):
-        write_final_onnx(tiny["static2"], out, EngineBuildOptions(profile=BatchProfile(1, 4, 8)))
-    assert run([str(tiny["static2"]), "--onnx-only", "--batch", "1:4:8", "-o", str(out)]) == 1
+        write_final_onnx(tiny_exports["static2"], out, EngineBuildOptions(profile=BatchProfile(1, 4, 8)))
+    assert run([str(tiny_exports["static2"]), "--onnx-only", "--batch", "1:4:8", "-o", str(out)]) == 1
     assert list(tmp_path.iterdir()) == []
 
 
-def test_check_command_exit_codes(tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["check", str(tiny["dynamic"])]) == 0
+def test_check_command_exit_codes(tiny_exports: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["check", str(tiny_exports["dynamic"])]) == 0
     assert "OK for TensorRT 11" in capsys.readouterr().out
-    assert run(["check", str(tiny["static2"]), "--batch", "1:4:8"]) == 1
+    assert run(["check", str(tiny_exports["static2"]), "--batch", "1:4:8"]) == 1
     captured = capsys.readouterr()
     assert "profile" in captured.out and "pre-flight error" in captured.err
-    assert run(["check", str(tiny["dynamic"]), "--trt-version", "10.4"]) == 1
+    assert run(["check", str(tiny_exports["dynamic"]), "--trt-version", "10.4"]) == 1
 
 
 def test_plugin_print_ptx_path(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,14 +178,16 @@ def test_plugin_print_ptx_path(capsys: pytest.CaptureFixture[str]) -> None:
 # -- without TensorRT ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not NO_TRT, reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run")
+@pytest.mark.without(
+    "tensorrt", reason="TensorRT and a GPU are present: the missing-TensorRT path cannot run"
+)
 def test_build_without_tensorrt_says_how_to_install_and_writes_nothing(
-    tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     engine, cache = out_dir / "tiny.engine", out_dir / "timing.cache"
-    args = [str(tiny["dynamic"]), "--fp16", "-o", str(engine), "--timing-cache", str(cache)]
+    args = [str(tiny_exports["dynamic"]), "--fp16", "-o", str(engine), "--timing-cache", str(cache)]
     code = run([*args, "--target", "tensorrt"])  # explicit: the default is TensorRT-RTX when only it is here
     err = capsys.readouterr().err
     assert code == 1
@@ -195,7 +195,7 @@ def test_build_without_tensorrt_says_how_to_install_and_writes_nothing(
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
     assert list(out_dir.iterdir()) == []
     with pytest.raises(BackendUnavailableError, match=r"pip install 'tdmi-deploy\[trt\]'"):
-        build_engine(tiny["dynamic"], engine, EngineBuildOptions())
+        build_engine(tiny_exports["dynamic"], engine, EngineBuildOptions())
     assert list(out_dir.iterdir()) == []
 
 
@@ -204,10 +204,10 @@ def test_build_without_tensorrt_says_how_to_install_and_writes_nothing(
 
 @pytest.mark.tensorrt
 @pytest.mark.cuda
-def test_build_writes_engine_sidecar_and_timing_cache(tiny: dict[str, Path], tmp_path: Path) -> None:
+def test_build_writes_engine_sidecar_and_timing_cache(tiny_exports: dict[str, Path], tmp_path: Path) -> None:
     engine, cache = tmp_path / "tiny.engine", tmp_path / "timing.cache"
     args = [
-        str(tiny["dynamic"]),
+        str(tiny_exports["dynamic"]),
         "--batch",
         "1:2:4",
         "--opt-level",
@@ -255,10 +255,13 @@ def test_parser_errors_name_node_and_op(tmp_path: Path) -> None:
 
 
 def test_output_name_must_match_the_mode(
-    tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run([str(tiny["dynamic"]), "--onnx-only", "-o", str(tmp_path / "x.engine")]) == 2
+    assert run([str(tiny_exports["dynamic"]), "--onnx-only", "-o", str(tmp_path / "x.engine")]) == 2
     assert "x.onnx" in capsys.readouterr().err
-    assert run([str(tiny["dynamic"]), "-o", str(tmp_path / "x.onnx")]) == 2
-    assert run([str(tiny["dynamic"]), "--fp16", "--int8", "--onnx-only", "-o", str(tmp_path / "y.onnx")]) == 2
+    assert run([str(tiny_exports["dynamic"]), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert (
+        run([str(tiny_exports["dynamic"]), "--fp16", "--int8", "--onnx-only", "-o", str(tmp_path / "y.onnx")])
+        == 2
+    )
     assert list(tmp_path.iterdir()) == []
