@@ -24,7 +24,6 @@ KERNEL_PARAM_TYPES: tuple[str, ...] = ("u64", "u32", "u32", "u32", "u64")
 INT32_MAX = 2**31 - 1
 
 
-
 class _Multipliable(Protocol):
     """An int, or a TensorRT shape expression: both multiply (``tensorrt.plugin`` overloads ``*``)."""
 
