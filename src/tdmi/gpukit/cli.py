@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
@@ -19,10 +20,19 @@ from tdmi.gpukit.options import DEFAULT_TIME_LIMIT_S, SECTIONS, TITLES, Options
 
 PROG = "python -m tdmi.gpukit"
 SUMMARY = "GPU evidence in one command: what a CPU cannot show, measured on a bare, borrowed GPU machine."
-KitDevice = Literal["cuda", "cpu"]
-Section = Literal[
-    "environment", "kernel_correctness", "kernel_bandwidth", "torch_latency", "dcn_forms", "ort_cpu"
-]
+DEVICES = ("cuda", "cpu")
+
+
+def _one_of(values: tuple[str, ...], option: str) -> Callable[[str | None], str | None]:
+    """A fixed-choice check as a callback, not a Literal type: the bare GPU image's typer may predate
+    typer 0.19 (Literal options), and the kit must run there as it is."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{option} must be one of {', '.join(values)}, got {value!r}")
+        return value
+
+    return check
 
 
 def _output(path: Path | None) -> Path | None:
@@ -47,7 +57,10 @@ def gpu(
     md_out: Annotated[
         Path | None, typer.Option("--md", help="Write the report as Markdown.", callback=_output)
     ] = None,
-    device: Annotated[KitDevice, typer.Option("--device", help="cuda or cpu (default cuda).")] = "cuda",
+    device: Annotated[
+        str,
+        typer.Option("--device", help="cuda or cpu (default cuda).", callback=_one_of(DEVICES, "--device")),
+    ] = "cuda",
     quick: Annotated[
         bool, typer.Option("--quick", help="Toy sizes, few iterations (the CI dry run).")
     ] = False,
@@ -69,7 +82,9 @@ def gpu(
         bool, typer.Option("--no-isolate", help="Run sections in this process (debugging).")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Traceback on error.")] = False,
-    worker: Annotated[Section | None, typer.Option("--worker", hidden=True)] = None,
+    worker: Annotated[
+        str | None, typer.Option("--worker", hidden=True, callback=_one_of(SECTIONS, "--worker"))
+    ] = None,
     worker_out: Annotated[Path | None, typer.Option("--worker-out", hidden=True)] = None,
     worker_deadline: Annotated[float | None, typer.Option("--worker-deadline", hidden=True)] = None,
 ) -> None:
