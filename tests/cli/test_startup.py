@@ -92,3 +92,14 @@ def test_option_value_errors_answer_before_heavy_imports(
     assert rc == rc_want, err
     assert fragment.replace("TMP", str(tmp_path)) in " ".join(err.split()), err
     assert heavy == []
+
+
+@pytest.mark.parametrize("prog", sorted(set(COMMANDS) - {"tdmi-eval"}))
+def test_command_modules_load_no_numpy_or_opencv(prog: str) -> None:
+    """The typed option value sets come from numpy-free modules, so `-h` and option errors stay light
+    (tdmi-eval's module imports the metrics, which are numpy)."""
+    code = f"import sys, {COMMANDS[prog]}; print(sorted(m for m in ('numpy', 'cv2') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -16,7 +16,6 @@ from typing import Any, Literal, get_args
 
 from tdmi.errors import ConfigError, ExportError
 from tdmi.spec.config import TDMIConfig
-from tdmi.spec.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 PREFIX = "tdmi."
 KEY_CONFIG = "tdmi.config"
@@ -50,6 +49,9 @@ Int8Target = Literal["onnxruntime", "tensorrt", "openvino"]  # the runtimes an I
 
 def normalization_spec(config: TDMIConfig) -> dict[str, Any]:
     """How raw frames become the ``frames`` input (mirrors ``tdmi.data.transforms.normalize``)."""
+    # numpy only here: the CLI imports this module for its value sets, and option errors stay light
+    from tdmi.spec.normalization import IMAGENET_MEAN, IMAGENET_STD
+
     return {
         "input": INPUT_NAME,
         "layout": "[B, T, 3, H, W]",
