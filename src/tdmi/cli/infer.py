@@ -12,7 +12,7 @@ import typer
 from tdmi.cli.common import Verbose, check_input_paths, console, err_console, main_for, progress_bar
 from tdmi.cli.options import BackendOpt, ConfigOpt, DeviceOpt, ModelOpt, RefineOpt, ThreadsOpt
 from tdmi.errors import ConfigError, DataError, UsageError
-from tdmi.spec.choices import BoxPolicy
+from tdmi.spec.choices import BoxPolicy, DetectorFormat
 
 app = typer.Typer(
     add_completion=False,
@@ -145,7 +145,8 @@ DetectorOpt = Annotated[
     typer.Option("--detector", help="Person detector ONNX (ultralytics YOLO or mmdeploy/rtmlib e2e)."),
 ]
 DetectorFormatOpt = Annotated[
-    str | None, typer.Option("--detector-format", help="yolo or e2e, when the graph does not say.")
+    DetectorFormat | None,
+    typer.Option("--detector-format", help="yolo or e2e, when the graph does not say."),
 ]
 DetScoreOpt = Annotated[float, typer.Option("--det-score", help="Keep persons at this score or above.")]
 DetNmsOpt = Annotated[float, typer.Option("--det-nms", help="NMS IoU threshold (YOLO layout).")]

@@ -17,6 +17,11 @@ BACKENDS: tuple[Backend, ...] = get_args(Backend)
 BoxPolicy = Literal["key", "frame", "smoothed"]
 BOX_POLICIES: tuple[BoxPolicy, ...] = get_args(BoxPolicy)
 
+# A person detector graph's layout (tdmi.video.detector): ultralytics YOLO ([1, 4+classes, N]) or
+# the mmdeploy/rtmlib end-to-end one (dets [1, N, 5] + labels [1, N]).
+DetectorFormat = Literal["yolo", "e2e"]
+DETECTOR_FORMATS: tuple[DetectorFormat, ...] = get_args(DetectorFormat)
+
 # A clip's neighbour frame missing on disk (partial PoseTrack downloads): refuse, or use the nearest.
 MissingFrames = Literal["error", "nearest"]
 MISSING_FRAMES: tuple[MissingFrames, ...] = get_args(MissingFrames)

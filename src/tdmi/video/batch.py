@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tdmi.errors import DataError, TdmiError
-from tdmi.spec.choices import BoxPolicy
+from tdmi.spec.choices import BoxPolicy, DetectorFormat
 from tdmi.spec.decoding import Refine
 from tdmi.utils import atomic_dir, sweep_stale_temps, write_text_atomic
 from tdmi.video.source import IMAGE_SUFFIXES
@@ -71,7 +71,7 @@ class VideoOptions:
     fps: float | None = None
     allow_short: bool = False
     detector: str | None = None  # person detector ONNX (--detector), loaded once per worker
-    detector_format: str | None = None
+    detector_format: DetectorFormat | None = None
     det_score: float = 0.3
     det_nms: float = 0.45
 
@@ -178,7 +178,7 @@ def check_job_outputs(jobs: Sequence[VideoJob], out_dir: str | os.PathLike[str])
 
 
 @functools.cache
-def _load_detector(path: str, format: str | None, score_thr: float, nms_iou: float) -> Any:
+def _load_detector(path: str, format: DetectorFormat | None, score_thr: float, nms_iou: float) -> Any:
     from tdmi.video.detector import Detector
 
     return Detector(path, format=format, score_thr=score_thr, nms_iou=nms_iou)

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from tdmi.errors import ConfigError, DataError
+from tdmi.spec.choices import DETECTOR_FORMATS, DetectorFormat
 from tdmi.video.boxes import Det
 
-DETECTOR_FORMATS = ("yolo", "e2e")
 PERSON_CLASS = 0
 PAD_VALUE = 114
 DEFAULT_INPUT_SIZE = (640, 640)  # (H, W) when the graph's input is dynamic and it carries no imgsz
@@ -38,7 +38,7 @@ class DetectorConfig:
     """How detections are made; recorded in the run JSON."""
 
     path: str
-    format: str  # "yolo" or "e2e"
+    format: DetectorFormat
     input_size: tuple[int, int]  # (H, W) of the network input
     score_thr: float = 0.3
     nms_iou: float = 0.45
@@ -166,7 +166,7 @@ def _meta_imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
     return None
 
 
-def infer_format(outputs: list[tuple[str, list[Any]]], meta: dict[str, str]) -> str | None:
+def infer_format(outputs: list[tuple[str, list[Any]]], meta: dict[str, str]) -> DetectorFormat | None:
     """``yolo`` / ``e2e`` from output names and shapes (and ultralytics metadata), or None if unsure."""
     names = [n.lower() for n, _ in outputs]
     if len(outputs) == 2 and "dets" in names and "labels" in names:
@@ -191,7 +191,7 @@ class Detector:
         self,
         path: str | Path,
         *,
-        format: str | None = None,
+        format: DetectorFormat | None = None,
         score_thr: float = 0.3,
         nms_iou: float = 0.45,
         max_det: int = 100,
