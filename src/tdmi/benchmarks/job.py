@@ -214,12 +214,6 @@ def _notes(opts: BenchOptions, cache: ArtifactCache, setup: _Setup, others: floa
             "per backend, torch's thread pool stalls under contention (measured in BENCHMARKS.md: speed-ups "
             "of 70-240x instead of ~3.3x); --threads 1 keeps the ratios steady on a busy machine"
         )
-    backends = {r.backend for r in setup.runners}
-    if {"torch", "onnxruntime"} <= backends and "allow_spinning" not in _ort_options(None):
-        notes.append(
-            "ONNX Runtime's worker threads spin after each run (this runtime cannot turn that off): on a "
-            "machine with few cores the row timed right after an ORT row is slowed by it"
-        )
     if any(r.backend == "openvino" and r.precision.startswith("int8") for r in setup.runners):
         method = opts.calib_method if opts.calib_method in ("max", "percentile") else "max (NNCF min/max)"
         notes.append(
@@ -277,7 +271,7 @@ def _settings(opts: BenchOptions, selected: list[str], load: Any, cache: Artifac
         "calib_data": str(opts.calib_data) if opts.calib_data else "built-in sample clips",
         "threads": opts.threads,
         "load": {"others": load.others, "loadavg": load.loadavg},
-        "ort_spinning_off": "allow_spinning" in _ort_options(None),
+        "ort_spinning_off": _ort_options(None)["allow_spinning"] is False,
         "cuda_graph": opts.cuda_graph,
         "cache": str(cache.folder),
     }

@@ -124,15 +124,10 @@ def _ort_options(threads: int | None) -> dict[str, Any]:
 
     Interleaved timing needs ORT's worker threads to sleep after a run: spinning ones steal the
     cores from the backend timed next (measured: PyTorch calls right after ORT ones slowed many
-    times over on a 2-core machine). Passed only where the runtime predictor accepts it.
+    times over on a 2-core machine).
     """
-    import inspect
-
-    from tdmi.runtime.onnxruntime_backend import OnnxRuntimePredictor
-
     options: dict[str, Any] = {"threads": threads} if threads else {}
-    if "allow_spinning" in inspect.signature(OnnxRuntimePredictor.__init__).parameters:
-        options["allow_spinning"] = False
+    options["allow_spinning"] = False
     return options
 
 
