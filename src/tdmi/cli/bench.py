@@ -15,13 +15,13 @@ import typer
 from tdmi.benchmarks.options import Accuracy, BenchCalibMethod
 from tdmi.cli.common import Verbose, check_input_paths, console, main_for
 from tdmi.cli.options import (
-    BoxesOpt,
     CalibClipsOpt,
     CheckpointOpt,
     ConfigOpt,
     MissingFramesOpt,
     NoProgressOpt,
-    SplitOpt,
+    PoseTrackBoxesOpt,
+    PoseTrackSplitOpt,
     ThreadsOpt,
 )
 from tdmi.errors import ConfigError
@@ -175,8 +175,8 @@ def bench(
     threads: ThreadsOpt = None,
     cuda_graph: CudaGraphOpt = False,
     data: DataOpt = None,
-    split: SplitOpt = "val",
-    boxes: BoxesOpt = "gt",
+    split: PoseTrackSplitOpt = "val",
+    boxes: PoseTrackBoxesOpt = "gt",
     det_thr: DetThrOpt = 0.3,
     missing_frames: MissingFramesOpt = "error",
     max_samples: MaxSamplesOpt = None,

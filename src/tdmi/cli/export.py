@@ -36,6 +36,8 @@ from tdmi.cli.options import (
     MinSpeedupOpt,
     OpTypesOpt,
     PoseRefineOpt,
+    PoseTrackBoxesOpt,
+    PoseTrackSplitOpt,
     PreferredBatchOpt,
     serve_settings,
 )
@@ -308,8 +310,8 @@ def calib_cmd(
         typer.Option("--data", help="PoseTrack-layout folder (omit: built-in clips, smoke tests only)."),
     ] = None,
     num_clips: Annotated[int, typer.Option("--num-clips", help="How many clips.")] = 32,
-    boxes: Annotated[str, typer.Option("--boxes", help="'gt' or a detections JSON (COCO results).")] = "gt",
-    split: Annotated[str, typer.Option("--split", help="Annotation split to read.")] = "val",
+    boxes: PoseTrackBoxesOpt = "gt",
+    split: PoseTrackSplitOpt = "val",
     verbose: Verbose = False,
 ) -> None:
     """Save a calibration set (.npz) to reuse with --calib."""

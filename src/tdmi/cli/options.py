@@ -154,8 +154,10 @@ MinSpeedupOpt = Annotated[
 
 # --- bench
 # The PoseTrack harness options tdmi-bench shares with the commands that read PoseTrack.
-SplitOpt = Annotated[str, typer.Option("--split", help="PoseTrack split.")]
-BoxesOpt = Annotated[str, typer.Option("--boxes", help="'gt' or a COCO-style detections JSON.")]
+PoseTrackSplitOpt = Annotated[str, typer.Option("--split", help="PoseTrack annotation split to read.")]
+PoseTrackBoxesOpt = Annotated[
+    str, typer.Option("--boxes", help="'gt' or a COCO-style detections JSON (COCO results).")
+]
 MissingFramesOpt = Annotated[
     MissingFrames,
     typer.Option("--missing-frames", help="'nearest': use the nearest frame on disk for absent neighbours."),
